@@ -1,0 +1,247 @@
+"""Settings, read from `S3GATE_*` environment variables and `.env`; validated and bounded."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal, TypeVar
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+HMAC_ALGORITHMS = frozenset({"HS256", "HS384", "HS512"})
+ASYMMETRIC_ALGORITHMS = frozenset({"RS256", "RS384", "RS512", "ES256", "ES384", "ES512"})
+# python-jose (the stack's JWT library) implements no RSASSA-PSS; refuse rather than fail later.
+UNSUPPORTED_BY_JOSE = frozenset({"PS256", "PS384", "PS512"})
+MAX_URL_TTL_SECONDS = 7 * 24 * 3600  # SigV4's hard ceiling for presigned URLs
+MIN_HMAC_SECRET_BYTES = 32  # RFC 7518 §3.2: a key at least as long as the hash output
+SINGLE_PUT_MAX_BYTES = 5 * 1024**3  # S3's limit for one PutObject
+
+_CONTENT_TYPE_PATTERN = re.compile(
+    r"^(\*/\*|[a-z0-9][a-z0-9!#$&^_.+-]{0,126}/(\*|[a-z0-9][a-z0-9!#$&^_.+-]{0,126}))$"
+)
+_KEY_PREFIX_PATTERN = re.compile(r"^([A-Za-z0-9._-]+/)*$")
+_BUCKET_PATTERN = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+
+CsvList = Annotated[list[str], NoDecode]
+SettingsT = TypeVar("SettingsT", bound="AuthSettings")
+
+
+class ConfigError(Exception):
+    """Settings that cannot run; the message names every offending environment variable."""
+
+
+def _split_csv(value: Any) -> Any:
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+def _empty_to_none(value: Any) -> Any:
+    if isinstance(value, str) and not value.strip():
+        return None
+    return value
+
+
+class AuthSettings(BaseSettings):
+    """What it takes to verify (and, in development, mint) the callers' JWTs."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="S3GATE_", env_file=".env", extra="ignore", frozen=True
+    )
+
+    jwt_secret: SecretStr | None = None
+    jwt_public_key: SecretStr | None = None
+    jwt_jwks_url: str | None = None
+    jwt_algorithms: CsvList = Field(default_factory=list)
+    jwt_issuer: str | None = None
+    jwt_audience: str | None = None
+    jwt_leeway_seconds: int = Field(default=30, ge=0, le=3600)
+    jwt_jwks_cache_seconds: int = Field(default=3600, ge=10, le=7 * 24 * 3600)
+    jwt_jwks_cooldown_seconds: int = Field(default=60, ge=1, le=3600)
+    admin_scope: str = Field(default="s3gate:admin", min_length=1)
+
+    @field_validator(
+        "jwt_secret", "jwt_public_key", "jwt_jwks_url", "jwt_issuer", "jwt_audience", mode="before"
+    )
+    @classmethod
+    def _blank_is_unset(cls, value: Any) -> Any:
+        return _empty_to_none(value)
+
+    @field_validator("jwt_algorithms", mode="before")
+    @classmethod
+    def _parse_algorithms(cls, value: Any) -> Any:
+        return _split_csv(value)
+
+    @field_validator("jwt_public_key", mode="after")
+    @classmethod
+    def _read_key_file(cls, value: SecretStr | None) -> SecretStr | None:
+        # A value that is not PEM text is a path (Docker/Kubernetes secrets are mounted as files).
+        if value is None or value.get_secret_value().lstrip().startswith("-----BEGIN"):
+            return value
+        path = Path(value.get_secret_value()).expanduser()
+        try:
+            return SecretStr(path.read_text(encoding="ascii"))
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ValueError(f"not PEM text and not a readable PEM file ({exc.strerror or exc})")
+
+    @model_validator(mode="after")
+    def _check_key_material(self) -> AuthSettings:
+        sources = [
+            name
+            for name, value in (
+                ("S3GATE_JWT_SECRET", self.jwt_secret),
+                ("S3GATE_JWT_PUBLIC_KEY", self.jwt_public_key),
+                ("S3GATE_JWT_JWKS_URL", self.jwt_jwks_url),
+            )
+            if value is not None
+        ]
+        if len(sources) != 1:
+            found = ", ".join(sources) if sources else "none"
+            raise ValueError(
+                "set exactly one of S3GATE_JWT_SECRET, S3GATE_JWT_PUBLIC_KEY, "
+                f"S3GATE_JWT_JWKS_URL (found: {found})"
+            )
+        hmac_mode = self.jwt_secret is not None
+        algorithms = [a.upper() for a in self.jwt_algorithms] or (
+            ["HS256"] if hmac_mode else ["RS256"]
+        )
+        if pss := sorted(set(algorithms) & UNSUPPORTED_BY_JOSE):
+            raise ValueError(
+                f"S3GATE_JWT_ALGORITHMS: {pss} not supported (python-jose has no RSASSA-PSS); "
+                "use RS256/384/512 or ES256/384/512"
+            )
+        unknown = sorted(set(algorithms) - HMAC_ALGORITHMS - ASYMMETRIC_ALGORITHMS)
+        if unknown:
+            raise ValueError(f"S3GATE_JWT_ALGORITHMS: unsupported algorithm(s) {unknown}")
+        hmac = set(algorithms) & HMAC_ALGORITHMS
+        asymmetric = set(algorithms) & ASYMMETRIC_ALGORITHMS
+        if hmac and asymmetric:
+            raise ValueError(
+                "S3GATE_JWT_ALGORITHMS: HMAC and asymmetric algorithms must not be allowed "
+                "together (a public key would become a forgeable HMAC secret)"
+            )
+        if hmac_mode and asymmetric:
+            raise ValueError(
+                "S3GATE_JWT_ALGORITHMS: S3GATE_JWT_SECRET works only with HS256/HS384/HS512"
+            )
+        if not hmac_mode and hmac:
+            raise ValueError(
+                "S3GATE_JWT_ALGORITHMS: a public key or JWKS works only with RS/ES algorithms"
+            )
+        if self.jwt_secret is not None:
+            if len(self.jwt_secret.get_secret_value().encode()) < MIN_HMAC_SECRET_BYTES:
+                raise ValueError(
+                    f"S3GATE_JWT_SECRET: must be at least {MIN_HMAC_SECRET_BYTES} bytes long"
+                )
+        object.__setattr__(self, "jwt_algorithms", algorithms)
+        return self
+
+
+class Settings(AuthSettings):
+    """Everything `s3gate serve` needs."""
+
+    database_url: str = "sqlite:///./s3gate.db"
+
+    s3_bucket: str
+    s3_region: str = Field(default="us-east-1", min_length=1)
+    s3_endpoint_url: str | None = None
+    s3_public_endpoint_url: str | None = None
+    s3_addressing_style: Literal["path", "virtual", "auto"] = "auto"
+    s3_key_prefix: str = "uploads/"
+
+    upload_url_ttl_seconds: int = Field(default=900, ge=1, le=MAX_URL_TTL_SECONDS)
+    download_url_ttl_seconds: int = Field(default=60, ge=1, le=MAX_URL_TTL_SECONDS)
+    # An upload that S3 accepted just before its URL expired may take a while to arrive.
+    completion_grace_seconds: int = Field(default=3600, ge=0, le=MAX_URL_TTL_SECONDS)
+    max_file_size: int = Field(default=SINGLE_PUT_MAX_BYTES, ge=1, le=SINGLE_PUT_MAX_BYTES)
+    allowed_content_types: CsvList = Field(default_factory=lambda: ["*/*"])
+
+    storage_connect_timeout_seconds: float = Field(default=2.0, gt=0, le=60)
+    storage_read_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
+    storage_max_attempts: int = Field(default=3, ge=1, le=10)
+
+    cors_origins: CsvList = Field(default_factory=list)
+    root_path: str = ""
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @field_validator("s3_endpoint_url", "s3_public_endpoint_url", mode="before")
+    @classmethod
+    def _blank_endpoint_is_aws(cls, value: Any) -> Any:
+        return _empty_to_none(value)
+
+    @field_validator("s3_endpoint_url", "s3_public_endpoint_url", mode="after")
+    @classmethod
+    def _endpoint_is_http_url(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^https?://[^/?#\s]+/?$", value):
+            raise ValueError("must be an http(s) URL with no path, e.g. https://s3.example.com")
+        return value.rstrip("/") if value else value
+
+    @field_validator("s3_bucket")
+    @classmethod
+    def _bucket_name(cls, value: str) -> str:
+        if not _BUCKET_PATTERN.match(value) or ".." in value:
+            raise ValueError("not a valid S3 bucket name (3-63 of a-z 0-9 . -)")
+        return value
+
+    @field_validator("s3_key_prefix")
+    @classmethod
+    def _key_prefix(cls, value: str) -> str:
+        if not _KEY_PREFIX_PATTERN.match(value):
+            raise ValueError("must be empty or segments of [A-Za-z0-9._-] each ending in '/'")
+        return value
+
+    @field_validator("allowed_content_types", "cors_origins", mode="before")
+    @classmethod
+    def _parse_csv(cls, value: Any) -> Any:
+        return _split_csv(value)
+
+    @field_validator("allowed_content_types", mode="after")
+    @classmethod
+    def _content_type_patterns(cls, value: list[str]) -> list[str]:
+        patterns = [item.lower() for item in value]
+        bad = [item for item in patterns if not _CONTENT_TYPE_PATTERN.match(item)]
+        if bad:
+            raise ValueError(f"not type/subtype patterns: {bad} (e.g. image/*,application/pdf)")
+        if not patterns:
+            raise ValueError("must allow at least one pattern (default */*)")
+        return patterns
+
+    @field_validator("cors_origins", mode="after")
+    @classmethod
+    def _origins(cls, value: list[str]) -> list[str]:
+        bad = [o for o in value if not re.match(r"^https?://[^/?#\s]+$", o)]
+        if bad:
+            raise ValueError(f"origins are scheme://host[:port] with no path: {bad}")
+        return value
+
+    @field_validator("root_path")
+    @classmethod
+    def _root_path(cls, value: str) -> str:
+        value = value.rstrip("/")
+        if value and not value.startswith("/"):
+            raise ValueError("must start with '/'")
+        return value
+
+    @property
+    def signing_endpoint_url(self) -> str | None:
+        """The endpoint that goes into presigned URLs (clients must be able to reach it)."""
+        return self.s3_public_endpoint_url or self.s3_endpoint_url
+
+
+def describe_validation_error(exc: ValidationError, prefix: str = "S3GATE_") -> str:
+    """One line per problem, each naming the environment variable to fix; never a value."""
+    lines = []
+    for error in exc.errors(include_input=False, include_url=False):
+        field = ".".join(str(part) for part in error["loc"])
+        message = str(error["msg"]).removeprefix("Value error, ")
+        lines.append(f"{prefix}{field.upper()}: {message}" if field else message)
+    return "\n".join(lines)
+
+
+def load_settings(cls: type[SettingsT], **overrides: Any) -> SettingsT:
+    """Build settings from the environment, turning validation errors into a ConfigError."""
+    try:
+        return cls(**overrides)
+    except ValidationError as exc:
+        raise ConfigError(describe_validation_error(exc)) from None

@@ -1,0 +1,199 @@
+"""Typed errors, each with an HTTP status and a stable `code`, rendered once as problem+json."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from http import HTTPStatus
+from typing import Any, ClassVar
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = logging.getLogger("s3gate.errors")
+
+PROBLEM_JSON = "application/problem+json"
+PROBLEM_TYPE_BASE = "urn:s3gate:problem:"
+
+
+class AppError(Exception):
+    """Base of every error a client may see; subclasses fix `status`, `code` and `title`."""
+
+    status: int = 500
+    code: str = "internal_error"
+    title: str = "Internal error"
+    default_detail: ClassVar[str] = "The service failed; try again later."
+
+    def __init__(
+        self,
+        detail: str | None = None,
+        *,
+        headers: Mapping[str, str] | None = None,
+        errors: Sequence[Mapping[str, Any]] | None = None,
+    ) -> None:
+        self.detail = detail or self.default_detail
+        self.headers = dict(headers or {})
+        self.errors = list(errors) if errors is not None else None
+        super().__init__(self.detail)
+
+    def body(self) -> dict[str, Any]:
+        """The problem+json document (RFC 9457) with the `code` extension."""
+        body: dict[str, Any] = {
+            "type": PROBLEM_TYPE_BASE + self.code,
+            "title": self.title,
+            "status": self.status,
+            "detail": self.detail,
+            "code": self.code,
+        }
+        if self.errors is not None:
+            body["errors"] = self.errors
+        return body
+
+
+class MissingToken(AppError):
+    status, code, title = 401, "missing_token", "Authentication required"
+    default_detail = "Send 'Authorization: Bearer <JWT>'."
+
+    def __init__(self, detail: str | None = None) -> None:
+        super().__init__(detail, headers={"WWW-Authenticate": "Bearer"})
+
+
+class InvalidToken(AppError):
+    status, code, title = 401, "invalid_token", "Invalid token"
+    default_detail = "The bearer token is invalid, expired or not accepted here."
+
+    def __init__(self) -> None:
+        # Deliberately one fixed message: callers learn nothing about why verification failed.
+        super().__init__(headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+
+
+class NotFound(AppError):
+    status, code, title = 404, "not_found", "Not found"
+    default_detail = "No such resource."
+
+
+class MethodNotAllowed(AppError):
+    status, code, title = 405, "method_not_allowed", "Method not allowed"
+    default_detail = "This method is not allowed on this resource."
+
+
+class ValidationFailed(AppError):
+    status, code, title = 422, "validation_error", "Invalid request"
+    default_detail = "The request is not valid; see `errors`."
+
+
+class IdempotencyKeyReused(AppError):
+    status, code, title = 422, "idempotency_key_reused", "Idempotency key reused"
+    default_detail = "This Idempotency-Key was used with a different request body."
+
+
+class FileTooLarge(AppError):
+    status, code, title = 413, "file_too_large", "File too large"
+
+
+class RequestTooLarge(AppError):
+    status, code, title = 413, "request_too_large", "Request body too large"
+    default_detail = "The request body is larger than this API accepts."
+
+
+class ContentTypeNotAllowed(AppError):
+    status, code, title = 415, "content_type_not_allowed", "Content type not allowed"
+
+
+class UploadIncomplete(AppError):
+    status, code, title = 409, "upload_incomplete", "Upload incomplete"
+    default_detail = "The object is not in the store yet; upload it, then complete again."
+
+
+class UploadExpired(AppError):
+    status, code, title = 409, "upload_expired", "Upload expired"
+    default_detail = "The upload deadline has passed; create a new upload."
+
+
+class UploadRejected(AppError):
+    status, code, title = 422, "upload_rejected", "Upload rejected"
+
+
+class NotPending(AppError):
+    status, code, title = 409, "not_pending", "File is not pending"
+    default_detail = "Only a pending upload can be changed this way."
+
+
+class FileNotAvailable(AppError):
+    status, code, title = 409, "file_not_available", "File not available"
+    default_detail = "The file is not available for download (its upload is not complete)."
+
+
+class StorageUnavailable(AppError):
+    status, code, title = 503, "storage_unavailable", "Storage unavailable"
+    default_detail = "The object store did not answer in time; try again shortly."
+
+
+class CredentialsUnavailable(AppError):
+    status, code, title = 503, "credentials_unavailable", "Signing credentials unavailable"
+    default_detail = "The service has no valid S3 credentials to sign with right now."
+
+
+class NotReady(AppError):
+    status, code, title = 503, "not_ready", "Not ready"
+
+
+def problem_response(error: AppError) -> JSONResponse:
+    """Render an AppError; the one place an error body is built."""
+    return JSONResponse(
+        error.body(), status_code=error.status, headers=error.headers, media_type=PROBLEM_JSON
+    )
+
+
+def _validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
+    # Only loc and msg: pydantic's `input`/`ctx` could echo a token or other secret back.
+    return [
+        {"loc": list(error.get("loc", ())), "msg": str(error.get("msg", "invalid"))}
+        for error in exc.errors()
+    ]
+
+
+async def _on_app_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, AppError)
+    return problem_response(exc)
+
+
+async def _on_validation_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    return problem_response(ValidationFailed(errors=_validation_errors(exc)))
+
+
+async def _on_http_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 404:
+        return problem_response(NotFound())
+    if exc.status_code == 405:
+        return problem_response(MethodNotAllowed(headers=exc.headers))
+    phrase = HTTPStatus(exc.status_code).phrase
+    error = AppError(phrase, headers=exc.headers)
+    error.status, error.title = exc.status_code, phrase
+    error.code = phrase.lower().replace(" ", "_").replace("-", "_")
+    return problem_response(error)
+
+
+async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+    # Logged with the route template, never the raw URL or headers (they may carry secrets).
+    route = request.scope.get("route")
+    log.error(
+        "unhandled %s on %s %s",
+        type(exc).__name__,
+        request.method,
+        getattr(route, "path", "?"),
+        exc_info=exc,
+    )
+    return problem_response(AppError())
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Route every error, ours, FastAPI's and Starlette's, through problem_response."""
+    app.add_exception_handler(AppError, _on_app_error)
+    app.add_exception_handler(RequestValidationError, _on_validation_error)
+    app.add_exception_handler(StarletteHTTPException, _on_http_error)
+    app.add_exception_handler(Exception, _on_unexpected)
