@@ -83,7 +83,8 @@ class AuthSettings(BaseSettings):
         try:
             return SecretStr(path.read_text(encoding="ascii"))
         except (OSError, UnicodeDecodeError) as exc:
-            raise ValueError(f"not PEM text and not a readable PEM file ({exc.strerror or exc})")
+            reason = exc.strerror if isinstance(exc, OSError) else "not ASCII"
+            raise ValueError(f"not PEM text and not a readable PEM file ({reason})") from None
 
     @model_validator(mode="after")
     def _check_key_material(self) -> AuthSettings:
@@ -129,11 +130,9 @@ class AuthSettings(BaseSettings):
             raise ValueError(
                 "S3GATE_JWT_ALGORITHMS: a public key or JWKS works only with RS/ES algorithms"
             )
-        if self.jwt_secret is not None:
-            if len(self.jwt_secret.get_secret_value().encode()) < MIN_HMAC_SECRET_BYTES:
-                raise ValueError(
-                    f"S3GATE_JWT_SECRET: must be at least {MIN_HMAC_SECRET_BYTES} bytes long"
-                )
+        secret = self.jwt_secret.get_secret_value() if self.jwt_secret else None
+        if secret is not None and len(secret.encode()) < MIN_HMAC_SECRET_BYTES:
+            raise ValueError(f"S3GATE_JWT_SECRET: must be at least {MIN_HMAC_SECRET_BYTES} bytes long")
         object.__setattr__(self, "jwt_algorithms", algorithms)
         return self
 
