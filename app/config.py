@@ -132,7 +132,7 @@ class AuthSettings(BaseSettings):
             )
         secret = self.jwt_secret.get_secret_value() if self.jwt_secret else None
         if secret is not None and len(secret.encode()) < MIN_HMAC_SECRET_BYTES:
-            raise ValueError(f"S3GATE_JWT_SECRET: must be at least {MIN_HMAC_SECRET_BYTES} bytes long")
+            raise ValueError(f"S3GATE_JWT_SECRET: needs {MIN_HMAC_SECRET_BYTES} bytes or more")
         object.__setattr__(self, "jwt_algorithms", algorithms)
         return self
 
