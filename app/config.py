@@ -24,7 +24,7 @@ _KEY_PREFIX_PATTERN = re.compile(r"^([A-Za-z0-9._-]+/)*$")
 _BUCKET_PATTERN = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 
 CsvList = Annotated[list[str], NoDecode]
-SettingsT = TypeVar("SettingsT", bound="AuthSettings")
+SettingsT = TypeVar("SettingsT", bound=BaseSettings)
 
 
 class ConfigError(Exception):
@@ -43,12 +43,25 @@ def _empty_to_none(value: Any) -> Any:
     return value
 
 
+_MODEL_CONFIG = SettingsConfigDict(
+    env_prefix="S3GATE_", env_file=".env", extra="ignore", frozen=True
+)
+
+
+class DatabaseSettings(BaseSettings):
+    """What `s3gate migrate` (and Alembic) need: only the ledger's URL."""
+
+    model_config = _MODEL_CONFIG
+
+    # sqlite:///path or postgresql+psycopg://user:pass@host/db (driver added when missing)
+    database_url: str = "sqlite:///./s3gate.db"
+    database_pool_size: int = Field(default=10, ge=1, le=200)
+
+
 class AuthSettings(BaseSettings):
     """What it takes to verify (and, in development, mint) the callers' JWTs."""
 
-    model_config = SettingsConfigDict(
-        env_prefix="S3GATE_", env_file=".env", extra="ignore", frozen=True
-    )
+    model_config = _MODEL_CONFIG
 
     jwt_secret: SecretStr | None = None
     jwt_public_key: SecretStr | None = None
@@ -137,10 +150,8 @@ class AuthSettings(BaseSettings):
         return self
 
 
-class Settings(AuthSettings):
+class Settings(DatabaseSettings, AuthSettings):
     """Everything `s3gate serve` needs."""
-
-    database_url: str = "sqlite:///./s3gate.db"
 
     s3_bucket: str
     s3_region: str = Field(default="us-east-1", min_length=1)

@@ -10,6 +10,7 @@ from typing import Any, ClassVar
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger("s3gate.errors")
@@ -67,6 +68,11 @@ class InvalidToken(AppError):
     def __init__(self) -> None:
         # Deliberately one fixed message: callers learn nothing about why verification failed.
         super().__init__(headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+
+
+class Forbidden(AppError):
+    status, code, title = 403, "forbidden", "Forbidden"
+    default_detail = "Only admins may act on another owner's files."
 
 
 class NotFound(AppError):
@@ -138,6 +144,39 @@ class CredentialsUnavailable(AppError):
 
 class NotReady(AppError):
     status, code, title = 503, "not_ready", "Not ready"
+
+
+class ValidationErrorItem(BaseModel):
+    loc: list[str | int]
+    msg: str
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details with a stable `code` to switch on."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    code: str
+    errors: list[ValidationErrorItem] | None = None
+
+
+def problem_responses(*errors: type[AppError]) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` declaring these errors, one example per code."""
+    declared: dict[int | str, dict[str, Any]] = {}
+    for error in errors:
+        entry = declared.setdefault(
+            error.status,
+            {
+                "model": Problem,
+                "description": "",
+                "content": {PROBLEM_JSON: {"examples": {}}},
+            },
+        )
+        entry["description"] = " / ".join(filter(None, [entry["description"], f"`{error.code}`"]))
+        entry["content"][PROBLEM_JSON]["examples"][error.code] = {"value": error().body()}
+    return declared
 
 
 def problem_response(error: AppError) -> JSONResponse:

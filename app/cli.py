@@ -1,0 +1,214 @@
+"""The `s3gate` command: serve, migrate, dev, token."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import secrets
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import uvicorn
+
+from app.auth import TokenVerifier, mint_token
+from app.config import AuthSettings, ConfigError, DatabaseSettings, Settings, load_settings
+from app.db import run_migrations
+
+DEV_BUCKET = "s3gate-dev"
+DEV_ACCESS_KEY = "S3GATEDEV"
+DEV_TOKEN_TTL_SECONDS = 12 * 3600
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+
+
+def _checked_settings() -> Settings:
+    settings = load_settings(Settings)
+    TokenVerifier(settings)  # key material that cannot verify anything fails here, not later
+    return settings
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    settings = _checked_settings()
+    _configure_logging(settings.log_level)
+    uvicorn.run(
+        "app.main:app",
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        proxy_headers=args.proxy_headers,
+        forwarded_allow_ips=args.forwarded_allow_ips,
+        log_level=settings.log_level,
+    )
+    return 0
+
+
+def cmd_migrate(_: argparse.Namespace) -> int:
+    settings = load_settings(DatabaseSettings)
+    _configure_logging("info")
+    run_migrations(settings.database_url)
+    print("ledger schema is up to date")
+    return 0
+
+
+def _secret_file(path: Path, nbytes: int) -> str:
+    """Read a dev secret, creating it (owner-only) on first use."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_urlsafe(nbytes))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    overrides = {}
+    if args.secret_file:
+        overrides["jwt_secret"] = Path(args.secret_file).read_text().strip()
+    settings = load_settings(AuthSettings, **overrides)
+    if settings.jwt_secret is None:
+        raise ConfigError("S3GATE_JWT_SECRET: minting needs the HMAC secret (or --secret-file)")
+    print(
+        mint_token(
+            settings.jwt_secret.get_secret_value(),
+            args.sub,
+            algorithm=settings.jwt_algorithms[0],
+            ttl_seconds=args.ttl,
+            admin_scope=settings.admin_scope if args.admin else None,
+            issuer=settings.jwt_issuer,
+            audience=settings.jwt_audience,
+        )
+    )
+    return 0
+
+
+def _walkthrough(api: str, token: str, s3_url: str, database_url: str, state: Path) -> str:
+    get = "python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))%s)'"
+    return f"""
+s3gate dev is up: {api}   (interactive API docs: {api}/docs)
+  embedded S3 (SeaweedFS): {s3_url}, bucket {DEV_BUCKET}
+  ledger: {database_url}
+  Ctrl-C stops the service and the S3 server.
+
+A dev token (sub=dev, valid {DEV_TOKEN_TTL_SECONDS // 3600} h); more with
+  .venv/bin/s3gate token --sub alice --secret-file {state / "jwt-secret"}
+
+Upload and download a file, in another terminal:
+
+export API={api} TOKEN={token}
+printf 'hello from s3gate\\n' > hello.txt; SIZE=$(wc -c < hello.txt | tr -d ' ')
+curl -s -X POST "$API/uploads" -H "Authorization: Bearer $TOKEN" \\
+  -H 'Content-Type: application/json' \\
+  -d '{{"filename": "hello.txt", "content_type": "text/plain", "size": '"$SIZE"'}}' > upload.json
+ID=$({get % '["file"]["id"]'} upload.json)
+URL=$({get % '["upload"]["url"]'} upload.json)
+curl -sf -X PUT "$URL" -H 'Content-Type: text/plain' -H 'If-None-Match: *' --data-binary @hello.txt
+curl -s -X POST "$API/uploads/$ID/complete" -H "Authorization: Bearer $TOKEN"; echo
+curl -s "$API/downloads/$ID" -H "Authorization: Bearer $TOKEN" > download.json
+curl -s "$({get % '["url"]'} download.json)"
+"""
+
+
+def cmd_dev(args: argparse.Namespace) -> int:
+    from app.devstack import embedded_s3
+    from app.main import create_app
+    from app.storage import ensure_bucket
+
+    state = Path(args.state_dir).resolve()
+    jwt_secret = _secret_file(state / "jwt-secret", 48)
+    s3_secret = _secret_file(state / "s3-secret", 24)
+    api = f"http://{args.host}:{args.port}"
+    with embedded_s3(state / "s3", access_key=DEV_ACCESS_KEY, secret_key=s3_secret) as s3:
+        # The embedded store and its keys replace whatever S3 settings the shell had.
+        for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN"):
+            os.environ.pop(name, None)
+        os.environ.update(
+            {
+                "AWS_ACCESS_KEY_ID": s3.access_key,
+                "AWS_SECRET_ACCESS_KEY": s3.secret_key,
+                "S3GATE_S3_BUCKET": DEV_BUCKET,
+                "S3GATE_S3_ENDPOINT_URL": s3.endpoint_url,
+                "S3GATE_S3_PUBLIC_ENDPOINT_URL": s3.endpoint_url,
+                "S3GATE_S3_ADDRESSING_STYLE": "path",
+                "S3GATE_S3_REGION": s3.region,
+                "S3GATE_JWT_SECRET": jwt_secret,
+                "S3GATE_JWT_ALGORITHMS": "HS256",
+            }
+        )
+        for name in ("S3GATE_JWT_PUBLIC_KEY", "S3GATE_JWT_JWKS_URL"):
+            os.environ.pop(name, None)
+        os.environ.setdefault("S3GATE_DATABASE_URL", f"sqlite:///{state / 's3gate.db'}")
+        settings = load_settings(Settings)
+        _configure_logging(settings.log_level)
+        origins = [api, f"http://localhost:{args.port}", *settings.cors_origins]
+        ensure_bucket(s3.client(), DEV_BUCKET, origins)
+        run_migrations(settings.database_url)
+        token = mint_token(
+            jwt_secret,
+            "dev",
+            ttl_seconds=DEV_TOKEN_TTL_SECONDS,
+            issuer=settings.jwt_issuer,
+            audience=settings.jwt_audience,
+        )
+        print(_walkthrough(api, token, s3.endpoint_url, settings.database_url, state), flush=True)
+        uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="info")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="s3gate", description="Presigned S3 URLs for a private bucket, behind JWT auth."
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = sub.add_parser("serve", help="serve the API (settings from S3GATE_* / .env)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--workers", type=int, default=1)
+    serve.add_argument(
+        "--proxy-headers", action="store_true", help="trust X-Forwarded-* from allowed proxies"
+    )
+    serve.add_argument(
+        "--forwarded-allow-ips", default="127.0.0.1", help="proxies whose headers are trusted"
+    )
+    serve.set_defaults(handler=cmd_serve)
+
+    migrate = sub.add_parser("migrate", help="apply ledger migrations (alembic upgrade head)")
+    migrate.set_defaults(handler=cmd_migrate)
+
+    dev = sub.add_parser(
+        "dev", help="run everything locally: SQLite ledger, embedded SeaweedFS S3, dev token"
+    )
+    dev.add_argument("--host", default="127.0.0.1")
+    dev.add_argument("--port", type=int, default=8000)
+    dev.add_argument("--state-dir", default=".s3gate-dev", help="where dev data and secrets live")
+    dev.set_defaults(handler=cmd_dev)
+
+    token = sub.add_parser("token", help="mint a development JWT with the HMAC secret")
+    token.add_argument("--sub", required=True, help="the owner id (JWT sub)")
+    token.add_argument("--admin", action="store_true", help="grant the admin scope")
+    token.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds")
+    token.add_argument("--secret-file", help="read the HMAC secret from this file")
+    token.set_defaults(handler=cmd_token)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `s3gate` console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = args.handler(args)
+    except ConfigError as exc:
+        print(f"s3gate: invalid configuration\n{exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

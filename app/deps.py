@@ -1,0 +1,63 @@
+"""The only place `Depends(...)` is spelled; handlers take these aliases."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import Depends, Header, Path, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from app.auth import Principal
+from app.errors import NotFound
+from app.lifespan import AppState
+from app.service import FileService
+
+# Declares the scheme in OpenAPI; the header itself is read raw so that a missing header and a
+# wrong scheme get the contract's two different answers.
+_bearer = HTTPBearer(auto_error=False, description="A JWT issued by your identity provider.")
+
+
+def get_state(request: Request) -> AppState:
+    state: AppState = request.app.state.s3gate
+    return state
+
+
+StateDep = Annotated[AppState, Depends(get_state)]
+
+
+def get_service(state: StateDep) -> FileService:
+    return state.service
+
+
+async def get_principal(
+    request: Request,
+    state: StateDep,
+    _: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Principal:
+    return await state.verifier.authenticate(request.headers.get("authorization"))
+
+
+def parse_file_id(
+    file_id: Annotated[str, Path(description="The file's id (a UUID).")],
+) -> uuid.UUID:
+    # A malformed id names no file, so it gets the same 404 as any id the caller cannot see.
+    try:
+        return uuid.UUID(file_id)
+    except ValueError:
+        raise NotFound() from None
+
+
+ServiceDep = Annotated[FileService, Depends(get_service)]
+PrincipalDep = Annotated[Principal, Depends(get_principal)]
+FileIdDep = Annotated[uuid.UUID, Depends(parse_file_id)]
+IdempotencyKeyDep = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=255,
+        pattern=r"^[\x20-\x7e]+$",
+        description="Makes a retry of this request return the same file (24 hours).",
+    ),
+]

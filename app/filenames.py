@@ -1,0 +1,143 @@
+"""Client filenames: validation on upload, safe Content-Disposition and Content-Type on download."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+import urllib.parse
+from typing import Literal
+
+MAX_FILENAME_BYTES = 255
+
+# Cc: C0/C1 controls (CR, LF, TAB, NUL, DEL, ...). Cf: invisible format characters, which include
+# the bidi overrides/isolates and zero-width characters used to disguise names ("gpj.exe").
+# Cs: lone surrogates, which JSON "\ud800" escapes can produce and which have no UTF-8 form.
+# Zl/Zp: U+2028/U+2029 act as line breaks in many renderers and log viewers.
+_FORBIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
+
+# Besides non-printable ASCII, these are replaced in the quoted fallback: '"' and '\\' would need
+# quoted-pair escaping that several user agents get wrong, ';' and ',' trip naive header
+# splitters, and some browsers percent-decode the plain `filename` parameter.
+_FALLBACK_UNSAFE = frozenset('"\\;%,')
+_FALLBACK_MAX_CHARS = 255
+_FALLBACK_DEFAULT_STEM = "download"
+_MAX_EXTENSION_CHARS = 16
+
+# RFC 8187 attr-char minus ALPHA / DIGIT and "-" "." "_" "~", which quote() never escapes.
+_ATTR_CHAR_EXTRA = "!#$&+^`|"
+
+# Script-capable types: a browser that renders any of these at the bucket's origin may run
+# script there, so they are never served inline or under their declared type.
+SCRIPT_CAPABLE_TYPES: frozenset[str] = frozenset(
+    {
+        # HTML and XML documents (XML can pull in XHTML namespaces or XSLT that emits HTML).
+        "text/html",
+        "application/xhtml+xml",
+        "image/svg+xml",
+        "text/xml",
+        "application/xml",
+        "text/xsl",
+        "application/xslt+xml",
+        # Every "JavaScript MIME type essence match" of the WHATWG MIME Sniffing standard.
+        "application/ecmascript",
+        "application/javascript",
+        "application/x-ecmascript",
+        "application/x-javascript",
+        "text/ecmascript",
+        "text/javascript",
+        "text/javascript1.0",
+        "text/javascript1.1",
+        "text/javascript1.2",
+        "text/javascript1.3",
+        "text/javascript1.4",
+        "text/javascript1.5",
+        "text/jscript",
+        "text/livescript",
+        "text/x-ecmascript",
+        "text/x-javascript",
+        # Browsers render each part under its own type, so it can smuggle an HTML part.
+        "multipart/x-mixed-replace",
+    }
+)
+
+_SAFE_DOWNLOAD_TYPE = "application/octet-stream"
+# RFC 9110 token characters on both sides of the slash.
+_MEDIA_TYPE_ESSENCE = re.compile(r"[!#$%&'*+.^_`|~0-9a-z-]+/[!#$%&'*+.^_`|~0-9a-z-]+")
+
+
+def normalize_filename(raw: str) -> str:
+    """Return `raw` in NFC, or raise ValueError if it is not an acceptable filename."""
+    # Messages never quote the name: it may be megabytes long or carry terminal escapes.
+    name = unicodedata.normalize("NFC", raw)
+    if not name:
+        raise ValueError("filename must not be empty")
+    # Checked before the byte length, since encoding a lone surrogate would raise.
+    if any(unicodedata.category(ch) in _FORBIDDEN_CATEGORIES for ch in name):
+        raise ValueError("filename contains control, formatting or invisible characters")
+    if len(name.encode("utf-8")) > MAX_FILENAME_BYTES:
+        raise ValueError(f"filename must be at most {MAX_FILENAME_BYTES} bytes of UTF-8")
+    if "/" in name or "\\" in name:
+        raise ValueError("filename must not contain path separators")
+    if name in {".", ".."}:
+        raise ValueError("filename must not be '.' or '..'")
+    if name.isspace():
+        raise ValueError("filename must not be only whitespace")
+    return name
+
+
+def _without_surrogates(text: str) -> str:
+    # Rejoins surrogate pairs that arrived split and turns lone ones into U+FFFD, so the
+    # result always has a UTF-8 encoding.
+    return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
+
+
+def _ascii_fallback(name: str) -> str:
+    kept: list[str] = []
+    for ch in unicodedata.normalize("NFKD", name):
+        if unicodedata.category(ch).startswith("M"):
+            continue  # accents split off by NFKD: "é" -> "e"
+        kept.append(ch if " " <= ch <= "~" and ch not in _FALLBACK_UNSAFE else "_")
+    fallback = "".join(kept)
+
+    stem, dot, ext = fallback.rpartition(".")
+    if not (dot and stem and ext.isalnum() and len(ext) <= _MAX_EXTENSION_CHARS):
+        stem, ext = fallback, ""
+    if not any(ch.isalnum() for ch in stem):
+        stem = _FALLBACK_DEFAULT_STEM
+    suffix = f".{ext}" if ext else ""
+    # NFKD can expand a character up to 18-fold (U+FDFA), so cap what goes into the header.
+    return stem[: _FALLBACK_MAX_CHARS - len(suffix)] + suffix
+
+
+def content_disposition(filename: str, disposition: Literal["attachment", "inline"]) -> str:
+    """Build an RFC 6266 header value with an ASCII `filename` and an RFC 8187 `filename*`."""
+    if disposition not in ("attachment", "inline"):
+        raise ValueError("disposition must be 'attachment' or 'inline'")
+    name = unicodedata.normalize("NFC", _without_surrogates(filename))
+    encoded = urllib.parse.quote(name.encode("utf-8"), safe=_ATTR_CHAR_EXTRA)
+    return f"{disposition}; filename=\"{_ascii_fallback(name)}\"; filename*=UTF-8''{encoded}"
+
+
+def _media_type_essence(content_type: str) -> str:
+    return content_type.split(";", 1)[0].strip().lower()
+
+
+def is_script_capable(content_type: str) -> bool:
+    """Tell whether a browser could run script from a response of this content type."""
+    essence = _media_type_essence(content_type)
+    # Any "+xml" type (RFC 7303 §4.2) may be rendered as XML, with the same risks as text/xml.
+    return essence in SCRIPT_CAPABLE_TYPES or essence.endswith("+xml")
+
+
+def download_headers(
+    content_type: str, disposition: Literal["attachment", "inline"], filename: str
+) -> tuple[str, str]:
+    """Return the (Content-Type, Content-Disposition) a download URL should make S3 send."""
+    essence = _media_type_essence(content_type)
+    malformed = _MEDIA_TYPE_ESSENCE.fullmatch(essence) is None or not (
+        content_type.isascii() and content_type.isprintable()
+    )
+    # A malformed type would let the browser sniff the bytes, which is as risky as HTML.
+    if malformed or is_script_capable(essence):
+        return _SAFE_DOWNLOAD_TYPE, content_disposition(filename, "attachment")
+    return content_type, content_disposition(filename, disposition)

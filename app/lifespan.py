@@ -1,0 +1,113 @@
+"""Builds every long-lived resource once per process and disposes of it at shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import anyio.to_thread
+import boto3
+from botocore.config import Config
+from botocore.credentials import Credentials
+from fastapi import FastAPI
+
+from app.auth import TokenVerifier
+from app.config import Settings
+from app.db import create_engine
+from app.ledger import Ledger
+from app.service import FileService
+from app.signer import Signer
+from app.storage import Storage
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+log = logging.getLogger("s3gate")
+
+CREDENTIAL_REFRESH_INTERVAL_SECONDS = 60
+
+
+@dataclass(frozen=True, slots=True)
+class AppState:
+    settings: Settings
+    ledger: Ledger
+    verifier: TokenVerifier
+    service: FileService
+
+
+def s3_clients(settings: Settings) -> tuple[S3Client, S3Client, Credentials | None]:
+    """(storage client, signing client, their shared credentials) from boto3's standard chain."""
+    session = boto3.session.Session(region_name=settings.s3_region)
+    addressing = {"addressing_style": settings.s3_addressing_style}
+    storage_client = session.client(
+        "s3",
+        endpoint_url=settings.s3_endpoint_url,
+        config=Config(
+            signature_version="s3v4",
+            s3=addressing,  # type: ignore[arg-type]
+            connect_timeout=settings.storage_connect_timeout_seconds,
+            read_timeout=settings.storage_read_timeout_seconds,
+            retries={"mode": "standard", "total_max_attempts": settings.storage_max_attempts},
+            max_pool_connections=50,
+        ),
+    )
+    signing_client = session.client(
+        "s3",
+        endpoint_url=settings.signing_endpoint_url,
+        config=Config(
+            signature_version="s3v4",
+            s3=addressing,  # type: ignore[arg-type]
+            # Presigned URLs carry exactly the checksum the client declared, nothing the SDK adds.
+            request_checksum_calculation="when_required",
+        ),
+    )
+    return storage_client, signing_client, session.get_credentials()
+
+
+async def _keep_credentials_fresh(credentials: Credentials) -> None:
+    # Temporary credentials refresh inside get_frozen_credentials (a network call); doing it here
+    # in a thread keeps that call off the request path, which then always finds fresh ones.
+    while True:
+        await asyncio.sleep(CREDENTIAL_REFRESH_INTERVAL_SECONDS)
+        try:
+            await anyio.to_thread.run_sync(credentials.get_frozen_credentials)
+        except Exception as exc:  # a failed refresh must not end the loop
+            log.warning("credential refresh failed: %s", type(exc).__name__)
+
+
+@contextlib.asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """Open the engine, S3 clients and key cache; close them when the server stops."""
+    settings: Settings = app.state.settings
+    engine = create_engine(settings)
+    storage_client, signing_client, credentials = s3_clients(settings)
+    if credentials is None:
+        log.warning("no S3 credentials found; URL signing will answer 503")
+    verifier = TokenVerifier(settings)
+    await verifier.start()
+    ledger = Ledger(engine)
+    service = FileService(
+        settings,
+        ledger,
+        Signer(signing_client, credentials, settings.s3_bucket),
+        Storage(storage_client, settings.s3_bucket),
+    )
+    app.state.s3gate = AppState(settings, ledger, verifier, service)
+    refresher = (
+        asyncio.create_task(_keep_credentials_fresh(credentials))
+        if credentials is not None and hasattr(credentials, "_expiry_time")
+        else None
+    )
+    try:
+        yield
+    finally:
+        if refresher is not None:
+            refresher.cancel()
+        await verifier.aclose()
+        await engine.dispose()
+        storage_client.close()
+        signing_client.close()

@@ -1,0 +1,65 @@
+"""The FastAPI application factory. `uvicorn app.main:app` builds it from the environment."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+
+from app.config import ConfigError, Settings, load_settings
+from app.errors import install_error_handlers
+from app.lifespan import lifespan
+from app.middleware import GuardMiddleware
+from app.routers import downloads, files, ops, uploads
+
+DESCRIPTION = """\
+Short-lived S3 presigned URLs for a private bucket. Callers authenticate with a JWT
+(`Authorization: Bearer ...`); every file is owned by the token's `sub`.
+
+Every error is `application/problem+json` with a stable `code`.
+"""
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the app; tests pass their own Settings, servers read the environment."""
+    settings = settings or load_settings(Settings)
+    app = FastAPI(
+        title="s3gate",
+        version="0.1.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        root_path=settings.root_path,
+    )
+    app.state.settings = settings
+    install_error_handlers(app)
+    for module in (uploads, downloads, files, ops):
+        app.include_router(module.router)
+    app.add_middleware(GuardMiddleware)
+    if settings.cors_origins:
+        # Outermost, so error answers carry CORS headers too and browsers can read their code.
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "Idempotency-Key"],
+            expose_headers=["Location", "Retry-After"],
+            max_age=600,
+        )
+    return app
+
+
+@functools.cache
+def _app_from_environment() -> FastAPI:
+    try:
+        return create_app()
+    except ConfigError as exc:
+        raise SystemExit(f"s3gate: invalid configuration\n{exc}") from None
+
+
+def __getattr__(name: str) -> Any:
+    # `app` is built on first access (by uvicorn), so importing this module has no side effects.
+    if name == "app":
+        return _app_from_environment()
+    raise AttributeError(name)

@@ -1,0 +1,1 @@
+"""Thin HTTP handlers: parse, call one service method, shape the answer."""

@@ -1,0 +1,52 @@
+"""Download route: a short-lived GET URL, as JSON or as a redirect."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Query
+from fastapi.responses import RedirectResponse
+
+from app.deps import FileIdDep, PrincipalDep, ServiceDep
+from app.errors import (
+    CredentialsUnavailable,
+    FileNotAvailable,
+    InvalidToken,
+    MissingToken,
+    NotFound,
+    ValidationFailed,
+    problem_responses,
+)
+from app.schemas import DownloadOut
+
+router = APIRouter(tags=["downloads"])
+
+
+@router.get(
+    "/downloads/{file_id}",
+    summary="Get a presigned download URL",
+    response_model=DownloadOut,
+    responses={
+        307: {"description": "`redirect=true`: Location is the presigned URL"},
+        **problem_responses(
+            MissingToken,
+            InvalidToken,
+            NotFound,
+            FileNotAvailable,
+            ValidationFailed,
+            CredentialsUnavailable,
+        ),
+    },
+)
+async def download(
+    file_id: FileIdDep,
+    principal: PrincipalDep,
+    service: ServiceDep,
+    disposition: Annotated[Literal["attachment", "inline"], Query()] = "attachment",
+    redirect: Annotated[bool, Query()] = False,
+) -> Any:
+    """Script-capable types are always served as an octet-stream attachment."""
+    presigned = await service.issue_download(principal, file_id, disposition)
+    if redirect:
+        return RedirectResponse(presigned.url, status_code=307)
+    return DownloadOut(url=presigned.url, method="GET", expires_at=presigned.expires_at)

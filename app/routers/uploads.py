@@ -1,0 +1,91 @@
+"""Upload routes: create a presigned upload, complete it, abandon it."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response, status
+
+from app.deps import FileIdDep, IdempotencyKeyDep, PrincipalDep, ServiceDep
+from app.errors import (
+    ContentTypeNotAllowed,
+    FileTooLarge,
+    IdempotencyKeyReused,
+    InvalidToken,
+    MissingToken,
+    NotFound,
+    NotPending,
+    RequestTooLarge,
+    StorageUnavailable,
+    UploadExpired,
+    UploadIncomplete,
+    UploadRejected,
+    ValidationFailed,
+    problem_responses,
+)
+from app.schemas import CreateUploadRequest, CreateUploadResponse, FileOut, UploadOut
+
+router = APIRouter(tags=["uploads"])
+_AUTH_ERRORS = (MissingToken, InvalidToken)
+
+
+@router.post(
+    "/uploads",
+    status_code=status.HTTP_201_CREATED,
+    summary="Declare a file and get a presigned upload",
+    responses={
+        200: {"model": CreateUploadResponse, "description": "Idempotency-Key replay"},
+        **problem_responses(
+            *_AUTH_ERRORS,
+            NotPending,
+            RequestTooLarge,
+            FileTooLarge,
+            ContentTypeNotAllowed,
+            ValidationFailed,
+            IdempotencyKeyReused,
+        ),
+    },
+)
+async def create_upload(
+    body: CreateUploadRequest,
+    principal: PrincipalDep,
+    service: ServiceDep,
+    response: Response,
+    idempotency_key: IdempotencyKeyDep = None,
+) -> CreateUploadResponse:
+    """The URL is bound to the declared type, size and checksum: S3 refuses anything else."""
+    ticket = await service.create_upload(principal, body, idempotency_key)
+    if not ticket.created:
+        response.status_code = status.HTTP_200_OK
+    return CreateUploadResponse(
+        file=FileOut.model_validate(ticket.file),
+        upload=UploadOut(
+            method="PUT",
+            url=ticket.upload.url,
+            headers=dict(ticket.upload.headers),
+            expires_at=ticket.upload.expires_at,
+        ),
+    )
+
+
+@router.post(
+    "/uploads/{file_id}/complete",
+    summary="Verify the stored object and make the file available",
+    responses=problem_responses(
+        *_AUTH_ERRORS, NotFound, UploadIncomplete, UploadExpired, UploadRejected, StorageUnavailable
+    ),
+)
+async def complete_upload(
+    file_id: FileIdDep, principal: PrincipalDep, service: ServiceDep
+) -> FileOut:
+    """Asks the store, never the client: size, type, checksum and leading bytes must match."""
+    return FileOut.model_validate(await service.complete_upload(principal, file_id))
+
+
+@router.delete(
+    "/uploads/{file_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="Abandon a pending upload",
+    responses=problem_responses(*_AUTH_ERRORS, NotFound, NotPending),
+)
+async def abandon_upload(file_id: FileIdDep, principal: PrincipalDep, service: ServiceDep) -> None:
+    """Removes any partial object; the file disappears."""
+    await service.abandon_upload(principal, file_id)

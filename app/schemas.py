@@ -1,0 +1,159 @@
+"""Request and response bodies, exactly the shapes of the HTTP contract."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+import uuid
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    WithJsonSchema,
+)
+
+from app.filenames import normalize_filename
+
+_MEDIA_TYPE = re.compile(r"^[a-z0-9][a-z0-9!#$&^_.+-]{0,126}/[a-z0-9][a-z0-9!#$&^_.+-]{0,126}$")
+
+
+def _rfc3339(value: datetime) -> str:
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+Timestamp = Annotated[
+    datetime,
+    PlainSerializer(_rfc3339, return_type=str),
+    WithJsonSchema({"type": "string", "format": "date-time", "example": "2026-11-22T21:00:00Z"}),
+]
+
+
+def _content_type(value: str) -> str:
+    value = value.strip().lower()
+    if ";" in value:
+        raise ValueError("parameters (such as '; charset=...') are not accepted; send type/subtype")
+    if not _MEDIA_TYPE.match(value):
+        raise ValueError("must be a media type of the form type/subtype")
+    return value
+
+
+def _checksum(value: str) -> str:
+    try:
+        digest = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("must be standard base64 of a SHA-256 digest") from None
+    if len(digest) != 32 or base64.b64encode(digest).decode() != value:
+        raise ValueError("must be the canonical base64 of a 32-byte SHA-256 digest")
+    return value
+
+
+def _filename(value: str) -> str:
+    return normalize_filename(value)
+
+
+FileStatusOut = Literal["pending", "available", "rejected", "expired"]
+
+
+class CreateUploadRequest(BaseModel):
+    """What the client declares about the file it is going to upload."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "filename": "Résumé 2026.pdf",
+                    "content_type": "application/pdf",
+                    "size": 48213,
+                    "checksum_sha256": "n4bQgYhMfWWaL+qgxVrQFaO/TxsrC4Is0V1sFbDwCgg=",
+                }
+            ]
+        },
+    )
+
+    filename: Annotated[str, Field(max_length=1024), AfterValidator(_filename)]
+    content_type: Annotated[str, Field(max_length=255), AfterValidator(_content_type)]
+    size: Annotated[int, Field(strict=True, ge=1)]
+    checksum_sha256: Annotated[
+        str | None,
+        Field(max_length=64),
+        AfterValidator(lambda v: None if v is None else _checksum(v)),
+    ] = None
+
+
+class FileOut(BaseModel):
+    """The File resource."""
+
+    model_config = ConfigDict(
+        from_attributes=True,
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": "0b6f1c1e-8a34-4c8e-9a51-2f0d3e0a9c11",
+                    "filename": "Résumé 2026.pdf",
+                    "content_type": "application/pdf",
+                    "size": 48213,
+                    "checksum_sha256": "n4bQgYhMfWWaL+qgxVrQFaO/TxsrC4Is0V1sFbDwCgg=",
+                    "status": "pending",
+                    "created_at": "2026-11-22T21:00:00Z",
+                    "completed_at": None,
+                    "upload_expires_at": "2026-11-22T21:15:00Z",
+                }
+            ]
+        },
+    )
+
+    id: uuid.UUID
+    filename: str
+    content_type: str
+    size: int
+    checksum_sha256: str | None
+    status: FileStatusOut
+    created_at: Timestamp
+    completed_at: Timestamp | None
+    upload_expires_at: Timestamp
+
+
+class UploadOut(BaseModel):
+    """How to send the bytes: a presigned request the client replays exactly."""
+
+    method: Literal["PUT"]
+    url: str
+    headers: dict[str, str] = Field(
+        description="Every header the client must send besides Content-Length.",
+        examples=[{"Content-Type": "application/pdf", "If-None-Match": "*"}],
+    )
+    expires_at: Timestamp
+
+
+class CreateUploadResponse(BaseModel):
+    file: FileOut
+    upload: UploadOut
+
+
+class DownloadOut(BaseModel):
+    url: str
+    method: Literal["GET"]
+    expires_at: Timestamp
+
+
+class FileListOut(BaseModel):
+    items: list[FileOut]
+    next_cursor: str | None = Field(
+        description="Pass as `cursor` to get the next page; null on the last page."
+    )
+
+
+class HealthOut(BaseModel):
+    status: Literal["ok"]
+
+
+class ReadyOut(BaseModel):
+    status: Literal["ok"]
+    checks: dict[str, Any]

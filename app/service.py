@@ -1,0 +1,363 @@
+"""Use cases: create an upload, complete it, issue a download, list and delete files.
+
+Order of steps is chosen so that a crash or a store outage between two steps never leaves a row
+that says `available` without its object, nor an object that no row accounts for.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import dataclasses
+import hashlib
+import json
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Literal
+
+import uuid6
+
+from app.auth import Principal
+from app.config import Settings
+from app.errors import (
+    AppError,
+    ContentTypeNotAllowed,
+    FileNotAvailable,
+    FileTooLarge,
+    Forbidden,
+    IdempotencyKeyReused,
+    NotFound,
+    NotPending,
+    UploadExpired,
+    UploadIncomplete,
+    UploadRejected,
+    ValidationFailed,
+)
+from app.filenames import download_headers
+from app.ledger import FileRecord, IdempotencyKeyTaken, Ledger
+from app.models import FileStatus
+from app.schemas import CreateUploadRequest
+from app.signer import PresignedRequest, Signer
+from app.sniff import SNIFF_BYTES, check_magic
+from app.storage import Storage
+
+log = logging.getLogger("s3gate.audit")
+
+IDEMPOTENCY_WINDOW = timedelta(hours=24)
+_VISIBLE = (FileStatus.PENDING, FileStatus.AVAILABLE, FileStatus.REJECTED, FileStatus.EXPIRED)
+
+
+@dataclass(frozen=True, slots=True)
+class UploadTicket:
+    file: FileRecord
+    upload: PresignedRequest
+    created: bool  # False when an Idempotency-Key replay returned an existing file
+
+
+@dataclass(frozen=True, slots=True)
+class FilePage:
+    items: list[FileRecord]
+    next_cursor: str | None
+
+
+def object_key(prefix: str, owner: str, file_id: uuid.UUID) -> str:
+    """The object key: server data only (owner hash + file id), never client text."""
+    owner_hash = hashlib.sha256(owner.encode()).hexdigest()[:32]
+    return f"{prefix}{owner_hash}/{file_id}"
+
+
+def request_fingerprint(request: CreateUploadRequest) -> str:
+    """A digest of the normalised request body, to tell a retry from a different request."""
+    canonical = json.dumps(request.model_dump(), sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def content_type_allowed(content_type: str, patterns: list[str]) -> bool:
+    """Whether type/subtype matches one of `*/*`, `type/*` or an exact `type/subtype`."""
+    major = content_type.split("/", 1)[0]
+    return any(p in ("*/*", content_type, f"{major}/*") for p in patterns)
+
+
+def encode_cursor(file_id: uuid.UUID) -> str:
+    return base64.urlsafe_b64encode(file_id.bytes).rstrip(b"=").decode()
+
+
+def decode_cursor(cursor: str) -> uuid.UUID:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        return uuid.UUID(bytes=raw)
+    except (binascii.Error, ValueError):
+        raise ValidationFailed(
+            errors=[{"loc": ["query", "cursor"], "msg": "invalid cursor"}]
+        ) from None
+
+
+def _media_type(value: str | None) -> str:
+    return (value or "").split(";", 1)[0].strip().lower()
+
+
+class FileService:
+    """The use cases; routers call these and nothing else."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        ledger: Ledger,
+        signer: Signer,
+        storage: Storage,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._settings = settings
+        self._ledger = ledger
+        self._signer = signer
+        self._storage = storage
+        self._clock = clock
+
+    def _now(self) -> datetime:
+        return datetime.fromtimestamp(self._clock(), UTC)
+
+    @staticmethod
+    def _scope(principal: Principal) -> str | None:
+        # The one explicit admin branch: admins see every owner's files, others only their own.
+        return None if principal.is_admin else principal.sub
+
+    async def _owned(self, principal: Principal, file_id: uuid.UUID) -> FileRecord:
+        record = await self._ledger.get(file_id, self._scope(principal))
+        if record is None:
+            raise NotFound()
+        return record
+
+    def _sign_put(self, record: FileRecord) -> PresignedRequest:
+        upload = self._signer.presign_put(
+            record.object_key,
+            content_type=record.content_type,
+            content_length=record.size,
+            checksum_sha256=record.checksum_sha256,
+            ttl_seconds=self._settings.upload_url_ttl_seconds,
+        )
+        log.info(
+            "issued upload url file=%s owner=%s expires=%s",
+            record.id,
+            record.owner_id,
+            upload.expires_at.isoformat(),
+        )
+        return upload
+
+    async def create_upload(
+        self, principal: Principal, request: CreateUploadRequest, idempotency_key: str | None
+    ) -> UploadTicket:
+        """Record a pending file and sign the one PUT that may fill it."""
+        if request.size > self._settings.max_file_size:
+            raise FileTooLarge(
+                f"The largest file accepted is {self._settings.max_file_size} bytes."
+            )
+        if not content_type_allowed(request.content_type, self._settings.allowed_content_types):
+            raise ContentTypeNotAllowed(
+                f"Content type {request.content_type} is not accepted here."
+            )
+        fingerprint = request_fingerprint(request) if idempotency_key else None
+        if idempotency_key:
+            replay = await self._replay(principal, idempotency_key, fingerprint)
+            if replay is not None:
+                return replay
+
+        now = self._now()
+        file_id = uuid6.uuid7()
+        draft = FileRecord(
+            id=file_id,
+            owner_id=principal.sub,
+            object_key=object_key(self._settings.s3_key_prefix, principal.sub, file_id),
+            filename=request.filename,
+            content_type=request.content_type,
+            size=request.size,
+            checksum_sha256=request.checksum_sha256,
+            status=FileStatus.PENDING,
+            idempotency_key=idempotency_key,
+            request_hash=fingerprint,
+            created_at=now.replace(microsecond=0),
+            upload_expires_at=now,
+            completed_at=None,
+            deleted_at=None,
+            purged_at=None,
+        )
+        # Signing is pure CPU; the row then records the URL's real expiry.
+        upload = self._sign_put(draft)
+        record = dataclasses.replace(draft, upload_expires_at=upload.expires_at)
+        try:
+            await self._ledger.insert(record)
+        except IdempotencyKeyTaken:
+            # A concurrent request with the same key won the insert; answer as its replay.
+            assert idempotency_key is not None
+            replay = await self._replay(principal, idempotency_key, fingerprint)
+            if replay is None:  # pragma: no cover - the winner's row is there by construction
+                raise
+            return replay
+        return UploadTicket(record, upload, created=True)
+
+    async def _replay(
+        self, principal: Principal, key: str, fingerprint: str | None
+    ) -> UploadTicket | None:
+        existing = await self._ledger.find_by_idempotency_key(principal.sub, key)
+        if existing is None:
+            return None
+        if existing.created_at < self._now() - IDEMPOTENCY_WINDOW:
+            await self._ledger.release_idempotency_key(
+                principal.sub, key, self._now() - IDEMPOTENCY_WINDOW
+            )
+            return None
+        if existing.request_hash != fingerprint:
+            raise IdempotencyKeyReused()
+        if existing.status != FileStatus.PENDING:
+            raise NotPending("This Idempotency-Key named a file that is no longer pending.")
+        upload = self._sign_put(existing)
+        refreshed = await self._ledger.transition(
+            existing.id,
+            principal.sub,
+            from_status=FileStatus.PENDING,
+            to_status=FileStatus.PENDING,
+            upload_expires_at=upload.expires_at,
+        )
+        if refreshed is None:
+            raise NotPending("This Idempotency-Key named a file that is no longer pending.")
+        return UploadTicket(refreshed, upload, created=False)
+
+    async def complete_upload(self, principal: Principal, file_id: uuid.UUID) -> FileRecord:
+        """Check the stored object against the declaration; make the file available or reject it."""
+        record = await self._owned(principal, file_id)
+        if record.status == FileStatus.AVAILABLE:
+            return record
+        if record.status == FileStatus.REJECTED:
+            raise UploadRejected("This upload was already rejected; create a new upload.")
+        if record.status == FileStatus.EXPIRED:
+            raise UploadExpired()
+        grace = timedelta(seconds=self._settings.completion_grace_seconds)
+        if self._now() > record.upload_expires_at + grace:
+            raise UploadExpired()
+
+        info = await self._storage.head(record.object_key)
+        if info is None:
+            raise UploadIncomplete()
+        reason = None
+        if info.size != record.size:
+            reason = f"stored size {info.size} differs from the declared {record.size} bytes"
+        elif _media_type(info.content_type) != record.content_type:
+            reason = "stored content type differs from the declared one"
+        elif record.checksum_sha256 is not None and info.checksum_sha256 != record.checksum_sha256:
+            reason = (
+                "the store holds no SHA-256 for this object"
+                if info.checksum_sha256 is None
+                else "stored SHA-256 differs from the declared checksum"
+            )
+        else:
+            head = await self._storage.read_head(record.object_key, min(SNIFF_BYTES, record.size))
+            if head is None:
+                raise UploadIncomplete()
+            reason = check_magic(record.content_type, head, record.size)
+
+        if reason is not None:
+            await self._storage.delete(record.object_key)  # before the row says so: no orphan
+            await self._ledger.transition(
+                record.id,
+                record.owner_id,
+                from_status=FileStatus.PENDING,
+                to_status=FileStatus.REJECTED,
+            )
+            log.info("rejected upload file=%s owner=%s", record.id, record.owner_id)
+            raise UploadRejected(f"The uploaded bytes do not match the declaration: {reason}.")
+
+        done = await self._ledger.transition(
+            record.id,
+            record.owner_id,
+            from_status=FileStatus.PENDING,
+            to_status=FileStatus.AVAILABLE,
+            completed_at=self._now().replace(microsecond=0),
+        )
+        if done is not None:
+            return done
+        return await self.complete_upload(principal, file_id)  # lost a race: answer as it ended
+
+    async def abandon_upload(self, principal: Principal, file_id: uuid.UUID) -> None:
+        """Drop a pending upload and any object it left."""
+        record = await self._owned(principal, file_id)
+        if record.status != FileStatus.PENDING:
+            raise NotPending()
+        await self._remove(principal, record, from_status=(FileStatus.PENDING,))
+
+    async def delete_file(self, principal: Principal, file_id: uuid.UUID) -> None:
+        """Delete the file: it leaves listings and its object leaves the bucket."""
+        record = await self._owned(principal, file_id)
+        await self._remove(principal, record, from_status=_VISIBLE)
+
+    async def _remove(
+        self, principal: Principal, record: FileRecord, *, from_status: tuple[FileStatus, ...]
+    ) -> None:
+        # The row first: a concurrent completion can then no longer mark it available after
+        # its object is gone. If the store fails next, the row keeps purged_at NULL for cleanup.
+        now = self._now()
+        removed = await self._ledger.transition(
+            record.id,
+            self._scope(principal),
+            from_status=from_status,
+            to_status=FileStatus.DELETED,
+            deleted_at=now,
+        )
+        if removed is None:
+            current = await self._ledger.get(record.id, self._scope(principal))
+            if current is None:
+                raise NotFound()
+            raise NotPending()
+        try:
+            await self._storage.delete(record.object_key)
+        except AppError:
+            log.warning("object of deleted file=%s left for cleanup", record.id)
+            return
+        await self._ledger.mark_purged(record.id, now)
+
+    async def issue_download(
+        self,
+        principal: Principal,
+        file_id: uuid.UUID,
+        disposition: Literal["attachment", "inline"],
+    ) -> PresignedRequest:
+        """Sign a short-lived GET for an available file."""
+        record = await self._owned(principal, file_id)
+        if record.status != FileStatus.AVAILABLE:
+            raise FileNotAvailable()
+        content_type, content_disposition = download_headers(
+            record.content_type, disposition, record.filename
+        )
+        download = self._signer.presign_get(
+            record.object_key,
+            response_content_type=content_type,
+            response_content_disposition=content_disposition,
+            ttl_seconds=self._settings.download_url_ttl_seconds,
+        )
+        log.info(
+            "issued download url file=%s owner=%s by=%s expires=%s",
+            record.id,
+            record.owner_id,
+            principal.sub,
+            download.expires_at.isoformat(),
+        )
+        return download
+
+    async def get_file(self, principal: Principal, file_id: uuid.UUID) -> FileRecord:
+        """One file the caller may see."""
+        return await self._owned(principal, file_id)
+
+    async def list_files(
+        self, principal: Principal, *, limit: int, cursor: str | None, owner: str | None
+    ) -> FilePage:
+        """A page of files, newest first."""
+        if owner is not None and owner != principal.sub and not principal.is_admin:
+            raise Forbidden()
+        before = decode_cursor(cursor) if cursor else None
+        rows = await self._ledger.list(owner or principal.sub, limit=limit + 1, before=before)
+        if len(rows) > limit:
+            return FilePage(rows[:limit], encode_cursor(rows[limit - 1].id))
+        return FilePage(rows, None)
