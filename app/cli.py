@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import secrets
 import sys
@@ -15,16 +14,11 @@ import uvicorn
 from app.auth import TokenVerifier, mint_token
 from app.config import AuthSettings, ConfigError, DatabaseSettings, Settings, load_settings
 from app.db import run_migrations
+from app.logs import configure_logging
 
 DEV_BUCKET = "s3gate-dev"
 DEV_ACCESS_KEY = "S3GATEDEV"
 DEV_TOKEN_TTL_SECONDS = 12 * 3600
-
-
-def _configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
 
 
 def _checked_settings() -> Settings:
@@ -35,7 +29,7 @@ def _checked_settings() -> Settings:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     settings = _checked_settings()
-    _configure_logging(settings.log_level)
+    configure_logging(settings.log_level)
     uvicorn.run(
         "app.main:app",
         host=args.host,
@@ -50,7 +44,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_migrate(_: argparse.Namespace) -> int:
     settings = load_settings(DatabaseSettings)
-    _configure_logging("info")
+    configure_logging("info")
     run_migrations(settings.database_url)
     print("ledger schema is up to date")
     return 0
@@ -143,7 +137,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
             os.environ.pop(name, None)
         os.environ.setdefault("S3GATE_DATABASE_URL", f"sqlite:///{state / 's3gate.db'}")
         settings = load_settings(Settings)
-        _configure_logging(settings.log_level)
+        configure_logging(settings.log_level)
         origins = [api, f"http://localhost:{args.port}", *settings.cors_origins]
         ensure_bucket(s3.client(), DEV_BUCKET, origins)
         run_migrations(settings.database_url)

@@ -17,11 +17,13 @@ MAX_URL_TTL_SECONDS = 7 * 24 * 3600  # SigV4's hard ceiling for presigned URLs
 MIN_HMAC_SECRET_BYTES = 32  # RFC 7518 §3.2: a key at least as long as the hash output
 SINGLE_PUT_MAX_BYTES = 5 * 1024**3  # S3's limit for one PutObject
 
+# Always used with fullmatch: `$` would also accept a trailing newline.
 _CONTENT_TYPE_PATTERN = re.compile(
-    r"^(\*/\*|[a-z0-9][a-z0-9!#$&^_.+-]{0,126}/(\*|[a-z0-9][a-z0-9!#$&^_.+-]{0,126}))$"
+    r"\*/\*|[a-z0-9][a-z0-9!#$&^_.+-]{0,126}/(\*|[a-z0-9][a-z0-9!#$&^_.+-]{0,126})"
 )
-_KEY_PREFIX_PATTERN = re.compile(r"^([A-Za-z0-9._-]+/)*$")
-_BUCKET_PATTERN = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_KEY_PREFIX_PATTERN = re.compile(r"([A-Za-z0-9._-]+/)*")
+_BUCKET_PATTERN = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+_IPV4 = re.compile(r"\d+\.\d+\.\d+\.\d+")
 
 CsvList = Annotated[list[str], NoDecode]
 SettingsT = TypeVar("SettingsT", bound=BaseSettings)
@@ -183,22 +185,26 @@ class Settings(DatabaseSettings, AuthSettings):
     @field_validator("s3_endpoint_url", "s3_public_endpoint_url", mode="after")
     @classmethod
     def _endpoint_is_http_url(cls, value: str | None) -> str | None:
-        if value is not None and not re.match(r"^https?://[^/?#\s]+/?$", value):
+        if value is not None and not re.fullmatch(r"https?://[^/?#\s]+/?", value):
             raise ValueError("must be an http(s) URL with no path, e.g. https://s3.example.com")
         return value.rstrip("/") if value else value
 
     @field_validator("s3_bucket")
     @classmethod
     def _bucket_name(cls, value: str) -> str:
-        if not _BUCKET_PATTERN.match(value) or ".." in value:
+        if not _BUCKET_PATTERN.fullmatch(value) or ".." in value or _IPV4.fullmatch(value):
             raise ValueError("not a valid S3 bucket name (3-63 of a-z 0-9 . -)")
         return value
 
     @field_validator("s3_key_prefix")
     @classmethod
     def _key_prefix(cls, value: str) -> str:
-        if not _KEY_PREFIX_PATTERN.match(value):
-            raise ValueError("must be empty or segments of [A-Za-z0-9._-] each ending in '/'")
+        segments = value.split("/")[:-1]
+        if not _KEY_PREFIX_PATTERN.fullmatch(value) or {".", ".."} & set(segments):
+            # Clients normalise dot segments away, so the path sent would not be the one signed.
+            raise ValueError(
+                "must be empty or segments of [A-Za-z0-9._-] each ending in '/', no '.' or '..'"
+            )
         return value
 
     @field_validator("allowed_content_types", "cors_origins", mode="before")
@@ -210,7 +216,7 @@ class Settings(DatabaseSettings, AuthSettings):
     @classmethod
     def _content_type_patterns(cls, value: list[str]) -> list[str]:
         patterns = [item.lower() for item in value]
-        bad = [item for item in patterns if not _CONTENT_TYPE_PATTERN.match(item)]
+        bad = [item for item in patterns if not _CONTENT_TYPE_PATTERN.fullmatch(item)]
         if bad:
             raise ValueError(f"not type/subtype patterns: {bad} (e.g. image/*,application/pdf)")
         if not patterns:
@@ -220,7 +226,7 @@ class Settings(DatabaseSettings, AuthSettings):
     @field_validator("cors_origins", mode="after")
     @classmethod
     def _origins(cls, value: list[str]) -> list[str]:
-        bad = [o for o in value if not re.match(r"^https?://[^/?#\s]+$", o)]
+        bad = [o for o in value if not re.fullmatch(r"https?://[^/?#\s]+", o)]
         if bad:
             raise ValueError(f"origins are scheme://host[:port] with no path: {bad}")
         return value

@@ -68,9 +68,14 @@ def _alembic_ini() -> Path:
     raise FileNotFoundError("alembic.ini not found beside the app package or in the cwd")
 
 
-def run_migrations(database_url: str, revision: str = "head") -> None:
-    """Bring the ledger's schema to `revision` (what `alembic upgrade head` does)."""
+def alembic_config(database_url: str) -> Config:
+    """Alembic's config for this ledger, with the URL passed in rather than read from env."""
     config = Config(str(_alembic_ini()))
     config.attributes["database_url"] = database_url
     config.attributes["configure_logger"] = False
-    command.upgrade(config, revision)
+    return config
+
+
+def run_migrations(database_url: str, revision: str = "head") -> None:
+    """Bring the ledger's schema to `revision` (what `alembic upgrade head` does)."""
+    command.upgrade(alembic_config(database_url), revision)

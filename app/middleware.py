@@ -1,4 +1,4 @@
-"""Pure ASGI middleware: cheap, and it sees every response, errors included."""
+"""Pure ASGI middleware: cheap, and it sees every response the routes produce."""
 
 from __future__ import annotations
 
@@ -20,21 +20,6 @@ class GuardMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        for name, value in scope["headers"]:
-            if name == b"content-length" and (not value.isdigit() or int(value) > self.max_body):
-                await problem_response(RequestTooLarge())(scope, receive, send)
-                return
-
-        received = 0
-
-        async def limited_receive() -> Message:
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.max_body:  # chunked bodies have no Content-Length
-                    raise _BodyTooLarge
-            return message
 
         async def send_no_store(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -45,11 +30,42 @@ class GuardMiddleware:
                 message["headers"] = headers
             await send(message)
 
-        try:
-            await self.app(scope, limited_receive, send_no_store)
-        except _BodyTooLarge:
-            await problem_response(RequestTooLarge())(scope, receive, send_no_store)
+        length = next((v for k, v in scope["headers"] if k == b"content-length"), None)
+        if length is not None:
+            if not length.isdigit() or int(length) > self.max_body:
+                await problem_response(RequestTooLarge())(scope, receive, send_no_store)
+                return
+            await self.app(scope, receive, send_no_store)
+            return
+
+        # No Content-Length (chunked): read the body here, within the limit, then replay it.
+        # Failing inside the app's receive() instead would surface as FastAPI's generic 400.
+        chunks: list[bytes] = []
+        received = 0
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":
+                await self.app(scope, _replay([message]), send_no_store)
+                return
+            chunks.append(message.get("body", b""))
+            received += len(chunks[-1])
+            more = message.get("more_body", False)
+            if received > self.max_body:
+                await problem_response(RequestTooLarge())(scope, receive, send_no_store)
+                return
+        body = {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+        await self.app(scope, _replay([body], then=receive), send_no_store)
 
 
-class _BodyTooLarge(Exception):
-    pass
+def _replay(messages: list[Message], then: Receive | None = None) -> Receive:
+    pending = list(messages)
+
+    async def receive() -> Message:
+        if pending:
+            return pending.pop(0)
+        if then is not None:
+            return await then()
+        return {"type": "http.disconnect"}
+
+    return receive

@@ -20,7 +20,7 @@ from pydantic import (
 
 from app.filenames import normalize_filename
 
-_MEDIA_TYPE = re.compile(r"^[a-z0-9][a-z0-9!#$&^_.+-]{0,126}/[a-z0-9][a-z0-9!#$&^_.+-]{0,126}$")
+_MEDIA_TYPE = re.compile(r"[a-z0-9][a-z0-9!#$&^_.+-]{0,126}/[a-z0-9][a-z0-9!#$&^_.+-]{0,126}")
 
 
 def _rfc3339(value: datetime) -> str:
@@ -38,7 +38,7 @@ def _content_type(value: str) -> str:
     value = value.strip().lower()
     if ";" in value:
         raise ValueError("parameters (such as '; charset=...') are not accepted; send type/subtype")
-    if not _MEDIA_TYPE.match(value):
+    if not _MEDIA_TYPE.fullmatch(value):
         raise ValueError("must be a media type of the form type/subtype")
     return value
 

@@ -114,7 +114,10 @@ class Signer:
             raise CredentialsUnavailable()
         # Freezing first refreshes credentials that are about to expire, so the expiry read
         # next belongs to the credentials the signature will use (or to older, shorter ones).
-        credentials.get_frozen_credentials()
+        try:
+            credentials.get_frozen_credentials()
+        except Exception as exc:  # botocore raises bare RuntimeError for expired credentials
+            raise CredentialsUnavailable() from exc
         expiry: datetime | None = getattr(credentials, "_expiry_time", None)
         if expiry is None:  # static keys never expire
             return requested

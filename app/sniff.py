@@ -90,8 +90,19 @@ def _decode_text(head: bytes, complete: bool, *, allow_utf16: bool) -> str | Non
     return None if "\x00" in text else text
 
 
+# C0 controls that real text files do not contain (TAB, LF, VT, FF, CR, SUB and ESC may
+# appear); the same rule file(1) and git use to tell text from binary.
+_BINARY_CONTROLS = bytes([*range(0x00, 0x09), *range(0x0E, 0x1A), *range(0x1C, 0x20)])
+_BINARY_CONTROL_CHARS = frozenset(_BINARY_CONTROLS.decode("ascii"))
+
+
 def _text(head: bytes, complete: bool) -> bool:
-    return _decode_text(head, complete, allow_utf16=True) is not None
+    text = _decode_text(head, complete, allow_utf16=True)
+    if text is not None:
+        return _BINARY_CONTROL_CHARS.isdisjoint(text)
+    # Not Unicode: still text in a legacy 8-bit encoding (Excel's CSV export is Windows-1252),
+    # as long as it holds none of the control bytes that mark binary data.
+    return not any(byte in _BINARY_CONTROLS for byte in head)
 
 
 # RFC 8259 §2: the only insignificant whitespace, and the characters a value can start with.
@@ -114,7 +125,7 @@ _PNG = (_png, "a PNG")
 _JPEG = (_jpeg, "a JPEG")
 _ZIP = (_zip, "a ZIP archive")
 _MP4 = (_iso_bmff, "an ISO media (MP4) file")
-_TEXT = (_text, "UTF-8 or UTF-16 text")
+_TEXT = (_text, "text")
 
 _CHECKS: dict[str, tuple[_Check, str]] = {
     "image/png": _PNG,

@@ -291,16 +291,25 @@ def test_check_magic_accepts_text(content_type: str, data: bytes) -> None:
 @pytest.mark.parametrize(
     ("content_type", "data"),
     [
+        pytest.param("text/plain", "café".encode("latin-1"), id="latin-1"),
+        pytest.param("text/csv", "Zoë,Zürich\r\n".encode("cp1252"), id="excel-cp1252-csv"),
+        pytest.param("text/plain", b"\xc0\xaf", id="invalid-utf8-but-8-bit-text"),
+    ],
+)
+def test_check_magic_accepts_legacy_8_bit_text(content_type: str, data: bytes) -> None:
+    assert check_magic(content_type, data, len(data)) is None
+
+
+@pytest.mark.parametrize(
+    ("content_type", "data"),
+    [
         pytest.param("text/plain", b"abc\x00def", id="nul-byte"),
         pytest.param("text/plain", PNG, id="png-as-text"),
         pytest.param("text/plain", GZIP, id="gzip-as-text"),
-        pytest.param("text/plain", "café".encode("latin-1"), id="latin-1"),
-        pytest.param("text/csv", "Zoë,Zürich\n".encode("cp1252"), id="cp1252-csv"),
+        pytest.param("text/plain", b"abc\x01\x02def", id="c0-controls"),
+        pytest.param("text/csv", b"\x7fELF\x02\x01\x01\x00", id="elf-as-csv"),
         pytest.param("text/plain", "no BOM".encode("utf-16-le"), id="utf-16-without-bom"),
         pytest.param("text/plain", "\ufeffx".encode("utf-32-le"), id="utf-32"),
-        pytest.param("text/plain", b"\xed\xa0\x80", id="encoded-surrogate"),
-        pytest.param("text/plain", b"\xc0\xaf", id="overlong"),
-        pytest.param("text/plain", b"\xef\xbb\xbf\xff", id="bom-then-garbage"),
         pytest.param("text/markdown", b"\xff\xfe\x00\xd8", id="utf-16-lone-surrogate"),
         pytest.param("text/plain", b"\xff\xfeA\x00B", id="utf-16-odd-length"),
     ],
@@ -321,8 +330,7 @@ def test_truncated_utf8_at_head_boundary_depends_on_whether_more_follows(cut_cha
     assert len(head) == SNIFF_BYTES
     assert check_magic("text/plain", head, SNIFF_BYTES + len(encoded) - 1) is None
     assert check_magic("application/json", b"[" + head[1:], SNIFF_BYTES + 100) is None
-    # The whole object ends mid-character: that is not UTF-8.
-    assert check_magic("text/plain", head, len(head)) is not None
+    # The whole object ends mid-character: not UTF-8, so not JSON (plain text may be 8-bit).
     assert check_magic("application/json", b"[" + head[1:], len(head)) is not None
 
 
@@ -334,8 +342,13 @@ def test_truncated_utf16_at_head_boundary_depends_on_whether_more_follows(cut: i
     assert check_magic("text/plain", head, len(head)) is not None
 
 
-def test_invalid_utf8_inside_a_partial_head_is_still_rejected() -> None:
-    head = b"\xff" + b"a" * (SNIFF_BYTES - 1)
+def test_invalid_utf8_inside_a_partial_head_is_still_rejected_for_json() -> None:
+    head = b"[\xff" + b"1" * (SNIFF_BYTES - 2)
+    assert check_magic("application/json", head, 10 * SNIFF_BYTES) is not None
+
+
+def test_control_bytes_inside_a_partial_head_are_rejected_for_text() -> None:
+    head = b"a" * (SNIFF_BYTES - 1) + b"\x02"
     assert check_magic("text/plain", head, 10 * SNIFF_BYTES) is not None
 
 

@@ -1,0 +1,175 @@
+"""Shared fixtures: a real SeaweedFS, a throwaway PostgreSQL database, a per-test app.
+
+Presigned-URL behaviour is only ever checked against SeaweedFS (it verifies SigV4 like AWS);
+the ledger runs on SQLite and on PostgreSQL through the parametrised `database_url` fixture.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+from sqlalchemy import delete
+from sqlalchemy.engine import make_url
+
+from app.config import DatabaseSettings, Settings
+from app.db import create_engine, run_migrations
+from app.devstack import EmbeddedS3, embedded_s3
+from app.models import files_table
+from tests.support import TEST_JWT_SECRET, Api, running_app
+
+POSTGRES_ADMIN_URL = os.environ.get(
+    "S3GATE_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+# CI sets this: there a missing PostgreSQL is a failure, never a silent skip.
+REQUIRE_POSTGRES = os.environ.get("S3GATE_TEST_REQUIRE_POSTGRES", "") == "1"
+
+
+@pytest.fixture(autouse=True)
+def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests configure everything explicitly; the runner's S3GATE_/AWS_ variables never leak."""
+    for name in list(os.environ):
+        if (name.startswith("S3GATE_") and not name.startswith("S3GATE_TEST_")) or name.startswith(
+            "AWS_"
+        ):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("AWS_CONFIG_FILE", os.devnull)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+
+
+# --- real services ------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedS3]:
+    """One SeaweedFS for the whole run, on free ports, data in a temp dir."""
+    with embedded_s3(
+        tmp_path_factory.mktemp("seaweedfs"),
+        access_key="S3GATETEST",
+        secret_key=secrets.token_urlsafe(24),
+    ) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def bucket(s3_server: EmbeddedS3) -> str:
+    name = f"s3gate-test-{secrets.token_hex(4)}"
+    s3_server.client().create_bucket(Bucket=name)
+    return name
+
+
+def _postgres_admin() -> psycopg.Connection[Any]:
+    url = make_url(POSTGRES_ADMIN_URL).set(drivername="postgresql")
+    return psycopg.connect(url.render_as_string(hide_password=False), autocommit=True)
+
+
+def _create_postgres_database() -> str:
+    """A new, empty database on the test server; returns its SQLAlchemy URL."""
+    try:
+        admin = _postgres_admin()
+    except psycopg.OperationalError as exc:
+        message = f"PostgreSQL not reachable at S3GATE_TEST_POSTGRES_URL ({type(exc).__name__})"
+        if REQUIRE_POSTGRES:
+            pytest.fail(message)
+        pytest.skip(message)
+    name = f"s3gate_test_{secrets.token_hex(6)}"
+    with admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    return make_url(POSTGRES_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+
+
+def _drop_postgres_database(url: str) -> None:
+    name = make_url(url).database
+    with _postgres_admin() as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def postgres_database() -> Iterator[str]:
+    """A throwaway PostgreSQL database for this run, migrated, dropped at the end."""
+    url = _create_postgres_database()
+    try:
+        run_migrations(url)
+        yield url
+    finally:
+        _drop_postgres_database(url)
+
+
+@pytest.fixture(scope="session")
+def sqlite_database(tmp_path_factory: pytest.TempPathFactory) -> str:
+    url = f"sqlite:///{tmp_path_factory.mktemp('ledger') / 's3gate.db'}"
+    run_migrations(url)
+    return url
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest) -> str:
+    """Every test that takes this runs once per ledger backend."""
+    fixture = "sqlite_database" if request.param == "sqlite" else "postgres_database"
+    url: str = request.getfixturevalue(fixture)
+    return url
+
+
+@pytest.fixture
+def empty_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A database with no schema at all, for migration tests (SQLite or PostgreSQL)."""
+    backend = getattr(request, "param", "sqlite")
+    if backend == "sqlite":
+        yield f"sqlite:///{tmp_path / 'empty.db'}"
+        return
+    url = _create_postgres_database()
+    try:
+        yield url
+    finally:
+        _drop_postgres_database(url)
+
+
+# --- the app under test ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def settings(
+    database_url: str, s3_server: EmbeddedS3, bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> Settings:
+    """Settings for one test; tests that need others call settings.model_copy(update=...)."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3_server.access_key)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3_server.secret_key)
+    return Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        database_url=database_url,
+        s3_bucket=bucket,
+        s3_region=s3_server.region,
+        s3_endpoint_url=s3_server.endpoint_url,
+        s3_addressing_style="path",
+        jwt_secret=TEST_JWT_SECRET,  # type: ignore[arg-type]
+    )
+
+
+@pytest.fixture
+async def api(settings: Settings) -> AsyncIterator[Api]:
+    async with running_app(settings) as client:
+        yield Api(client, settings)
+    await _empty_ledger(settings.database_url)
+
+
+async def _empty_ledger(database_url: str) -> None:
+    engine = create_engine(DatabaseSettings(_env_file=None, database_url=database_url))  # type: ignore[call-arg]
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(delete(files_table))
+    finally:
+        await engine.dispose()
+
+
+@pytest.fixture
+async def s3_http() -> AsyncIterator[httpx.AsyncClient]:
+    """A plain HTTP client, as a browser or mobile app would use against the store."""
+    async with httpx.AsyncClient(timeout=10) as client:
+        yield client

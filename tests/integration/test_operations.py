@@ -1,0 +1,188 @@
+"""Probes, OpenAPI, storage outages, and secrets that must never reach a log line."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from sqlalchemy import select
+
+from app.config import DatabaseSettings
+from app.db import create_engine
+from app.logs import configure_logging
+from app.models import files_table
+from tests.support import TEST_JWT_SECRET, Api, new_sub, running_app, tiny_png
+
+
+async def test_healthz_and_readyz_answer_ok(api: Api) -> None:
+    health = await api.client.get("/healthz")
+    ready = await api.client.get("/readyz")
+    assert health.json() == {"status": "ok"}
+    assert ready.status_code == 200
+    assert ready.json()["checks"] == {"database": "ok", "verification_keys": "ok"}
+
+
+async def test_readyz_names_the_failing_database(api: Api) -> None:
+    broken = api.settings.model_copy(
+        update={"database_url": "postgresql://nobody@127.0.0.1:1/nothing"}
+    )
+    async with running_app(broken) as client:
+        started = time.monotonic()
+        ready = await client.get("/readyz")
+        health = await client.get("/healthz")
+    assert time.monotonic() - started < 5
+    assert ready.status_code == 503
+    assert ready.json()["code"] == "not_ready"
+    assert "database" in ready.json()["detail"]
+    assert health.status_code == 200
+
+
+async def test_openapi_declares_every_route_and_its_errors(api: Api) -> None:
+    spec = (await api.client.get("/openapi.json")).json()
+    expected = {
+        ("/uploads", "post"): {"201", "401", "413", "415", "422"},
+        ("/uploads/{file_id}/complete", "post"): {"200", "401", "404", "409", "422", "503"},
+        ("/uploads/{file_id}", "delete"): {"204", "401", "404", "409"},
+        ("/downloads/{file_id}", "get"): {"200", "307", "401", "404", "409"},
+        ("/files", "get"): {"200", "401", "403", "422"},
+        ("/files/{file_id}", "get"): {"200", "401", "404"},
+        ("/files/{file_id}", "delete"): {"204", "401", "404"},
+        ("/healthz", "get"): {"200"},
+        ("/readyz", "get"): {"200", "503"},
+    }
+    for (path, method), statuses in expected.items():
+        declared = set(spec["paths"][path][method]["responses"])
+        assert statuses <= declared, (path, method, statuses - declared)
+    upload_errors = spec["paths"]["/uploads"]["post"]["responses"]["409"]["content"]
+    assert "not_pending" in upload_errors["application/problem+json"]["examples"]
+    assert spec["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
+    request_schema = spec["components"]["schemas"]["CreateUploadRequest"]
+    assert request_schema["examples"][0]["filename"] == "Résumé 2026.pdf"
+
+
+@pytest.fixture
+def black_hole() -> Iterator[str]:
+    """A TCP server that accepts connections and never answers."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(64)
+    accepted: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        server.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                accepted.append(server.accept()[0])
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.getsockname()[1]}"
+    stop.set()
+    thread.join()
+    for conn in accepted:
+        conn.close()
+    server.close()
+
+
+@pytest.mark.parametrize("store", ["refused", "silent"])
+async def test_store_down_is_a_quick_503_while_signing_still_works(
+    api: Api, s3_http: httpx.AsyncClient, black_hole: str, store: str
+) -> None:
+    endpoint = "http://127.0.0.1:9" if store == "refused" else black_hole
+    down = api.settings.model_copy(
+        update={
+            "s3_endpoint_url": endpoint,
+            "s3_public_endpoint_url": api.settings.s3_endpoint_url,
+            "storage_connect_timeout_seconds": 0.5,
+            "storage_read_timeout_seconds": 0.5,
+            "storage_max_attempts": 2,
+        }
+    )
+    owner = new_sub()
+    async with running_app(down) as client:
+        created = await client.post(
+            "/uploads",
+            json={"filename": "a.png", "content_type": "image/png", "size": len(tiny_png())},
+            headers=api.auth(owner),
+        )
+        assert created.status_code == 201
+        upload = created.json()["upload"]
+        put = await s3_http.put(upload["url"], content=tiny_png(), headers=upload["headers"])
+        assert put.status_code == 200  # the public endpoint is up; only server-side calls fail
+
+        started = time.monotonic()
+        answer = await client.post(
+            f"/uploads/{created.json()['file']['id']}/complete", headers=api.auth(owner)
+        )
+        elapsed = time.monotonic() - started
+    assert answer.status_code == 503
+    assert answer.json()["code"] == "storage_unavailable"
+    assert elapsed < 5
+    assert endpoint not in answer.text
+    # and nothing was lost: once the store is back, the same upload completes
+    done = await api.complete(owner, created.json()["file"]["id"])
+    assert done.json()["status"] == "available"
+
+
+async def test_delete_while_store_is_down_leaves_an_orphan_marker(api: Api) -> None:
+    down = api.settings.model_copy(
+        update={"s3_endpoint_url": "http://127.0.0.1:9", "storage_max_attempts": 1}
+    )
+    owner = new_sub()
+    async with running_app(down) as client:
+        created = await client.post(
+            "/uploads",
+            json={"filename": "a.txt", "content_type": "text/plain", "size": 1},
+            headers=api.auth(owner),
+        )
+        file_id = created.json()["file"]["id"]
+        deleted = await client.delete(f"/files/{file_id}", headers=api.auth(owner))
+    assert deleted.status_code == 204
+    engine = create_engine(DatabaseSettings(_env_file=None, database_url=api.settings.database_url))  # type: ignore[call-arg]
+    try:
+        async with engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    select(files_table.c.status, files_table.c.purged_at).where(
+                        files_table.c.id == uuid.UUID(file_id)
+                    )
+                )
+            ).one()
+    finally:
+        await engine.dispose()
+    assert row.status == "deleted"
+    assert row.purged_at is None  # the cleanup job's cue that the object may still be there
+
+
+async def test_no_token_url_or_key_reaches_the_logs(
+    api: Api, s3_http: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    configure_logging("debug")
+    caplog.set_level(logging.DEBUG)
+    owner = new_sub()
+    file, upload = await api.upload(s3_http, owner, tiny_png(), content_type="image/png")
+    await api.complete(owner, file["id"])
+    download = await api.client.get(f"/downloads/{file['id']}", headers=api.auth(owner))
+    await api.client.get("/files", headers={"Authorization": "Bearer garbage.token.here"})
+
+    text = "\n".join(record.getMessage() for record in caplog.records)
+    assert "issued upload url" in text  # the audit trail is there...
+    secrets_seen = [
+        api.auth(owner)["Authorization"].split()[1],
+        upload["url"].split("X-Amz-Signature=")[1],
+        download.json()["url"].split("X-Amz-Signature=")[1],
+        "X-Amz-Signature",
+        "garbage.token.here",
+        TEST_JWT_SECRET,
+    ]
+    for secret in secrets_seen:  # ...and no secret is
+        assert secret not in text

@@ -1,0 +1,98 @@
+"""Ownership lives in SQL: another owner's file answers exactly like a file that does not exist."""
+
+from __future__ import annotations
+
+import uuid
+
+import httpx
+import pytest
+
+from tests.support import Api, new_sub
+
+ROUTES = [
+    ("GET", "/files/{id}"),
+    ("DELETE", "/files/{id}"),
+    ("POST", "/uploads/{id}/complete"),
+    ("DELETE", "/uploads/{id}"),
+    ("GET", "/downloads/{id}"),
+    ("GET", "/downloads/{id}?redirect=true"),
+]
+
+
+def _shape(response: httpx.Response) -> tuple[int, dict[str, str], bytes]:
+    varying = {"date", "x-request-id"}
+    headers = {k: v for k, v in response.headers.items() if k not in varying}
+    return response.status_code, headers, response.content
+
+
+@pytest.mark.parametrize(("method", "route"), ROUTES)
+@pytest.mark.parametrize("status", ["pending", "available"])
+async def test_other_owner_gets_exactly_the_404_of_a_missing_id(
+    api: Api, s3_http: httpx.AsyncClient, method: str, route: str, status: str
+) -> None:
+    owner, intruder = new_sub(), new_sub()
+    file, _ = await api.upload(s3_http, owner, b"mine, not yours", content_type="text/plain")
+    if status == "available":
+        assert (await api.complete(owner, file["id"])).status_code == 200
+
+    theirs = await api.client.request(
+        method, route.format(id=file["id"]), headers=api.auth(intruder)
+    )
+    missing = await api.client.request(
+        method, route.format(id=uuid.uuid4()), headers=api.auth(intruder)
+    )
+    assert theirs.status_code == 404
+    assert theirs.json()["code"] == "not_found"
+    assert _shape(theirs) == _shape(missing)
+
+    # and the intruder's attempt changed nothing for the owner
+    still = await api.client.get(f"/files/{file['id']}", headers=api.auth(owner))
+    assert still.json()["status"] == status
+
+
+async def test_malformed_id_is_the_same_404(api: Api) -> None:
+    answer = await api.client.get("/files/not-a-uuid", headers=api.auth(new_sub()))
+    missing = await api.client.get(f"/files/{uuid.uuid4()}", headers=api.auth(new_sub()))
+    assert _shape(answer) == _shape(missing)
+
+
+async def test_other_owners_files_are_not_listed(api: Api, s3_http: httpx.AsyncClient) -> None:
+    owner, other = new_sub(), new_sub()
+    await api.upload(s3_http, owner, b"one", content_type="text/plain")
+    listing = await api.client.get("/files", headers=api.auth(other))
+    assert listing.json() == {"items": [], "next_cursor": None}
+
+
+async def test_listing_another_owner_needs_admin(api: Api, s3_http: httpx.AsyncClient) -> None:
+    owner = new_sub()
+    await api.upload(s3_http, owner, b"one", content_type="text/plain")
+    refused = await api.client.get(f"/files?owner={owner}", headers=api.auth(new_sub()))
+    assert refused.status_code == 403
+    assert refused.json()["code"] == "forbidden"
+    own = await api.client.get(f"/files?owner={owner}", headers=api.auth(owner))
+    assert len(own.json()["items"]) == 1
+
+
+async def test_admin_acts_on_any_owners_file(api: Api, s3_http: httpx.AsyncClient) -> None:
+    owner, admin = new_sub(), new_sub()
+    file, _ = await api.upload(s3_http, owner, b"audited", content_type="text/plain")
+    admin_headers = api.auth(admin, admin=True)
+
+    listing = await api.client.get(f"/files?owner={owner}", headers=admin_headers)
+    assert [item["id"] for item in listing.json()["items"]] == [file["id"]]
+    assert (await api.complete(admin, file["id"], admin=True)).status_code == 200
+    download = await api.client.get(f"/downloads/{file['id']}", headers=admin_headers)
+    assert (await s3_http.get(download.json()["url"])).content == b"audited"
+    deleted = await api.client.delete(f"/files/{file['id']}", headers=admin_headers)
+    assert deleted.status_code == 204
+    gone = await api.client.get(f"/files/{file['id']}", headers=api.auth(owner))
+    assert gone.status_code == 404
+
+
+async def test_admin_without_owner_lists_their_own_files(
+    api: Api, s3_http: httpx.AsyncClient
+) -> None:
+    owner, admin = new_sub(), new_sub()
+    await api.upload(s3_http, owner, b"x", content_type="text/plain")
+    listing = await api.client.get("/files", headers=api.auth(admin, admin=True))
+    assert listing.json()["items"] == []

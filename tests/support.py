@@ -1,0 +1,115 @@
+"""Helpers shared by tests (fixtures themselves live in conftest.py)."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from app.auth import mint_token
+from app.config import Settings
+from app.main import create_app
+
+TEST_JWT_SECRET = "test-secret-" + "x" * 40
+
+
+def new_sub() -> str:
+    """A fresh owner id, so tests never see each other's files."""
+    return f"user-{uuid.uuid4().hex[:10]}"
+
+
+@contextlib.asynccontextmanager
+async def running_app(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """Run create_app(settings) with its lifespan; yield an httpx client bound to it."""
+    app = create_app(settings)
+    transport = httpx.ASGITransport(app=app)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=transport, base_url="http://s3gate.test") as client,
+    ):
+        yield client
+
+
+@dataclass
+class Api:
+    """An in-process client of the app plus helpers that speak the contract."""
+
+    client: httpx.AsyncClient
+    settings: Settings
+
+    @staticmethod
+    def auth(sub: str, *, admin: bool = False) -> dict[str, str]:
+        token = mint_token(TEST_JWT_SECRET, sub, admin_scope="s3gate:admin" if admin else None)
+        return {"Authorization": f"Bearer {token}"}
+
+    async def create(
+        self, sub: str, body: dict[str, Any], headers: dict[str, str] | None = None
+    ) -> httpx.Response:
+        return await self.client.post(
+            "/uploads", json=body, headers={**self.auth(sub), **(headers or {})}
+        )
+
+    async def upload(
+        self,
+        s3_http: httpx.AsyncClient,
+        sub: str,
+        data: bytes,
+        *,
+        content_type: str = "application/octet-stream",
+        filename: str = "file.bin",
+        checksum: bool = True,
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Create an upload and PUT the bytes exactly as instructed; (file, upload) JSON."""
+        body: dict[str, Any] = {
+            "filename": filename,
+            "content_type": content_type,
+            "size": len(data),
+        }
+        if checksum:
+            body["checksum_sha256"] = sha256_b64(data)
+        created = await self.create(sub, body)
+        assert created.status_code == 201, created.text
+        upload = created.json()["upload"]
+        put = await s3_http.put(upload["url"], content=data, headers=upload["headers"])
+        assert put.status_code == 200, put.text
+        return created.json()["file"], upload
+
+    async def complete(self, sub: str, file_id: str, *, admin: bool = False) -> httpx.Response:
+        return await self.client.post(
+            f"/uploads/{file_id}/complete", headers=self.auth(sub, admin=admin)
+        )
+
+
+def sha256_b64(data: bytes) -> str:
+    return base64.b64encode(hashlib.sha256(data).digest()).decode()
+
+
+def tiny_png() -> bytes:
+    """A real 1x1 PNG."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, payload: bytes) -> bytes:
+        crc = zlib.crc32(kind + payload) & 0xFFFFFFFF
+        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", crc)
+
+    header = struct.pack(">IIBBBBB", 1, 1, 8, 2, 0, 0, 0)
+    pixels = zlib.compress(b"\x00\xff\x00\x00")
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
+    )
+
+
+def tiny_pdf(text: str = "s3gate") -> bytes:
+    """A small, well-formed PDF."""
+    return (
+        b"%PDF-1.4\n1 0 obj<</Type/Catalog/Pages 2 0 R>>endobj\n"
+        b"2 0 obj<</Type/Pages/Kids[]/Count 0>>endobj\n% " + text.encode() + b"\n"
+        b"trailer<</Root 1 0 R>>\n%%EOF\n"
+    )
