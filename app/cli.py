@@ -21,14 +21,9 @@ DEV_ACCESS_KEY = "S3GATEDEV"
 DEV_TOKEN_TTL_SECONDS = 12 * 3600
 
 
-def _checked_settings() -> Settings:
-    settings = load_settings(Settings)
-    TokenVerifier(settings)  # key material that cannot verify anything fails here, not later
-    return settings
-
-
 def cmd_serve(args: argparse.Namespace) -> int:
-    settings = _checked_settings()
+    settings = load_settings(Settings)
+    TokenVerifier(settings)  # key material that cannot verify anything fails here, not per worker
     configure_logging(settings.log_level)
     uvicorn.run(
         "app.main:app",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -100,6 +101,24 @@ class AuthSettings(BaseSettings):
         except (OSError, UnicodeDecodeError) as exc:
             reason = exc.strerror if isinstance(exc, OSError) else "not ASCII"
             raise ValueError(f"not PEM text and not a readable PEM file ({reason})") from None
+
+    @field_validator("jwt_jwks_url", mode="after")
+    @classmethod
+    def _jwks_over_tls(cls, value: str | None) -> str | None:
+        # Keys fetched over plain HTTP can be swapped by anyone on the path; loopback is exempt
+        # for local identity providers and tests.
+        if value is None:
+            return None
+        try:
+            parts = urlsplit(value)
+            host = parts.hostname
+        except ValueError:
+            host = None
+        if parts.scheme not in ("http", "https") or not host or any(c.isspace() for c in value):
+            raise ValueError("must be an http(s) URL")
+        if parts.scheme == "http" and host not in ("localhost", "127.0.0.1", "::1"):
+            raise ValueError("must use https (plain http is allowed only for localhost)")
+        return value
 
     @model_validator(mode="after")
     def _check_key_material(self) -> AuthSettings:

@@ -87,7 +87,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     storage_client, signing_client, credentials = s3_clients(settings)
     if credentials is None:
         log.warning("no S3 credentials found; URL signing will answer 503")
-    verifier = TokenVerifier(settings)
+    verifier: TokenVerifier = app.state.verifier
     await verifier.start()
     ledger = Ledger(engine)
     service = FileService(

@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
+from app.auth import TokenVerifier
 from app.config import ConfigError, Settings, load_settings
 from app.errors import install_error_handlers
 from app.lifespan import lifespan
@@ -25,6 +26,9 @@ Every error is `application/problem+json` with a stable `code`.
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the app; tests pass their own Settings, servers read the environment."""
     settings = settings or load_settings(Settings)
+    # Built here, not in lifespan: key material that cannot verify anything is a ConfigError
+    # at startup with a clear message, not a traceback from inside the server.
+    verifier = TokenVerifier(settings)
     app = FastAPI(
         title="s3gate",
         version="0.1.0",
@@ -33,6 +37,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         root_path=settings.root_path,
     )
     app.state.settings = settings
+    app.state.verifier = verifier
     install_error_handlers(app)
     for module in (uploads, downloads, files, ops):
         app.include_router(module.router)

@@ -375,3 +375,34 @@ def test_load_settings_returns_valid_settings() -> None:
     settings = load_settings(Settings, _env_file=None, s3_bucket=BUCKET, jwt_secret=SECRET)
     assert isinstance(settings, Settings)
     assert settings.s3_bucket == BUCKET
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://login.example.com/.well-known/jwks.json",
+        "http://localhost:8080/jwks",
+        "http://127.0.0.1/jwks",
+        "http://[::1]:9000/jwks",
+    ],
+)
+def test_jwks_url_over_https_or_loopback_is_accepted(url: str) -> None:
+    settings = make(jwt_secret=None, jwt_jwks_url=url)
+    assert settings.jwt_jwks_url == url
+
+
+@pytest.mark.parametrize(
+    "url", ["http://login.example.com/jwks", "ftp://example.com/jwks", "not a url", "https://"]
+)
+def test_jwks_url_over_plain_http_or_garbage_is_refused(url: str) -> None:
+    with pytest.raises(ConfigError, match="S3GATE_JWT_JWKS_URL"):
+        load_settings(Settings, _env_file=None, s3_bucket=BUCKET, jwt_jwks_url=url)
+
+
+def test_a_key_that_cannot_serve_the_algorithm_stops_app_creation(public_pem: str) -> None:
+    from app.main import create_app
+
+    settings = make(jwt_secret=None, jwt_public_key=public_pem, jwt_algorithms=["ES256"])
+    with pytest.raises(ConfigError, match="S3GATE_JWT_PUBLIC_KEY") as refused:
+        create_app(settings)
+    assert "BEGIN" not in str(refused.value)

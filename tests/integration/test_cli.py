@@ -1,0 +1,239 @@
+"""The `s3gate` command as users run it: real processes, real HTTP, real signals."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import create_engine, inspect
+
+from app.auth import TokenVerifier
+from app.config import AuthSettings
+from app.db import sync_url
+from app.devstack import EmbeddedS3
+from tests.support import TEST_JWT_SECRET, Api, sha256_b64, tiny_png
+
+S3GATE = str(Path(sys.executable).parent / "s3gate")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("S3GATE_", "AWS_"))}
+    env.update(extra)
+    return env
+
+
+def _wait_until(predicate: object, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():  # type: ignore[operator]
+            return
+        time.sleep(0.1)
+    raise AssertionError("timed out")
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+@pytest.fixture
+def process_reaper() -> Iterator[list[subprocess.Popen[str]]]:
+    started: list[subprocess.Popen[str]] = []
+    yield started
+    for process in started:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def test_token_command_mints_a_token_the_service_accepts(tmp_path: Path) -> None:
+    secret_file = tmp_path / "secret"
+    secret_file.write_text(TEST_JWT_SECRET + "\n")
+    result = subprocess.run(
+        [
+            S3GATE,
+            "token",
+            "--sub",
+            "alice",
+            "--admin",
+            "--ttl",
+            "600",
+            "--secret-file",
+            str(secret_file),
+        ],
+        capture_output=True,
+        text=True,
+        env=_clean_env(),
+        check=True,
+    )
+    verifier = TokenVerifier(AuthSettings(_env_file=None, jwt_secret=TEST_JWT_SECRET))  # type: ignore[call-arg, arg-type]
+    principal = asyncio.run(verifier.verify(result.stdout.strip()))
+    assert (principal.sub, principal.is_admin) == ("alice", True)
+
+
+def test_token_command_without_a_secret_fails_clearly() -> None:
+    result = subprocess.run(
+        [S3GATE, "token", "--sub", "alice"], capture_output=True, text=True, env=_clean_env()
+    )
+    assert result.returncode == 2
+    assert "S3GATE_JWT_SECRET" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    "command", [[S3GATE, "serve"], [sys.executable, "-m", "uvicorn", "app.main:app"]]
+)
+def test_bad_configuration_stops_startup_naming_the_variable(command: list[str]) -> None:
+    env = _clean_env(
+        S3GATE_S3_BUCKET="bucket",
+        S3GATE_JWT_SECRET=TEST_JWT_SECRET,
+        S3GATE_UPLOAD_URL_TTL_SECONDS="604801",
+    )
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=30)
+    assert result.returncode != 0
+    assert "S3GATE_UPLOAD_URL_TTL_SECONDS" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert TEST_JWT_SECRET not in result.stderr + result.stdout
+
+
+def test_migrate_command_creates_the_ledger(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    result = subprocess.run(
+        [S3GATE, "migrate"],
+        capture_output=True,
+        text=True,
+        env=_clean_env(S3GATE_DATABASE_URL=url),
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    engine = create_engine(sync_url(url))
+    with engine.connect() as conn:
+        assert "files" in inspect(conn).get_table_names()
+    engine.dispose()
+
+
+def test_serve_runs_the_api_over_real_http(
+    tmp_path: Path, s3_server: EmbeddedS3, bucket: str, process_reaper: list[subprocess.Popen[str]]
+) -> None:
+    port, url = _free_port(), f"sqlite:///{tmp_path / 'ledger.db'}"
+    env = _clean_env(
+        S3GATE_DATABASE_URL=url,
+        S3GATE_S3_BUCKET=bucket,
+        S3GATE_S3_ENDPOINT_URL=s3_server.endpoint_url,
+        S3GATE_S3_ADDRESSING_STYLE="path",
+        S3GATE_JWT_SECRET=TEST_JWT_SECRET,
+        AWS_ACCESS_KEY_ID=s3_server.access_key,
+        AWS_SECRET_ACCESS_KEY=s3_server.secret_key,
+    )
+    subprocess.run([S3GATE, "migrate"], env=env, check=True, capture_output=True, cwd=tmp_path)
+    server = subprocess.Popen(
+        [S3GATE, "serve", "--port", str(port)],
+        env=env,
+        cwd=tmp_path,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    process_reaper.append(server)
+    api = f"http://127.0.0.1:{port}"
+    _wait_until(lambda: _answers(f"{api}/readyz"))
+
+    data, auth = tiny_png(), Api.auth("cli-user")
+    body = {
+        "filename": "p.png",
+        "content_type": "image/png",
+        "size": len(data),
+        "checksum_sha256": sha256_b64(data),
+    }
+    created = httpx.post(f"{api}/uploads", json=body, headers=auth).json()
+    upload = created["upload"]
+    assert httpx.put(upload["url"], content=data, headers=upload["headers"]).status_code == 200
+    done = httpx.post(f"{api}/uploads/{created['file']['id']}/complete", headers=auth)
+    assert done.json()["status"] == "available"
+    link = httpx.get(f"{api}/downloads/{created['file']['id']}", headers=auth).json()["url"]
+    assert httpx.get(link).content == data
+
+    server.send_signal(signal.SIGTERM)
+    # uvicorn shuts down gracefully, then re-raises SIGTERM so supervisors see why it ended.
+    assert server.wait(timeout=15) in (0, -signal.SIGTERM)
+    output = server.stdout.read() if server.stdout else ""
+    assert "Application shutdown complete" in output
+    assert "X-Amz-Signature" not in output  # access logs carry paths, never signed URLs
+
+
+def test_dev_command_serves_everything_and_ctrl_c_stops_it(
+    tmp_path: Path, process_reaper: list[subprocess.Popen[str]]
+) -> None:
+    port = _free_port()
+    dev = subprocess.Popen(
+        [S3GATE, "dev", "--port", str(port), "--state-dir", str(tmp_path / "state")],
+        env=_clean_env(),
+        cwd=tmp_path,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    process_reaper.append(dev)
+    assert dev.stdout is not None
+    lines: list[str] = []
+    for line in dev.stdout:
+        lines.append(line)
+        if "Uvicorn running" in line:
+            break
+    output = "".join(lines)
+    token = re.search(r"TOKEN=(\S+)", output)
+    s3_url = re.search(r"embedded S3 \(SeaweedFS\): (http://\S+),", output)
+    assert token, output
+    assert s3_url, output
+    auth = {"Authorization": f"Bearer {token.group(1)}"}
+    api = f"http://127.0.0.1:{port}"
+
+    body = {"filename": "hello.txt", "content_type": "text/plain", "size": 5}
+    created = httpx.post(f"{api}/uploads", json=body, headers=auth).json()
+    upload = created["upload"]
+    assert upload["url"].startswith(s3_url.group(1))
+    assert httpx.put(upload["url"], content=b"hello", headers=upload["headers"]).status_code == 200
+    assert (
+        httpx.post(f"{api}/uploads/{created['file']['id']}/complete", headers=auth).status_code
+        == 200
+    )
+    link = httpx.get(f"{api}/downloads/{created['file']['id']}", headers=auth).json()["url"]
+    assert httpx.get(link).content == b"hello"
+    # the bucket's CORS rules let the dev origin's browser PUT (preflight succeeds)
+    preflight = httpx.options(
+        upload["url"],
+        headers={
+            "Origin": api,
+            "Access-Control-Request-Method": "PUT",
+            "Access-Control-Request-Headers": "content-type,if-none-match",
+        },
+    )
+    assert preflight.status_code == 200
+    assert preflight.headers["access-control-allow-origin"] in (api, "*")
+
+    os.killpg(dev.pid, signal.SIGINT)
+    assert dev.wait(timeout=30) == 0
+    assert not _answers(f"{api}/healthz")
+    with pytest.raises(httpx.HTTPError):
+        httpx.get(s3_url.group(1), timeout=1)
