@@ -42,28 +42,27 @@ class AppState:
 def s3_clients(settings: Settings) -> tuple[S3Client, S3Client, Credentials | None]:
     """(storage client, signing client, their shared credentials) from boto3's standard chain."""
     session = boto3.session.Session(region_name=settings.s3_region)
-    addressing = {"addressing_style": settings.s3_addressing_style}
+    base = Config(
+        signature_version="s3v4",
+        s3={"addressing_style": settings.s3_addressing_style},
+    )
     storage_client = session.client(
         "s3",
         endpoint_url=settings.s3_endpoint_url,
-        config=Config(
-            signature_version="s3v4",
-            s3=addressing,  # type: ignore[arg-type]
-            connect_timeout=settings.storage_connect_timeout_seconds,
-            read_timeout=settings.storage_read_timeout_seconds,
-            retries={"mode": "standard", "total_max_attempts": settings.storage_max_attempts},
-            max_pool_connections=50,
+        config=base.merge(
+            Config(
+                connect_timeout=settings.storage_connect_timeout_seconds,
+                read_timeout=settings.storage_read_timeout_seconds,
+                retries={"mode": "standard", "total_max_attempts": settings.storage_max_attempts},
+                max_pool_connections=50,
+            )
         ),
     )
     signing_client = session.client(
         "s3",
         endpoint_url=settings.signing_endpoint_url,
-        config=Config(
-            signature_version="s3v4",
-            s3=addressing,  # type: ignore[arg-type]
-            # Presigned URLs carry exactly the checksum the client declared, nothing the SDK adds.
-            request_checksum_calculation="when_required",
-        ),
+        # Presigned URLs carry exactly the checksum the client declared, nothing the SDK adds.
+        config=base.merge(Config(request_checksum_calculation="when_required")),
     )
     return storage_client, signing_client, session.get_credentials()
 

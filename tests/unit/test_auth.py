@@ -163,12 +163,8 @@ def jwks_verifier(
 
 
 @pytest.fixture(autouse=True)
-def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
-    import os
-
-    for name in list(os.environ):
-        if name.upper().startswith("S3GATE_"):
-            monkeypatch.delenv(name)
+def _no_dotenv(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
+    # conftest clears S3GATE_* variables; an empty cwd keeps a developer's .env out too.
     monkeypatch.chdir(tmp_path)
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -15,13 +14,6 @@ from app.config import ConfigError, Settings, load_settings
 
 SECRET = "k" * 40
 BUCKET = "my-bucket"
-
-
-@pytest.fixture(autouse=True)
-def _no_ambient_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in list(os.environ):
-        if name.startswith(("S3GATE_", "AWS_")):
-            monkeypatch.delenv(name)
 
 
 @pytest.fixture(scope="module")

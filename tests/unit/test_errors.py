@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -27,13 +26,6 @@ from app.middleware import MAX_REQUEST_BODY_BYTES, GuardMiddleware
 
 LIMIT = 64 * 1024
 PROBLEM_FIELDS = {"type", "title", "status", "detail", "code"}
-
-
-@pytest.fixture(autouse=True)
-def _no_ambient_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in list(os.environ):
-        if name.startswith(("S3GATE_", "AWS_")):
-            monkeypatch.delenv(name)
 
 
 class Body(BaseModel):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import os
 import uuid
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
@@ -17,13 +16,6 @@ from app.schemas import CreateUploadRequest, FileOut
 
 DIGEST = hashlib.sha256(b"s3gate").digest()
 CHECKSUM = base64.b64encode(DIGEST).decode()
-
-
-@pytest.fixture(autouse=True)
-def _no_ambient_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in list(os.environ):
-        if name.startswith(("S3GATE_", "AWS_")):
-            monkeypatch.delenv(name)
 
 
 def body(**changes: Any) -> dict[str, Any]:

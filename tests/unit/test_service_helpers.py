@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import os
 import re
 import uuid
 
@@ -23,13 +22,6 @@ from app.service import (
 CHECKSUM = "n4bQgYhMfWWaL+qgxVrQFaO/TxsrC4Is0V1sFbDwCgg="
 OTHER_CHECKSUM = base64.b64encode(bytes(range(32))).decode()
 FILE_ID = uuid.UUID("0b6f1c1e-8a34-4c8e-9a51-2f0d3e0a9c11")
-
-
-@pytest.fixture(autouse=True)
-def _no_ambient_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in list(os.environ):
-        if name.startswith(("S3GATE_", "AWS_")):
-            monkeypatch.delenv(name)
 
 
 # --- object_key ----------------------------------------------------------------------------------

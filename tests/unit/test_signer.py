@@ -6,7 +6,6 @@ Nothing here claims S3 enforces anything; these tests read what was signed.
 
 from __future__ import annotations
 
-import os
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -25,16 +24,6 @@ BUCKET = "test-bucket"
 KEY = "uploads/0123abcd/0b6f1c1e-8a34-4c8e-9a51-2f0d3e0a9c11"
 CHECKSUM = "n4bQgYhMfWWaL+qgxVrQFaO/TxsrC4Is0V1sFbDwCgg="
 SEVEN_DAYS = 7 * 24 * 3600
-
-
-@pytest.fixture(autouse=True)
-def _no_ambient_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in list(os.environ):
-        if name.startswith(("S3GATE_", "AWS_")):
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("AWS_CONFIG_FILE", os.devnull)
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import os
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -26,16 +25,6 @@ from app.storage import ObjectInfo, Storage, ensure_bucket
 
 BUCKET = "s3gate-moto"
 DATA = b"\x89PNG\r\n\x1a\n" + bytes(range(200))
-
-
-@pytest.fixture(autouse=True)
-def _no_ambient_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in list(os.environ):
-        if name.startswith(("S3GATE_", "AWS_")):
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("AWS_CONFIG_FILE", os.devnull)
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
 
 
 @pytest.fixture
