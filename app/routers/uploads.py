@@ -7,6 +7,7 @@ from fastapi import APIRouter, Response, status
 from app.deps import FileIdDep, IdempotencyKeyDep, PrincipalDep, ServiceDep
 from app.errors import (
     ContentTypeNotAllowed,
+    CredentialsUnavailable,
     FileTooLarge,
     IdempotencyKeyReused,
     InvalidToken,
@@ -41,6 +42,7 @@ _AUTH_ERRORS = (MissingToken, InvalidToken)
             ContentTypeNotAllowed,
             ValidationFailed,
             IdempotencyKeyReused,
+            CredentialsUnavailable,
         ),
     },
 )

@@ -46,7 +46,7 @@ async def test_readyz_names_the_failing_database(api: Api) -> None:
 async def test_openapi_declares_every_route_and_its_errors(api: Api) -> None:
     spec = (await api.client.get("/openapi.json")).json()
     expected = {
-        ("/uploads", "post"): {"201", "401", "413", "415", "422"},
+        ("/uploads", "post"): {"200", "201", "401", "409", "413", "415", "422", "503"},
         ("/uploads/{file_id}/complete", "post"): {"200", "401", "404", "409", "422", "503"},
         ("/uploads/{file_id}", "delete"): {"204", "401", "404", "409"},
         ("/downloads/{file_id}", "get"): {"200", "307", "401", "404", "409"},
