@@ -9,25 +9,30 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /srv/s3gate
 
-# Dependencies first, in a layer that survives code changes: install the project's declared
-# dependencies from pyproject.toml alone, with an empty package standing in for the code.
-COPY pyproject.toml README.md ./
-RUN mkdir app && touch app/__init__.py \
+# Dependencies first, in a layer that survives code and docs changes: install what
+# pyproject.toml declares, with an empty package (and README) standing in for the project.
+COPY pyproject.toml ./
+RUN mkdir app && touch app/__init__.py README.md \
     && pip install . \
     && pip uninstall --yes s3gate \
-    && rm -rf app
+    && rm -rf app README.md build ./*.egg-info
 
-COPY app ./app
+COPY README.md alembic.ini ./
 COPY alembic ./alembic
-COPY alembic.ini ./
+COPY app ./app
 RUN pip install --no-deps . \
-    && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin s3gate
+    && rm -rf build ./*.egg-info \
+    && groupadd --system --gid 10001 s3gate \
+    && useradd --system --uid 10001 --gid 10001 --no-create-home --shell /usr/sbin/nologin s3gate
 
-USER 10001
+USER 10001:10001
+# `s3gate serve` reads these as its --host/--port defaults; the health check follows the port.
+ENV S3GATE_HOST=0.0.0.0 \
+    S3GATE_PORT=8000
 EXPOSE 8000
 
 HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
-    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=2)"]
+    CMD ["python", "-c", "import os, urllib.request as u; u.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('S3GATE_PORT', '8000'), timeout=2)"]
 
 # Migrations are a separate step: `docker run ... s3gate migrate`.
-CMD ["s3gate", "serve", "--host", "0.0.0.0", "--port", "8000"]
+CMD ["s3gate", "serve"]

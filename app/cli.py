@@ -155,8 +155,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     serve = sub.add_parser("serve", help="serve the API (settings from S3GATE_* / .env)")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument(
+        "--host", default=os.environ.get("S3GATE_HOST", "127.0.0.1"), help="[S3GATE_HOST]"
+    )
+    serve.add_argument(
+        "--port", type=int, default=int(os.environ.get("S3GATE_PORT", "8000")), help="[S3GATE_PORT]"
+    )
     serve.add_argument("--workers", type=int, default=1)
     serve.add_argument(
         "--proxy-headers", action="store_true", help="trust X-Forwarded-* from allowed proxies"
