@@ -188,6 +188,10 @@ class Settings(DatabaseSettings, AuthSettings):
     max_file_size: int = Field(default=SINGLE_PUT_MAX_BYTES, ge=1, le=SINGLE_PUT_MAX_BYTES)
     allowed_content_types: CsvList = Field(default_factory=lambda: ["*/*"])
 
+    # sigv4: direct signing, byte-identical to boto3 and several times cheaper; boto3: the SDK's
+    # generate_presigned_url, as a fallback.
+    signer: Literal["sigv4", "boto3"] = "sigv4"
+
     storage_connect_timeout_seconds: float = Field(default=2.0, gt=0, le=60)
     storage_read_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
     storage_max_attempts: int = Field(default=3, ge=1, le=10)

@@ -92,7 +92,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     service = FileService(
         settings,
         ledger,
-        Signer(signing_client, credentials, settings.s3_bucket),
+        Signer(signing_client, credentials, settings.s3_bucket, engine=settings.signer),
         Storage(storage_client, settings.s3_bucket),
     )
     app.state.s3gate = AppState(settings, ledger, verifier, service)
