@@ -26,6 +26,12 @@ MAX_TOKEN_CHARS = 8 * 1024
 MAX_SUB_CHARS = 255
 MAX_JWKS_BYTES = 512 * 1024
 JWKS_TIMEOUT_SECONDS = 3.0
+# Verified tokens are remembered briefly: clients reuse one token for many calls, and signature
+# checking plus claim parsing is the largest CPU cost of a request. Entries never outlive the
+# token's own exp, and a JWKS refresh empties the cache so a withdrawn key stops working.
+VERIFIED_CACHE_SECONDS = 60.0
+VERIFIED_CACHE_MAX_ENTRIES = 4096
+VERIFIED_CACHE_MAX_TOKEN_CHARS = 2048
 
 # RFC 7518 §3.4: each ES algorithm is defined for exactly one curve.
 _EC_CURVES = {"ES256": "P-256", "ES384": "P-384", "ES512": "P-521"}
@@ -113,6 +119,7 @@ class TokenVerifier:
         self._jwks_log_url = _redacted_url(self._jwks_url) if self._jwks_url else ""
         self._http = http
         self._owns_http = False
+        self._verified: dict[str, tuple[Principal, float]] = {}  # token -> (who, valid until)
 
         if settings.jwt_secret is not None:
             secret = settings.jwt_secret.get_secret_value()
@@ -178,6 +185,13 @@ class TokenVerifier:
         # Length first: the cheap guard before any decoding or regex work.
         if not isinstance(token, str) or len(token) > MAX_TOKEN_CHARS:
             raise InvalidToken()
+        cached = self._verified.get(token)
+        if cached is not None:
+            now = self._clock()
+            # A stale key set must be refreshed first: it may have withdrawn this token's key.
+            if now < cached[1] and not self._jwks_stale(now):
+                return cached[0]
+            del self._verified[token]
         # jose's base64 decoder skips stray characters; only canonical compact JWS gets through.
         if not _COMPACT_JWS.fullmatch(token):
             raise InvalidToken()
@@ -193,7 +207,18 @@ class TokenVerifier:
             raise InvalidToken()
         keys = await self._keys_for(alg, kid)
         claims = self._verified_claims(token, alg, keys)
-        return self._principal(claims)
+        principal = self._principal(claims)
+        self._remember(token, principal, claims["exp"])
+        return principal
+
+    def _remember(self, token: str, principal: Principal, exp: float) -> None:
+        if len(token) > VERIFIED_CACHE_MAX_TOKEN_CHARS:
+            return
+        if len(self._verified) >= VERIFIED_CACHE_MAX_ENTRIES:
+            self._verified.clear()  # rare; a full clear keeps the bound without LRU bookkeeping
+        # _principal accepted `now - leeway < exp`; the entry ends where that stops holding.
+        until = min(exp + self._leeway, self._clock() + VERIFIED_CACHE_SECONDS)
+        self._verified[token] = (principal, until)
 
     @staticmethod
     def _header(token: str) -> dict[str, Any]:
@@ -264,12 +289,14 @@ class TokenVerifier:
             and wanted in roles
         )
 
+    def _jwks_stale(self, now: float) -> bool:
+        fetched = self._jwks_fetched_at
+        return fetched is not None and now - fetched >= self._settings.jwt_jwks_cache_seconds
+
     async def _keys_for(self, alg: str, kid: str | None) -> list[Key]:
         if self._jwks_url is None:
             return [self._static_keys[alg]]
-        if self._jwks_fetched_at is not None and (
-            self._clock() - self._jwks_fetched_at >= self._settings.jwt_jwks_cache_seconds
-        ):
+        if self._jwks_stale(self._clock()):
             await self._refresh()
         keys = self._jwks_lookup(alg, kid)
         if keys is None or not self._jwks_usable:
@@ -314,6 +341,7 @@ class TokenVerifier:
             return
         self._jwks_by_kid = by_kid
         self._jwks_sole = usable[0] if len(usable) == 1 else None
+        self._verified.clear()  # tokens of a key the issuer withdrew must stop working now
         self._jwks_usable = len(usable)
         self._jwks_fetched_at = self._clock()
         log.info("JWKS loaded from %s: %d usable key(s)", self._jwks_log_url, len(usable))

@@ -137,6 +137,11 @@ class StorageUnavailable(AppError):
     default_detail = "The object store did not answer in time; try again shortly."
 
 
+class DatabaseUnavailable(AppError):
+    status, code, title = 503, "database_unavailable", "Database unavailable"
+    default_detail = "The ledger database did not answer; try again shortly."
+
+
 class CredentialsUnavailable(AppError):
     status, code, title = 503, "credentials_unavailable", "Signing credentials unavailable"
     default_detail = "The service has no valid S3 credentials to sign with right now."

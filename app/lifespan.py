@@ -107,6 +107,6 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if refresher is not None:
             refresher.cancel()
         await verifier.aclose()
-        await engine.dispose()
+        await ledger.dispose()
         storage_client.close()
         signing_client.close()

@@ -7,6 +7,7 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.openapi.utils import get_openapi
 
 from app.auth import TokenVerifier
 from app.config import ConfigError, Settings, load_settings
@@ -52,7 +53,41 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             expose_headers=["Location", "Retry-After"],
             max_age=600,
         )
+    app.openapi = functools.partial(_openapi_with_bearer, app)  # type: ignore[method-assign]
     return app
+
+
+PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+
+
+def _openapi_with_bearer(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's schema plus the bearer scheme on every authenticated operation.
+
+    Declared here rather than through a Security() dependency, which would run (and parse the
+    header again) on every request only to feed the docs.
+    """
+    if app.openapi_schema is None:
+        schema = get_openapi(
+            title=app.title,
+            version=app.version,
+            description=app.description,
+            routes=app.routes,
+        )
+        schema.setdefault("components", {})["securitySchemes"] = {
+            "HTTPBearer": {
+                "type": "http",
+                "scheme": "bearer",
+                "bearerFormat": "JWT",
+                "description": "A JWT issued by your identity provider.",
+            }
+        }
+        for path, operations in schema.get("paths", {}).items():
+            if path in PUBLIC_PATHS:
+                continue
+            for operation in operations.values():
+                operation["security"] = [{"HTTPBearer": []}]
+        app.openapi_schema = schema
+    return app.openapi_schema
 
 
 @functools.cache

@@ -156,16 +156,16 @@ def settings(
 async def api(settings: Settings) -> AsyncIterator[Api]:
     async with running_app(settings) as client:
         yield Api(client, settings)
-    await _empty_ledger(settings.database_url)
+    _empty_ledger(settings.database_url)
 
 
-async def _empty_ledger(database_url: str) -> None:
+def _empty_ledger(database_url: str) -> None:
     engine = create_engine(DatabaseSettings(_env_file=None, database_url=database_url))  # type: ignore[call-arg]
     try:
-        async with engine.begin() as conn:
-            await conn.execute(delete(files_table))
+        with engine.connect() as conn:
+            conn.execute(delete(files_table))
     finally:
-        await engine.dispose()
+        engine.dispose()
 
 
 @pytest.fixture

@@ -149,16 +149,14 @@ async def test_delete_while_store_is_down_leaves_an_orphan_marker(api: Api) -> N
     assert deleted.status_code == 204
     engine = create_engine(DatabaseSettings(_env_file=None, database_url=api.settings.database_url))  # type: ignore[call-arg]
     try:
-        async with engine.connect() as conn:
-            row = (
-                await conn.execute(
-                    select(files_table.c.status, files_table.c.purged_at).where(
-                        files_table.c.id == uuid.UUID(file_id)
-                    )
+        with engine.connect() as conn:
+            row = conn.execute(
+                select(files_table.c.status, files_table.c.purged_at).where(
+                    files_table.c.id == uuid.UUID(file_id)
                 )
             ).one()
     finally:
-        await engine.dispose()
+        engine.dispose()
     assert row.status == "deleted"
     assert row.purged_at is None  # the cleanup job's cue that the object may still be there
 

@@ -10,14 +10,22 @@ import json
 import logging
 from collections.abc import Callable
 from typing import Any
+from unittest import mock
 
 import httpx
 import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+from jose import jws
 
-from app.auth import Principal, TokenVerifier, mint_token
+from app.auth import (
+    VERIFIED_CACHE_MAX_ENTRIES,
+    VERIFIED_CACHE_SECONDS,
+    Principal,
+    TokenVerifier,
+    mint_token,
+)
 from app.config import AuthSettings, ConfigError
 from app.errors import InvalidToken, MissingToken
 
@@ -848,3 +856,53 @@ async def test_mint_token_ttl_sets_expiry() -> None:
     clock.now = NOW + 60
     with pytest.raises(InvalidToken):
         await v.verify(token)
+
+
+# --- the verified-token cache -----------------------------------------------------------------
+
+
+async def test_a_cached_token_still_expires_at_its_exp() -> None:
+    clock = FakeClock()
+    v = verifier(clock, jwt_leeway_seconds=0)
+    token = encode(claims(exp=NOW + 10))
+    await v.verify(token)
+    clock.now = NOW + 9
+    await v.verify(token)  # served from the cache
+    clock.now = NOW + 10
+    with pytest.raises(InvalidToken):
+        await v.verify(token)
+
+
+async def test_repeat_verifications_skip_the_signature_check() -> None:
+    v = verifier(FakeClock())
+    token = encode(claims())
+    with mock.patch("app.auth.jws.verify", wraps=jws.verify) as checked:
+        for _ in range(5):
+            assert (await v.verify(token)).sub == "alice"
+    assert checked.call_count == 1
+
+
+async def test_cache_entries_are_rechecked_after_the_cache_window() -> None:
+    clock = FakeClock()
+    v = verifier(clock)
+    token = encode(claims(exp=NOW + 10_000))
+    with mock.patch("app.auth.jws.verify", wraps=jws.verify) as checked:
+        await v.verify(token)
+        clock.now += VERIFIED_CACHE_SECONDS + 1
+        await v.verify(token)
+    assert checked.call_count == 2
+
+
+async def test_failed_tokens_are_never_cached() -> None:
+    v = verifier(FakeClock())
+    forged = encode(claims(), key="another-secret-of-at-least-32-bytes!!")
+    for _ in range(2):
+        with pytest.raises(InvalidToken):
+            await v.verify(forged)
+
+
+async def test_the_cache_stays_bounded() -> None:
+    v = verifier(FakeClock())
+    for index in range(VERIFIED_CACHE_MAX_ENTRIES + 10):
+        await v.verify(encode(claims(sub=f"user-{index}")))
+    assert len(v._verified) <= VERIFIED_CACHE_MAX_ENTRIES

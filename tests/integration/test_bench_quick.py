@@ -1,0 +1,45 @@
+"""The benchmark harness still runs end to end (`python -m bench.run --quick`); no timings."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.skipif(
+    shutil.which("wrk") is None, reason="wrk is not installed (Debian: apt-get install -y wrk)"
+)
+def test_quick_bench_runs_every_part() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.run", "--quick", "--backends", "sqlite"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-4000:]
+    for expected in (
+        "req/s",
+        "p99/p50",
+        "vs baseline",
+        "GET /baseline (bare FastAPI)",
+        "POST /uploads",
+        "GET /downloads/{id}",
+        "POST /uploads/{id}/complete",
+        "ready ms",
+        "RSS MB",
+        "signer micro-benchmark",
+        "s3gate Signer.presign_*",
+        "boto3 generate_presigned_url",
+        "bare HMAC chain",
+        "s3gate / boto3",
+    ):
+        assert expected in output, f"{expected!r} missing from:\n{output[-4000:]}"
