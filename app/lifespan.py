@@ -17,7 +17,6 @@ from fastapi import FastAPI
 
 from app.auth import TokenVerifier
 from app.config import Settings
-from app.db import create_engine
 from app.ledger import Ledger
 from app.service import FileService
 from app.signer import Signer
@@ -82,13 +81,12 @@ async def _keep_credentials_fresh(credentials: Credentials) -> None:
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     """Open the engine, S3 clients and key cache; close them when the server stops."""
     settings: Settings = app.state.settings
-    engine = create_engine(settings)
+    ledger = await Ledger.open(settings)
     storage_client, signing_client, credentials = s3_clients(settings)
     if credentials is None:
         log.warning("no S3 credentials found; URL signing will answer 503")
     verifier: TokenVerifier = app.state.verifier
     await verifier.start()
-    ledger = Ledger(engine)
     service = FileService(
         settings,
         ledger,
@@ -107,6 +105,6 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if refresher is not None:
             refresher.cancel()
         await verifier.aclose()
-        await ledger.dispose()
+        await ledger.close()
         storage_client.close()
         signing_client.close()

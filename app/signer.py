@@ -12,6 +12,7 @@ lifespan's background refresher.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import math
@@ -201,16 +202,16 @@ class Signer:
         signed_headers = ";".join(names)
 
         operation_query = "&".join(f"{_encode(k)}={_encode(v)}" for k, v in query)
-        auth = [
-            ("X-Amz-Algorithm", "AWS4-HMAC-SHA256"),
-            ("X-Amz-Credential", f"{credentials.access_key}/{scope}"),
-            ("X-Amz-Date", amz_date),
-            ("X-Amz-Expires", str(ttl)),
-            ("X-Amz-SignedHeaders", signed_headers),
-        ]
+        # Only the credential scope and token need encoding; the date and TTL are [0-9TZ] and
+        # the names are fixed, so the constant parts are spelled out already encoded.
+        auth_query = (
+            "X-Amz-Algorithm=AWS4-HMAC-SHA256"
+            f"&X-Amz-Credential={self._encoded_credential(credentials.access_key, scope)}"
+            f"&X-Amz-Date={amz_date}&X-Amz-Expires={ttl}"
+            f"&X-Amz-SignedHeaders={_encode(signed_headers)}"
+        )
         if credentials.token is not None:
-            auth.append(("X-Amz-Security-Token", credentials.token))
-        auth_query = "&".join(f"{_encode(k)}={_encode(v)}" for k, v in auth)
+            auth_query += f"&X-Amz-Security-Token={_encode(credentials.token)}"
         url_query = f"{operation_query}&{auth_query}" if operation_query else auth_query
 
         path = endpoint.path_prefix + _encode(key, safe="/~")
@@ -229,6 +230,10 @@ class Signer:
         signature = hmac.new(signing_key, string_to_sign.encode(), hashlib.sha256).hexdigest()
         url = f"{endpoint.origin}{path}?{url_query}&X-Amz-Signature={signature}"
         return url, datetime.fromtimestamp(now, UTC) + timedelta(seconds=ttl)
+
+    @functools.lru_cache(maxsize=4)  # noqa: B019 - one signer per process, a few keys a day
+    def _encoded_credential(self, access_key: str, scope: str) -> str:
+        return _encode(f"{access_key}/{scope}")
 
     def _signing_key(self, secret: str, datestamp: str, region: str) -> bytes:
         # The derived key changes once a day (or when credentials rotate); derive it once.

@@ -18,11 +18,11 @@ import pytest
 from sqlalchemy import delete
 from sqlalchemy.engine import make_url
 
-from app.config import DatabaseSettings, Settings
-from app.db import create_engine, run_migrations
+from app.config import Settings
+from app.db import run_migrations
 from app.devstack import EmbeddedS3, embedded_s3
 from app.models import files_table
-from tests.support import TEST_JWT_SECRET, Api, running_app
+from tests.support import TEST_JWT_SECRET, Api, running_app, sql_engine
 
 POSTGRES_ADMIN_URL = os.environ.get(
     "S3GATE_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -160,7 +160,7 @@ async def api(settings: Settings) -> AsyncIterator[Api]:
 
 
 def _empty_ledger(database_url: str) -> None:
-    engine = create_engine(DatabaseSettings(_env_file=None, database_url=database_url))  # type: ignore[call-arg]
+    engine = sql_engine(database_url)
     try:
         with engine.connect() as conn:
             conn.execute(delete(files_table))

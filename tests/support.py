@@ -11,12 +11,19 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+from sqlalchemy import Engine, NullPool, create_engine
 
 from app.auth import mint_token
 from app.config import Settings
+from app.db import sync_url
 from app.main import create_app
 
 TEST_JWT_SECRET = "test-secret-" + "x" * 40
+
+
+def sql_engine(database_url: str) -> Engine:
+    """A plain SQLAlchemy engine on the ledger's database, for looking behind the API."""
+    return create_engine(sync_url(database_url), poolclass=NullPool)
 
 
 def new_sub() -> str:

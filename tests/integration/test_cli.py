@@ -15,13 +15,12 @@ from pathlib import Path
 
 import httpx
 import pytest
-from sqlalchemy import create_engine, inspect
+from sqlalchemy import inspect
 
 from app.auth import TokenVerifier
 from app.config import AuthSettings
-from app.db import sync_url
 from app.devstack import EmbeddedS3
-from tests.support import TEST_JWT_SECRET, Api, sha256_b64, tiny_png
+from tests.support import TEST_JWT_SECRET, Api, sha256_b64, sql_engine, tiny_png
 
 S3GATE = str(Path(sys.executable).parent / "s3gate")
 
@@ -125,7 +124,7 @@ def test_migrate_command_creates_the_ledger(tmp_path: Path) -> None:
         cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr
-    engine = create_engine(sync_url(url))
+    engine = sql_engine(url)
     with engine.connect() as conn:
         assert "files" in inspect(conn).get_table_names()
     engine.dispose()

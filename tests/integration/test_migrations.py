@@ -6,10 +6,11 @@ import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import create_engine, inspect
+from sqlalchemy import inspect
 
-from app.db import alembic_config, run_migrations, sync_url
+from app.db import alembic_config, run_migrations
 from app.models import Base
+from tests.support import sql_engine
 
 
 @pytest.mark.parametrize(
@@ -20,7 +21,7 @@ from app.models import Base
 def test_upgrade_downgrade_upgrade_has_no_drift(empty_database_url: str) -> None:
     run_migrations(empty_database_url, "head")
     command.downgrade(alembic_config(empty_database_url), "base")
-    engine = create_engine(sync_url(empty_database_url))
+    engine = sql_engine(empty_database_url)
     try:
         with engine.connect() as conn:
             assert "files" not in inspect(conn).get_table_names()

@@ -13,11 +13,9 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from app.config import DatabaseSettings
-from app.db import create_engine
 from app.logs import configure_logging
 from app.models import files_table
-from tests.support import TEST_JWT_SECRET, Api, new_sub, running_app, tiny_png
+from tests.support import TEST_JWT_SECRET, Api, new_sub, running_app, sql_engine, tiny_png
 
 
 async def test_healthz_and_readyz_answer_ok(api: Api) -> None:
@@ -147,7 +145,7 @@ async def test_delete_while_store_is_down_leaves_an_orphan_marker(api: Api) -> N
         file_id = created.json()["file"]["id"]
         deleted = await client.delete(f"/files/{file_id}", headers=api.auth(owner))
     assert deleted.status_code == 204
-    engine = create_engine(DatabaseSettings(_env_file=None, database_url=api.settings.database_url))  # type: ignore[call-arg]
+    engine = sql_engine(api.settings.database_url)
     try:
         with engine.connect() as conn:
             row = conn.execute(

@@ -1,0 +1,208 @@
+"""Ledger queries. Every query made for a caller carries the owner in its WHERE clause.
+
+`owner=None` means "any owner" and is passed only on the explicit admin branch in service.py.
+Statements are SQLAlchemy Core expressions with bound parameters, compiled once per dialect and
+run by the driver (drivers.py). Each operation is one statement, atomic on its own: inserts,
+owner-scoped reads and compare-and-set status updates.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import ClauseElement, bindparam, literal, select, text, update
+
+from app.config import DatabaseSettings
+from app.ledger.drivers import Driver, DuplicateKey, Params, open_driver
+from app.models import FileStatus, files_table
+
+_c = files_table.c
+_VISIBLE = _c.status != FileStatus.DELETED
+_COLUMNS = tuple(files_table.c.keys())
+_DATETIME_COLUMNS = frozenset(
+    ("created_at", "upload_expires_at", "completed_at", "deleted_at", "purged_at")
+)
+
+
+@dataclass(frozen=True, slots=True)
+class FileRecord:
+    id: uuid.UUID
+    owner_id: str
+    object_key: str
+    filename: str
+    content_type: str
+    size: int
+    checksum_sha256: str | None
+    status: str
+    idempotency_key: str | None
+    request_hash: str | None
+    created_at: datetime
+    upload_expires_at: datetime
+    completed_at: datetime | None
+    deleted_at: datetime | None
+    purged_at: datetime | None
+
+
+class IdempotencyKeyTaken(Exception):
+    """Another request inserted a file with this owner's Idempotency-Key first."""
+
+
+def _select_visible(*, scoped: bool) -> ClauseElement:
+    query = select(files_table).where(_c.id == bindparam("file_id"), _VISIBLE)
+    return query.where(_c.owner_id == bindparam("owner")) if scoped else query
+
+
+def _list(*, scoped: bool, paged: bool) -> ClauseElement:
+    query = select(files_table).where(_VISIBLE)
+    if scoped:
+        query = query.where(_c.owner_id == bindparam("owner"))
+    if paged:
+        query = query.where(_c.id < bindparam("before"))
+    return query.order_by(_c.id.desc()).limit(bindparam("limit"))
+
+
+_STATEMENTS: dict[str, ClauseElement] = {
+    "insert": files_table.insert().values({name: bindparam(name) for name in _COLUMNS}),
+    "get_owned": _select_visible(scoped=True),
+    "get_any": _select_visible(scoped=False),
+    "by_idempotency_key": select(files_table).where(
+        _c.owner_id == bindparam("owner"), _c.idempotency_key == bindparam("key")
+    ),
+    "release_idempotency_key": update(files_table)
+    .where(
+        _c.owner_id == bindparam("owner"),
+        _c.idempotency_key == bindparam("key"),
+        _c.created_at < bindparam("older_than"),
+    )
+    .values(idempotency_key=None, request_hash=None),
+    "mark_purged": update(files_table)
+    .where(_c.id == bindparam("file_id"))
+    .values(purged_at=bindparam("purged")),
+    "list_owned": _list(scoped=True, paged=False),
+    "list_owned_before": _list(scoped=True, paged=True),
+    "list_any": _list(scoped=False, paged=False),
+    "list_any_before": _list(scoped=False, paged=True),
+    "ping": text("SELECT 1"),
+}
+
+
+class Ledger:
+    """The SQL side of every use case: one statement per call, owner-scoped in SQL."""
+
+    def __init__(self, driver: Driver) -> None:
+        self._driver = driver
+        self._compiled: dict[Any, tuple[str, dict[str, Any]]] = {}
+        for name, statement in _STATEMENTS.items():
+            self._compiled[name] = self._compile(statement)
+
+    @classmethod
+    async def open(cls, settings: DatabaseSettings) -> Ledger:
+        """Connect to the configured database (lazily for PostgreSQL's pool)."""
+        return cls(await open_driver(settings.database_url, settings.database_pool_size))
+
+    async def close(self) -> None:
+        """Release every connection."""
+        await self._driver.close()
+
+    async def insert(self, record: FileRecord) -> None:
+        """Add a new file; IdempotencyKeyTaken when its key lost a race."""
+        try:
+            await self._execute("insert", {name: getattr(record, name) for name in _COLUMNS})
+        except DuplicateKey:
+            if record.idempotency_key is None:
+                raise
+            raise IdempotencyKeyTaken from None
+
+    async def get(self, file_id: uuid.UUID, owner: str | None) -> FileRecord | None:
+        """The file if it exists, is not deleted and (unless owner is None) is owner's."""
+        if owner is None:
+            return await self._one("get_any", {"file_id": file_id})
+        return await self._one("get_owned", {"file_id": file_id, "owner": owner})
+
+    async def find_by_idempotency_key(self, owner: str, key: str) -> FileRecord | None:
+        """The owner's file created with this Idempotency-Key, in any status."""
+        return await self._one("by_idempotency_key", {"owner": owner, "key": key})
+
+    async def release_idempotency_key(self, owner: str, key: str, older_than: datetime) -> None:
+        """Free a key whose replay window has passed, so it can name a new file."""
+        params = {"owner": owner, "key": key, "older_than": older_than}
+        await self._execute("release_idempotency_key", params)
+
+    async def transition(
+        self,
+        file_id: uuid.UUID,
+        owner: str | None,
+        *,
+        from_status: FileStatus | Collection[FileStatus],
+        to_status: FileStatus,
+        **values: Any,
+    ) -> FileRecord | None:
+        """Compare-and-set the status; the updated file, or None if it was not in from_status."""
+        allowed = (from_status,) if isinstance(from_status, FileStatus) else tuple(from_status)
+        shape = ("transition", allowed, owner is not None, tuple(sorted(values)))
+        if shape not in self._compiled:
+            statement = (
+                update(files_table)
+                .where(
+                    _c.id == bindparam("file_id"),
+                    _c.status.in_([literal(str(status)) for status in allowed]),
+                )
+                .values(status=bindparam("to_status"), **{k: bindparam(k) for k in values})
+                .returning(*files_table.c)
+            )
+            if owner is not None:
+                statement = statement.where(_c.owner_id == bindparam("owner"))
+            self._compiled[shape] = self._compile(statement)
+        params = {"file_id": file_id, "owner": owner, "to_status": str(to_status), **values}
+        return await self._one(shape, params)
+
+    async def mark_purged(self, file_id: uuid.UUID, when: datetime) -> None:
+        """Record that the store confirmed the object's removal."""
+        await self._execute("mark_purged", {"file_id": file_id, "purged": when})
+
+    async def list(
+        self, owner: str | None, *, limit: int, before: uuid.UUID | None
+    ) -> list[FileRecord]:
+        """Visible files, newest first (UUIDv7 order), strictly older than `before`."""
+        name = ("list_any" if owner is None else "list_owned") + ("_before" if before else "")
+        sql, defaults = self._compiled[name]
+        params = {**defaults, "owner": owner, "before": before, "limit": limit}
+        rows = await self._driver.fetch_all(sql, self._bind(params))
+        return [self._record(row) for row in rows]
+
+    async def ping(self) -> None:
+        """Raise unless the database answers a trivial query."""
+        await self._execute("ping", {})
+
+    def _compile(self, statement: ClauseElement) -> tuple[str, dict[str, Any]]:
+        compiled = statement.compile(dialect=self._driver.dialect)
+        # Literal values (status names, OFFSET 0) are bound parameters with fixed values.
+        defaults = {k: v for k, v in compiled.params.items() if v is not None}
+        return str(compiled), defaults
+
+    def _bind(self, params: Params) -> dict[str, Any]:
+        bind = self._driver.bind
+        return {key: bind(value) for key, value in params.items()}
+
+    def _record(self, row: Sequence[Any]) -> FileRecord:
+        values = dict(zip(_COLUMNS, row, strict=True))
+        values["id"] = (
+            values["id"] if isinstance(values["id"], uuid.UUID) else uuid.UUID(values["id"])
+        )
+        for name in _DATETIME_COLUMNS:
+            if values[name] is not None:
+                values[name] = self._driver.datetime_from_db(values[name])
+        return FileRecord(**values)
+
+    async def _one(self, key: Any, params: Params) -> FileRecord | None:
+        sql, defaults = self._compiled[key]
+        row = await self._driver.fetch_one(sql, self._bind({**defaults, **params}))
+        return self._record(row) if row is not None else None
+
+    async def _execute(self, key: Any, params: Params) -> None:
+        sql, defaults = self._compiled[key]
+        await self._driver.execute(sql, self._bind({**defaults, **params}))

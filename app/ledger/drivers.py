@@ -1,0 +1,225 @@
+"""The two database drivers behind the ledger, each executing SQL that SQLAlchemy compiled.
+
+Measured CPU per owner-scoped read on this machine: SQLite 35 us through SQLAlchemy's engine
+vs 5 us on the stdlib driver; PostgreSQL 200 us through SQLAlchemy's asyncio layer vs 63 us on
+psycopg's async connections. So SQLAlchemy defines the schema, runs the migrations and builds
+every statement, and the request path hands the compiled SQL straight to the driver.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sqlite3
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any, Protocol, TypeVar
+
+import anyio.to_thread
+import psycopg
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+from sqlalchemy.dialects import sqlite as sqlite_dialect
+from sqlalchemy.dialects.postgresql import psycopg as psycopg_dialect
+from sqlalchemy.engine import Dialect, make_url
+
+from app.errors import DatabaseUnavailable
+
+log = logging.getLogger("s3gate.ledger")
+T = TypeVar("T")
+
+Row = Sequence[Any]
+Params = Mapping[str, Any]
+
+SQLITE_LOCK_WAIT_SECONDS = 5.0
+SQLITE_CHECKPOINT_INTERVAL_SECONDS = 1.0
+POSTGRES_CONNECT_TIMEOUT_SECONDS = 5
+POSTGRES_POOL_WAIT_SECONDS = 5.0
+
+
+class DuplicateKey(Exception):
+    """A unique constraint refused the write."""
+
+
+class Driver(Protocol):
+    dialect: Dialect
+
+    async def fetch_one(self, sql: str, params: Params) -> Row | None: ...
+    async def fetch_all(self, sql: str, params: Params) -> list[Row]: ...
+    async def execute(self, sql: str, params: Params) -> None: ...
+    def bind(self, value: Any) -> Any: ...
+    def datetime_from_db(self, value: Any) -> datetime: ...
+    async def close(self) -> None: ...
+
+
+class SqliteDriver:
+    """One stdlib connection, used on the event loop: a statement is a few microseconds.
+
+    It never waits there: busy_timeout is 0 and a locked database (another process writing) is
+    retried with asyncio.sleep. The only fsyncs, WAL checkpoints, run in a worker thread.
+    """
+
+    dialect: Dialect = sqlite_dialect.dialect(paramstyle="named")
+
+    def __init__(self, path: str) -> None:
+        self._path = path
+        self._memory = path in ("", ":memory:")
+        self._conn = sqlite3.connect(
+            path or ":memory:", isolation_level=None, check_same_thread=False, timeout=0
+        )
+        self._conn.execute("PRAGMA busy_timeout=0")
+        self._conn.execute("PRAGMA foreign_keys=ON")
+        if not self._memory:
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            # NORMAL is durable across process crashes in WAL mode; only checkpoints fsync.
+            self._conn.execute("PRAGMA synchronous=NORMAL")
+            self._conn.execute("PRAGMA wal_autocheckpoint=0")
+        self._writes = 0
+        self._checkpointer = (
+            None if self._memory else asyncio.get_running_loop().create_task(self._checkpoints())
+        )
+
+    async def fetch_one(self, sql: str, params: Params) -> Row | None:
+        row: Row | None = await self._call(lambda: self._conn.execute(sql, params).fetchone())
+        return row
+
+    async def fetch_all(self, sql: str, params: Params) -> list[Row]:
+        rows: list[Row] = await self._call(lambda: self._conn.execute(sql, params).fetchall())
+        return rows
+
+    async def execute(self, sql: str, params: Params) -> None:
+        await self._call(lambda: self._conn.execute(sql, params))
+
+    def bind(self, value: Any) -> Any:
+        # The storage formats of SQLAlchemy's SQLite types, so both read the same rows.
+        if isinstance(value, uuid.UUID):
+            return value.hex
+        if isinstance(value, datetime):
+            return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
+        return value
+
+    def datetime_from_db(self, value: Any) -> datetime:
+        return datetime.fromisoformat(value).replace(tzinfo=UTC)
+
+    async def _call(self, work: Callable[[], T]) -> T:
+        deadline = time.monotonic() + SQLITE_LOCK_WAIT_SECONDS
+        delay = 0.001
+        while True:
+            try:
+                result = work()
+            except sqlite3.IntegrityError as exc:
+                if "UNIQUE" in str(exc):
+                    raise DuplicateKey from None
+                raise
+            except sqlite3.OperationalError as exc:
+                busy = exc.sqlite_errorcode & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+                if not busy or time.monotonic() > deadline:
+                    log.warning("sqlite call failed: %s", exc.sqlite_errorname)
+                    raise DatabaseUnavailable() from None
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 0.05)
+                continue
+            self._writes += 1
+            return result
+
+    async def _checkpoints(self) -> None:
+        while True:
+            await asyncio.sleep(SQLITE_CHECKPOINT_INTERVAL_SECONDS)
+            if not self._writes:
+                continue
+            self._writes = 0
+            try:
+                await anyio.to_thread.run_sync(self._checkpoint)
+            except sqlite3.Error as exc:  # retried at the next interval
+                log.warning("sqlite checkpoint failed: %s", type(exc).__name__)
+
+    def _checkpoint(self) -> None:
+        with contextlib.closing(sqlite3.connect(self._path, timeout=5)) as conn:
+            conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+
+    async def close(self) -> None:
+        if self._checkpointer is not None:
+            self._checkpointer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._checkpointer
+            await anyio.to_thread.run_sync(self._checkpoint)
+        self._conn.close()
+
+
+class PostgresDriver:
+    """psycopg 3 async connections from a pool; no threads, autocommit single statements."""
+
+    dialect: Dialect = psycopg_dialect.dialect()  # type: ignore[no-untyped-call]
+
+    def __init__(self, conninfo: str, pool_size: int) -> None:
+        self._pool = AsyncConnectionPool(
+            conninfo,
+            min_size=min(2, pool_size),
+            max_size=pool_size,
+            timeout=POSTGRES_POOL_WAIT_SECONDS,
+            open=False,
+            kwargs={
+                # Every ledger operation is one atomic statement: no BEGIN/COMMIT round trips.
+                "autocommit": True,
+                "connect_timeout": POSTGRES_CONNECT_TIMEOUT_SECONDS,
+                "options": "-c TimeZone=UTC",
+            },
+        )
+
+    async def open(self) -> None:
+        # Not waiting: a database that is down makes /readyz fail, not the process.
+        await self._pool.open(wait=False)
+
+    async def fetch_one(self, sql: str, params: Params) -> Row | None:
+        async with self._connection() as conn:
+            cursor = await conn.execute(sql, params)
+            row: Row | None = await cursor.fetchone()
+            return row
+
+    async def fetch_all(self, sql: str, params: Params) -> list[Row]:
+        async with self._connection() as conn:
+            cursor = await conn.execute(sql, params)
+            rows: list[Row] = await cursor.fetchall()
+            return rows
+
+    async def execute(self, sql: str, params: Params) -> None:
+        async with self._connection() as conn:
+            await conn.execute(sql, params)
+
+    def bind(self, value: Any) -> Any:
+        return value
+
+    def datetime_from_db(self, value: Any) -> datetime:
+        assert isinstance(value, datetime)
+        return value.astimezone(UTC)
+
+    @contextlib.asynccontextmanager
+    async def _connection(self) -> Any:
+        try:
+            async with self._pool.connection() as conn:
+                yield conn
+        except psycopg.errors.UniqueViolation:
+            raise DuplicateKey from None
+        except (psycopg.OperationalError, PoolTimeout) as exc:
+            # Refused, dropped or timed out: the dependency failed, not the client.
+            log.warning("postgresql call failed: %s", type(exc).__name__)
+            raise DatabaseUnavailable() from None
+
+    async def close(self) -> None:
+        await self._pool.close()
+
+
+async def open_driver(database_url: str, pool_size: int) -> Driver:
+    """The driver for this URL (sqlite:///path or postgresql://...)."""
+    url = make_url(database_url)
+    backend = url.get_backend_name()
+    if backend == "sqlite":
+        return SqliteDriver(url.database or "")
+    if backend in ("postgresql", "postgres"):
+        conninfo = url.set(drivername="postgresql").render_as_string(hide_password=False)
+        driver = PostgresDriver(conninfo, pool_size)
+        await driver.open()
+        return driver
+    raise ValueError(f"unsupported database backend {backend!r} (use sqlite or postgresql)")
