@@ -13,7 +13,7 @@ from app.auth import TokenVerifier
 from app.config import ConfigError, Settings, load_settings
 from app.errors import install_error_handlers
 from app.lifespan import lifespan
-from app.middleware import GuardMiddleware
+from app.middleware import BodyLimitMiddleware, NoStoreJSONResponse
 from app.routers import downloads, files, ops, uploads
 
 DESCRIPTION = """\
@@ -36,13 +36,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description=DESCRIPTION,
         lifespan=lifespan,
         root_path=settings.root_path,
+        default_response_class=NoStoreJSONResponse,
     )
     app.state.settings = settings
     app.state.verifier = verifier
     install_error_handlers(app)
     for module in (uploads, downloads, files, ops):
         app.include_router(module.router)
-    app.add_middleware(GuardMiddleware)
+    app.add_middleware(BodyLimitMiddleware)
     if settings.cors_origins:
         # Outermost, so error answers carry CORS headers too and browsers can read their code.
         app.add_middleware(

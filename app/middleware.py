@@ -1,7 +1,8 @@
-"""Pure ASGI middleware: cheap, and it sees every response the routes produce."""
+"""Pure ASGI middleware and the default response class."""
 
 from __future__ import annotations
 
+from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.errors import RequestTooLarge, problem_response
@@ -9,8 +10,23 @@ from app.errors import RequestTooLarge, problem_response
 MAX_REQUEST_BODY_BYTES = 64 * 1024  # the largest body this API takes is a few hundred bytes
 
 
-class GuardMiddleware:
-    """Refuse oversized bodies before they are buffered; mark every response `no-store`."""
+class NoStoreJSONResponse(JSONResponse):
+    """Every answer is one caller's private data, and many carry signed URLs: never cached.
+
+    (Errors get the same header from errors.problem_response.)
+    """
+
+    def init_headers(self, headers: object = None) -> None:
+        super().init_headers(headers)  # type: ignore[arg-type]
+        self.raw_headers.append((b"cache-control", b"no-store"))
+
+
+class BodyLimitMiddleware:
+    """Refuse oversized request bodies, as problem+json, before anything buffers them.
+
+    (Starlette's own limiter answers a declared-too-large body in plain text.) Responses pass
+    straight through: no wrapper on `send` for every request.
+    """
 
     def __init__(self, app: ASGIApp, max_body: int = MAX_REQUEST_BODY_BYTES) -> None:
         self.app = app
@@ -20,22 +36,15 @@ class GuardMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-
-        async def send_no_store(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                headers = list(message.get("headers", []))
-                if not any(name.lower() == b"cache-control" for name, _ in headers):
-                    # Every answer is one caller's private data, and many carry signed URLs.
-                    headers.append((b"cache-control", b"no-store"))
-                message["headers"] = headers
-            await send(message)
-
         length = next((v for k, v in scope["headers"] if k == b"content-length"), None)
         if length is not None:
             if not length.isdigit() or int(length) > self.max_body:
-                await problem_response(RequestTooLarge())(scope, receive, send_no_store)
+                await problem_response(RequestTooLarge())(scope, receive, send)
                 return
-            await self.app(scope, receive, send_no_store)
+            await self.app(scope, receive, send)
+            return
+        if scope["method"] in ("GET", "HEAD", "DELETE", "OPTIONS"):
+            await self.app(scope, receive, send)
             return
 
         # No Content-Length (chunked): read the body here, within the limit, then replay it.
@@ -46,16 +55,16 @@ class GuardMiddleware:
         while more:
             message = await receive()
             if message["type"] != "http.request":
-                await self.app(scope, _replay([message]), send_no_store)
+                await self.app(scope, _replay([message]), send)
                 return
             chunks.append(message.get("body", b""))
             received += len(chunks[-1])
             more = message.get("more_body", False)
             if received > self.max_body:
-                await problem_response(RequestTooLarge())(scope, receive, send_no_store)
+                await problem_response(RequestTooLarge())(scope, receive, send)
                 return
         body = {"type": "http.request", "body": b"".join(chunks), "more_body": False}
-        await self.app(scope, _replay([body], then=receive), send_no_store)
+        await self.app(scope, _replay([body], then=receive), send)
 
 
 def _replay(messages: list[Message], then: Receive | None = None) -> Receive:

@@ -48,5 +48,7 @@ async def download(
     """Script-capable types are always served as an octet-stream attachment."""
     presigned = await service.issue_download(principal, file_id, disposition)
     if redirect:
-        return RedirectResponse(presigned.url, status_code=307)
+        return RedirectResponse(
+            presigned.url, status_code=307, headers={"Cache-Control": "no-store"}
+        )
     return DownloadOut(url=presigned.url, method="GET", expires_at=presigned.expires_at)

@@ -1,4 +1,4 @@
-"""problem+json rendering of every error, and GuardMiddleware's body limit and no-store header."""
+"""problem+json rendering of every error; the body limit and the no-store header on every answer."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from app.errors import (
     install_error_handlers,
     problem_responses,
 )
-from app.middleware import MAX_REQUEST_BODY_BYTES, GuardMiddleware
+from app.middleware import MAX_REQUEST_BODY_BYTES, BodyLimitMiddleware, NoStoreJSONResponse
 
 LIMIT = 64 * 1024
 PROBLEM_FIELDS = {"type", "title", "status", "detail", "code"}
@@ -34,7 +34,8 @@ class Body(BaseModel):
 
 
 def build_app(*, guard: bool) -> FastAPI:
-    app = FastAPI()
+    # `guard` = the app as s3gate builds it: body limit and the no-store default response.
+    app = FastAPI(default_response_class=NoStoreJSONResponse) if guard else FastAPI()
     install_error_handlers(app)
 
     @app.get("/missing")
@@ -74,7 +75,7 @@ def build_app(*, guard: bool) -> FastAPI:
         return Response("x", headers={"Cache-Control": "public, max-age=60"})
 
     if guard:
-        app.add_middleware(GuardMiddleware)
+        app.add_middleware(BodyLimitMiddleware)
     return app
 
 
@@ -214,7 +215,7 @@ def test_problem_responses_declares_each_code_under_its_status() -> None:
     assert declared[401]["description"] == "`invalid_token`"
 
 
-# --- GuardMiddleware -----------------------------------------------------------------------------
+# --- body limit and no-store --------------------------------------------------------------------
 
 
 def test_guard_limit_is_64_kib() -> None:
