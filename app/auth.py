@@ -10,14 +10,16 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeGuard
+from typing import TYPE_CHECKING, Any, TypeGuard
 from urllib.parse import urlsplit
 
-import httpx
 from jose import jwk, jws, jwt
 from jose.backends.base import Key
 
 from app.config import AuthSettings, ConfigError
+
+if TYPE_CHECKING:
+    import httpx
 from app.errors import InvalidToken, MissingToken
 
 log = logging.getLogger("s3gate.auth")
@@ -130,6 +132,8 @@ class TokenVerifier:
             for algorithm in self._algorithms:
                 self._static_keys[algorithm] = self._static_key(pem, algorithm, "PUBLIC_KEY")
         elif self._http is None:
+            import httpx  # only JWKS mode needs an HTTP client (~3 MB per worker otherwise)
+
             self._http = httpx.AsyncClient(timeout=JWKS_TIMEOUT_SECONDS)
             self._owns_http = True
 
@@ -347,6 +351,7 @@ class TokenVerifier:
         log.info("JWKS loaded from %s: %d usable key(s)", self._jwks_log_url, len(usable))
 
     async def _download(self) -> Any:
+        import httpx
         assert self._jwks_url is not None
         assert self._http is not None
         body = bytearray()
