@@ -352,6 +352,7 @@ class TokenVerifier:
 
     async def _download(self) -> Any:
         import httpx
+
         assert self._jwks_url is not None
         assert self._http is not None
         body = bytearray()

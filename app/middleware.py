@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.errors import RequestTooLarge, problem_response
@@ -19,6 +20,23 @@ class NoStoreJSONResponse(JSONResponse):
     def init_headers(self, headers: object = None) -> None:
         super().init_headers(headers)  # type: ignore[arg-type]
         self.raw_headers.append((b"cache-control", b"no-store"))
+
+
+class ModelResponse(Response):
+    """A pydantic model rendered to JSON bytes by pydantic-core in one step, `no-store`.
+
+    Returning it skips FastAPI's response path (validate, dump to dicts, then json.dumps);
+    routes still declare `response_model` for the OpenAPI document.
+    """
+
+    media_type = "application/json"
+
+    def __init__(self, model: BaseModel, status_code: int = 200) -> None:
+        super().__init__(
+            model.__pydantic_serializer__.to_json(model),
+            status_code=status_code,
+            headers={"Cache-Control": "no-store"},
+        )
 
 
 class BodyLimitMiddleware:

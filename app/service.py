@@ -144,7 +144,7 @@ class FileService:
             "issued upload url file=%s owner=%s expires=%s",
             record.id,
             record.owner_id,
-            upload.expires_at.isoformat(),
+            upload.expires_at,
         )
         return upload
 
@@ -342,7 +342,7 @@ class FileService:
             record.id,
             record.owner_id,
             principal.sub,
-            download.expires_at.isoformat(),
+            download.expires_at,
         )
         return download
 

@@ -17,6 +17,7 @@ from app.errors import (
     ValidationFailed,
     problem_responses,
 )
+from app.middleware import ModelResponse
 from app.schemas import DownloadOut
 
 router = APIRouter(tags=["downloads"])
@@ -51,4 +52,6 @@ async def download(
         return RedirectResponse(
             presigned.url, status_code=307, headers={"Cache-Control": "no-store"}
         )
-    return DownloadOut(url=presigned.url, method="GET", expires_at=presigned.expires_at)
+    return ModelResponse(
+        DownloadOut(url=presigned.url, method="GET", expires_at=presigned.expires_at)
+    )

@@ -22,6 +22,7 @@ from app.errors import (
     ValidationFailed,
     problem_responses,
 )
+from app.middleware import ModelResponse
 from app.schemas import CreateUploadRequest, CreateUploadResponse, FileOut, UploadOut
 
 router = APIRouter(tags=["uploads"])
@@ -31,6 +32,7 @@ _AUTH_ERRORS = (MissingToken, InvalidToken)
 @router.post(
     "/uploads",
     status_code=status.HTTP_201_CREATED,
+    response_model=CreateUploadResponse,
     summary="Declare a file and get a presigned upload",
     responses={
         200: {"model": CreateUploadResponse, "description": "Idempotency-Key replay"},
@@ -50,14 +52,11 @@ async def create_upload(
     body: CreateUploadRequest,
     principal: PrincipalDep,
     service: ServiceDep,
-    response: Response,
     idempotency_key: IdempotencyKeyDep = None,
-) -> CreateUploadResponse:
+) -> Response:
     """The URL is bound to the declared type, size and checksum: S3 refuses anything else."""
     ticket = await service.create_upload(principal, body, idempotency_key)
-    if not ticket.created:
-        response.status_code = status.HTTP_200_OK
-    return CreateUploadResponse(
+    answer = CreateUploadResponse(
         file=FileOut.model_validate(ticket.file),
         upload=UploadOut(
             method="PUT",
@@ -66,10 +65,12 @@ async def create_upload(
             expires_at=ticket.upload.expires_at,
         ),
     )
+    return ModelResponse(answer, status.HTTP_201_CREATED if ticket.created else status.HTTP_200_OK)
 
 
 @router.post(
     "/uploads/{file_id}/complete",
+    response_model=FileOut,
     summary="Verify the stored object and make the file available",
     responses=problem_responses(
         *_AUTH_ERRORS, NotFound, UploadIncomplete, UploadExpired, UploadRejected, StorageUnavailable
@@ -77,9 +78,9 @@ async def create_upload(
 )
 async def complete_upload(
     file_id: FileIdDep, principal: PrincipalDep, service: ServiceDep
-) -> FileOut:
+) -> Response:
     """Asks the store, never the client: size, type, checksum and leading bytes must match."""
-    return FileOut.model_validate(await service.complete_upload(principal, file_id))
+    return ModelResponse(FileOut.model_validate(await service.complete_upload(principal, file_id)))
 
 
 @router.delete(
