@@ -18,7 +18,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import boto3
 from botocore.config import Config
@@ -96,7 +96,8 @@ def _wait_ready(process: subprocess.Popen[bytes], s3: EmbeddedS3, log_path: Path
     raise EmbeddedS3Error(f"weed did not answer S3 calls within {READY_TIMEOUT_SECONDS:.0f} s")
 
 
-def _stop(process: subprocess.Popen[bytes]) -> None:
+def stop_process_group(process: subprocess.Popen[Any]) -> None:
+    """SIGTERM the group of a child started with start_new_session; SIGKILL if it lingers."""
     if process.poll() is not None:
         return
     with contextlib.suppress(ProcessLookupError):
@@ -159,4 +160,4 @@ def embedded_s3(state_dir: Path, *, access_key: str, secret_key: str) -> Iterato
         _wait_ready(process, s3, log_path)
         yield s3
     finally:
-        _stop(process)
+        stop_process_group(process)

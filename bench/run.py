@@ -49,7 +49,7 @@ import httpx
 from app.auth import mint_token
 from app.config import Settings, load_settings
 from app.db import run_migrations
-from app.devstack import EmbeddedS3, embedded_s3
+from app.devstack import EmbeddedS3, embedded_s3, stop_process_group
 from app.main import create_app
 from app.signer import Signer
 
@@ -83,16 +83,7 @@ _LIVE: list[subprocess.Popen[bytes]] = []
 
 
 def _stop_process(process: subprocess.Popen[bytes]) -> None:
-    """SIGTERM the process group we created (start_new_session), SIGKILL if it lingers."""
-    if process.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=10)
+    stop_process_group(process)
     if process in _LIVE:
         _LIVE.remove(process)
 
