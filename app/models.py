@@ -41,6 +41,11 @@ class FileStatus(StrEnum):
     DELETED = "deleted"
 
 
+class UploadMethod(StrEnum):
+    PUT = "put"  # one presigned PUT
+    FORM = "form"  # an HTML-form presigned POST with a policy
+
+
 class UtcDateTime(TypeDecorator[datetime]):
     """Timezone-aware UTC in Python on every backend (SQLite stores naive UTC)."""
 
@@ -87,12 +92,15 @@ class FileRow(Base):
     # Set once the store confirmed the object is gone; a deleted row without it is an orphan
     # for the cleanup job to remove.
     purged_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    # How the client was told to send the bytes; a replay re-signs the same kind of upload.
+    upload_method: Mapped[str] = mapped_column(String(16), server_default=UploadMethod.PUT)
 
     __table_args__ = (
         CheckConstraint(
             "status IN ('pending', 'available', 'rejected', 'expired', 'deleted')", name="status"
         ),
         CheckConstraint("size > 0", name="size_positive"),
+        CheckConstraint("upload_method IN ('put', 'form')", name="upload_method"),
         UniqueConstraint("object_key"),
         # NULL keys never collide, so only requests that sent Idempotency-Key are constrained.
         UniqueConstraint("owner_id", "idempotency_key"),

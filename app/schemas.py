@@ -85,6 +85,11 @@ class CreateUploadRequest(BaseModel):
         Field(max_length=64),
         AfterValidator(lambda v: None if v is None else _checksum(v)),
     ] = None
+    form: bool = Field(
+        default=False,
+        description="Answer with an HTML-form presigned POST (for clients that cannot set "
+        "headers) instead of a PUT.",
+    )
 
 
 class FileOut(BaseModel):
@@ -121,7 +126,7 @@ class FileOut(BaseModel):
 
 
 class UploadOut(BaseModel):
-    """How to send the bytes: a presigned request the client replays exactly."""
+    """How to send the bytes: a presigned PUT the client replays exactly."""
 
     method: Literal["PUT"]
     url: str
@@ -132,9 +137,21 @@ class UploadOut(BaseModel):
     expires_at: Timestamp
 
 
+class FormUploadOut(BaseModel):
+    """How to send the bytes from an HTML form: a presigned POST (multipart/form-data)."""
+
+    method: Literal["POST"]
+    url: str
+    fields: dict[str, str] = Field(
+        description="Form fields to send, in this order, before the `file` field.",
+        examples=[{"key": "uploads/...", "Content-Type": "application/pdf", "policy": "..."}],
+    )
+    expires_at: Timestamp
+
+
 class CreateUploadResponse(BaseModel):
     file: FileOut
-    upload: UploadOut
+    upload: Annotated[UploadOut | FormUploadOut, Field(discriminator="method")]
 
 
 class DownloadOut(BaseModel):

@@ -39,9 +39,9 @@ from app.errors import (
 )
 from app.filenames import download_headers
 from app.ledger import FileRecord, IdempotencyKeyTaken, Ledger
-from app.models import FileStatus
+from app.models import FileStatus, UploadMethod
 from app.schemas import CreateUploadRequest
-from app.signer import PresignedRequest, Signer
+from app.signer import PresignedPost, PresignedRequest, Signer
 from app.sniff import SNIFF_BYTES, check_magic
 from app.storage import Storage
 
@@ -54,7 +54,7 @@ _VISIBLE = (FileStatus.PENDING, FileStatus.AVAILABLE, FileStatus.REJECTED, FileS
 @dataclass(frozen=True, slots=True)
 class UploadTicket:
     file: FileRecord
-    upload: PresignedRequest
+    upload: PresignedRequest | PresignedPost
     created: bool  # False when an Idempotency-Key replay returned an existing file
 
 
@@ -72,7 +72,9 @@ def object_key(prefix: str, owner: str, file_id: uuid.UUID) -> str:
 
 def request_fingerprint(request: CreateUploadRequest) -> str:
     """A digest of the normalised request body, to tell a retry from a different request."""
-    canonical = json.dumps(request.model_dump(), sort_keys=True, ensure_ascii=False)
+    # Defaults left out: a field added later (with its default) must not change old digests.
+    body = request.model_dump(exclude_defaults=True)
+    canonical = json.dumps(body, sort_keys=True, ensure_ascii=False)
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
@@ -132,8 +134,14 @@ class FileService:
             raise NotFound()
         return record
 
-    def _sign_put(self, record: FileRecord) -> PresignedRequest:
-        upload = self._signer.presign_put(
+    def _sign_upload(self, record: FileRecord) -> PresignedRequest | PresignedPost:
+        """The upload the record asks for (PUT or form POST), bound to its declaration."""
+        sign = (
+            self._signer.presign_post
+            if record.upload_method == UploadMethod.FORM
+            else self._signer.presign_put
+        )
+        upload = sign(
             record.object_key,
             content_type=record.content_type,
             content_length=record.size,
@@ -141,9 +149,10 @@ class FileService:
             ttl_seconds=self._settings.upload_url_ttl_seconds,
         )
         log.info(
-            "issued upload url file=%s owner=%s expires=%s",
+            "issued upload url file=%s owner=%s method=%s expires=%s",
             record.id,
             record.owner_id,
+            record.upload_method,
             upload.expires_at,
         )
         return upload
@@ -184,9 +193,10 @@ class FileService:
             completed_at=None,
             deleted_at=None,
             purged_at=None,
+            upload_method=UploadMethod.FORM if request.form else UploadMethod.PUT,
         )
         # Signing is pure CPU; the row then records the URL's real expiry.
-        upload = self._sign_put(draft)
+        upload = self._sign_upload(draft)
         record = dataclasses.replace(draft, upload_expires_at=upload.expires_at)
         try:
             await self._ledger.insert(record)
@@ -214,7 +224,7 @@ class FileService:
             raise IdempotencyKeyReused()
         if existing.status != FileStatus.PENDING:
             raise NotPending("This Idempotency-Key named a file that is no longer pending.")
-        upload = self._sign_put(existing)
+        upload = self._sign_upload(existing)
         refreshed = await self._ledger.transition(
             existing.id,
             principal.sub,

@@ -12,9 +12,11 @@ lifespan's background refresher.
 
 from __future__ import annotations
 
+import base64
 import functools
 import hashlib
 import hmac
+import json
 import math
 import re
 import time
@@ -37,6 +39,7 @@ SignerEngine = Literal["sigv4", "boto3"]
 _AMZ_DATE = re.compile(r"[?&]X-Amz-Date=(\d{8}T\d{6}Z)")
 _AMZ_CREDENTIAL = re.compile(r"[?&]X-Amz-Credential=[^&]*?%2F\d{8}%2F([^&%]+)%2Fs3%2Faws4_request")
 _AMZ_DATE_FORMAT = "%Y%m%dT%H%M%SZ"
+_POLICY_EXPIRATION_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 # X-Amz-Date has whole seconds and is read after we read the clock; one second of margin keeps
 # expires_at at or before the credentials' expiry whatever the rounding.
 _EXPIRY_MARGIN_SECONDS = 1
@@ -51,6 +54,13 @@ class PresignedRequest:
     method: str
     headers: Mapping[str, str]  # exactly the headers the client must send (besides length)
     expires_at: datetime  # the real end of validity
+
+
+@dataclass(frozen=True, slots=True)
+class PresignedPost:
+    url: str
+    fields: Mapping[str, str]  # every form field to send, in order, before the file itself
+    expires_at: datetime  # the policy's expiration, which is what S3 enforces
 
 
 class _Keys(NamedTuple):
@@ -171,6 +181,36 @@ class Signer:
             )
             url, expires_at = self._presign_direct("GET", key, {}, query, ttl_seconds)
         return PresignedRequest(url, "GET", MappingProxyType({}), expires_at)
+
+    def presign_post(
+        self,
+        key: str,
+        *,
+        content_type: str,
+        content_length: int,
+        checksum_sha256: str | None,
+        ttl_seconds: int,
+    ) -> PresignedPost:
+        """An HTML-form upload whose policy pins the key, type, exact size and checksum."""
+        fields = {"Content-Type": content_type}
+        conditions: list[Any] = [
+            {"Content-Type": content_type},
+            ["content-length-range", content_length, content_length],
+        ]
+        if checksum_sha256 is not None:
+            fields["x-amz-checksum-sha256"] = checksum_sha256
+            conditions.append({"x-amz-checksum-sha256": checksum_sha256})
+        ttl, _ = self._credentials_for(ttl_seconds)
+        # botocore signs the policy (bucket and key conditions included) with the same
+        # credentials chain; form uploads are rare enough not to need the direct engine.
+        post = self._client.generate_presigned_post(
+            self._bucket, key, Fields=fields, Conditions=conditions, ExpiresIn=ttl
+        )
+        policy = json.loads(base64.b64decode(post["fields"]["policy"]))
+        expires_at = datetime.strptime(policy["expiration"], _POLICY_EXPIRATION_FORMAT)
+        return PresignedPost(
+            post["url"], MappingProxyType(dict(post["fields"])), expires_at.replace(tzinfo=UTC)
+        )
 
     # --- engines -----------------------------------------------------------------------------
 

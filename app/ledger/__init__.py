@@ -45,6 +45,7 @@ class FileRecord:
     completed_at: datetime | None
     deleted_at: datetime | None
     purged_at: datetime | None
+    upload_method: str
 
 
 class IdempotencyKeyTaken(Exception):

@@ -23,7 +23,14 @@ from app.errors import (
     problem_responses,
 )
 from app.middleware import ModelResponse
-from app.schemas import CreateUploadRequest, CreateUploadResponse, FileOut, UploadOut
+from app.schemas import (
+    CreateUploadRequest,
+    CreateUploadResponse,
+    FileOut,
+    FormUploadOut,
+    UploadOut,
+)
+from app.signer import PresignedPost
 
 router = APIRouter(tags=["uploads"])
 _AUTH_ERRORS = (MissingToken, InvalidToken)
@@ -56,13 +63,23 @@ async def create_upload(
 ) -> Response:
     """The URL is bound to the declared type, size and checksum: S3 refuses anything else."""
     ticket = await service.create_upload(principal, body, idempotency_key)
+    upload = ticket.upload
     answer = CreateUploadResponse(
         file=FileOut.model_validate(ticket.file),
-        upload=UploadOut(
-            method="PUT",
-            url=ticket.upload.url,
-            headers=dict(ticket.upload.headers),
-            expires_at=ticket.upload.expires_at,
+        upload=(
+            FormUploadOut(
+                method="POST",
+                url=upload.url,
+                fields=dict(upload.fields),
+                expires_at=upload.expires_at,
+            )
+            if isinstance(upload, PresignedPost)
+            else UploadOut(
+                method="PUT",
+                url=upload.url,
+                headers=dict(upload.headers),
+                expires_at=upload.expires_at,
+            )
         ),
     )
     return ModelResponse(answer, status.HTTP_201_CREATED if ticket.created else status.HTTP_200_OK)
