@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import secrets
 import sys
@@ -45,6 +46,21 @@ def cmd_migrate(_: argparse.Namespace) -> int:
     run_migrations(settings.database_url)
     print("ledger schema is up to date")
     return 0
+
+
+def cmd_reap(args: argparse.Namespace) -> int:
+    from app.lifespan import open_service
+
+    settings = load_settings(Settings)
+    configure_logging(settings.log_level)
+
+    async def run() -> int:
+        async with open_service(settings) as (_, service):
+            report = await service.reap(batch_size=args.batch_size or settings.reaper_batch_size)
+        print(f"expired={report.expired} purged={report.purged} failed={report.failed}")
+        return 1 if report.failed else 0
+
+    return asyncio.run(run())
 
 
 def _secret_file(path: Path, nbytes: int) -> str:
@@ -185,6 +201,16 @@ def build_parser() -> argparse.ArgumentParser:
     dev.add_argument("--port", type=int, default=8000)
     dev.add_argument("--state-dir", default=".s3gate-dev", help="where dev data and secrets live")
     dev.set_defaults(handler=cmd_dev)
+
+    reap = sub.add_parser(
+        "reap",
+        help="expire uploads past their deadline and remove orphaned objects (cron-safe: "
+        "several runs at once never process a row twice)",
+    )
+    reap.add_argument(
+        "--batch-size", type=int, default=0, help="rows per run [S3GATE_REAPER_BATCH_SIZE]"
+    )
+    reap.set_defaults(handler=cmd_reap)
 
     token = sub.add_parser("token", help="mint a development JWT with the HMAC secret")
     token.add_argument("--sub", required=True, help="the owner id (JWT sub)")

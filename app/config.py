@@ -188,6 +188,11 @@ class Settings(DatabaseSettings, AuthSettings):
     max_file_size: int = Field(default=SINGLE_PUT_MAX_BYTES, ge=1, le=SINGLE_PUT_MAX_BYTES)
     allowed_content_types: CsvList = Field(default_factory=lambda: ["*/*"])
 
+    # Expire stale uploads and remove orphaned objects in-process every N seconds (0: off; run
+    # `s3gate reap` from cron or a Kubernetes CronJob instead, or as well: runs never clash).
+    reaper_interval_seconds: int = Field(default=0, ge=0, le=86400)
+    reaper_batch_size: int = Field(default=500, ge=1, le=10_000)
+
     # sigv4: direct signing, byte-identical to boto3 and several times cheaper; boto3: the SDK's
     # generate_presigned_url, as a fallback.
     signer: Literal["sigv4", "boto3"] = "sigv4"

@@ -78,39 +78,73 @@ async def _keep_credentials_fresh(credentials: Credentials) -> None:
             log.warning("credential refresh failed: %s", type(exc).__name__)
 
 
+async def _reap_periodically(service: FileService, interval: int, batch_size: int) -> None:
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            await service.reap(batch_size=batch_size)
+        except Exception as exc:  # a failed pass must not end the loop; the next one retries
+            log.warning("reaper pass failed: %s", type(exc).__name__)
+
+
 @contextlib.asynccontextmanager
-async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    """Open the engine, S3 clients and key cache; close them when the server stops."""
-    settings: Settings = app.state.settings
+async def open_service(settings: Settings) -> AsyncIterator[tuple[Ledger, FileService]]:
+    """The ledger, S3 clients, signer and use cases: opened together, closed together.
+
+    Used by the app's lifespan and by commands that act on files (`s3gate reap`).
+    """
     ledger = await Ledger.open(settings)
     storage_client, signing_client, credentials = s3_clients(settings)
     if credentials is None:
         log.warning("no S3 credentials found; URL signing will answer 503")
-    verifier: TokenVerifier = app.state.verifier
-    await verifier.start()
     service = FileService(
         settings,
         ledger,
         Signer(signing_client, credentials, settings.s3_bucket, engine=settings.signer),
         Storage(storage_client, settings.s3_bucket),
     )
-    app.state.s3gate = AppState(settings, ledger, verifier, service)
     refresher = (
         asyncio.create_task(_keep_credentials_fresh(credentials))
         if credentials is not None and hasattr(credentials, "_expiry_time")
         else None
     )
-    # Everything built so far lives as long as the process; freezing it keeps the cyclic GC
-    # from rescanning several hundred thousand objects (botocore's S3 model, SQLAlchemy,
-    # pydantic schemas) on every full collection under load.
-    gc.collect()
-    gc.freeze()
     try:
-        yield
+        yield ledger, service
     finally:
         if refresher is not None:
             refresher.cancel()
-        await verifier.aclose()
         await ledger.close()
         storage_client.close()
         signing_client.close()
+
+
+@contextlib.asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """Open the ledger, S3 clients and key cache; close them when the server stops."""
+    settings: Settings = app.state.settings
+    verifier: TokenVerifier = app.state.verifier
+    try:
+        await verifier.start()
+        async with open_service(settings) as (ledger, service):
+            app.state.s3gate = AppState(settings, ledger, verifier, service)
+            reaper = (
+                asyncio.create_task(
+                    _reap_periodically(
+                        service, settings.reaper_interval_seconds, settings.reaper_batch_size
+                    )
+                )
+                if settings.reaper_interval_seconds
+                else None
+            )
+            # Everything built so far lives as long as the process; freezing it keeps the
+            # cyclic GC from rescanning several hundred thousand objects (botocore's S3 model,
+            # SQLAlchemy, pydantic schemas) on every full collection under load.
+            gc.collect()
+            gc.freeze()
+            try:
+                yield
+            finally:
+                if reaper is not None:
+                    reaper.cancel()
+    finally:
+        await verifier.aclose()

@@ -59,6 +59,13 @@ class UploadTicket:
 
 
 @dataclass(frozen=True, slots=True)
+class ReapReport:
+    expired: int  # pending uploads past their deadline, now expired
+    purged: int  # objects confirmed gone (expired, deleted)
+    failed: int  # objects the store did not delete this time (retried next run)
+
+
+@dataclass(frozen=True, slots=True)
 class FilePage:
     items: list[FileRecord]
     next_cursor: str | None
@@ -371,3 +378,23 @@ class FileService:
         if len(rows) > limit:
             return FilePage(rows[:limit], encode_cursor(rows[limit - 1].id))
         return FilePage(rows, None)
+
+    async def reap(self, *, batch_size: int = 500) -> ReapReport:
+        """Expire uploads past their deadline and remove every object no file should keep."""
+        # Completion is accepted until deadline + grace, so only rows past both expire.
+        grace = timedelta(seconds=self._settings.completion_grace_seconds)
+        expired = await self._ledger.expire_stale(self._now() - grace, batch_size)
+        # Every expired row (this run's and earlier) and every delete the store missed.
+        leftovers = await self._ledger.unpurged(batch_size * 2)
+        purged = failed = 0
+        for record in leftovers:
+            try:
+                await self._storage.delete(record.object_key)
+            except AppError:
+                failed += 1
+                continue
+            await self._ledger.mark_purged(record.id, self._now())
+            purged += 1
+        if expired or purged or failed:
+            log.info("reaper: expired=%d purged=%d failed=%d", len(expired), purged, failed)
+        return ReapReport(expired=len(expired), purged=purged, failed=failed)

@@ -48,6 +48,9 @@ class FileRecord:
     upload_method: str
 
 
+Records = list[FileRecord]  # (the Ledger.list method shadows `list` inside the class)
+
+
 class IdempotencyKeyTaken(Exception):
     """Another request inserted a file with this owner's Idempotency-Key first."""
 
@@ -88,6 +91,34 @@ _STATEMENTS: dict[str, ClauseElement] = {
     "list_any": _list(scoped=False, paged=False),
     "list_any_before": _list(scoped=False, paged=True),
     "ping": text("SELECT 1"),
+    # Claim stale pending uploads: one statement, and on PostgreSQL SKIP LOCKED, so reapers
+    # running side by side never take the same row; the outer status test is the CAS that a
+    # concurrent completion loses or wins.
+    "expire_stale": update(files_table)
+    .where(
+        _c.status == literal(str(FileStatus.PENDING)),
+        _c.id.in_(
+            select(_c.id)
+            .where(
+                _c.status == literal(str(FileStatus.PENDING)),
+                _c.upload_expires_at < bindparam("cutoff"),
+            )
+            .order_by(_c.upload_expires_at)
+            .limit(bindparam("limit"))
+            .with_for_update(skip_locked=True)
+            .scalar_subquery()
+        ),
+    )
+    .values(status=literal(str(FileStatus.EXPIRED)))
+    .returning(*files_table.c),
+    # Gone from the API but not yet confirmed gone from the bucket.
+    "unpurged": select(files_table)
+    .where(
+        _c.status.in_([literal(str(FileStatus.DELETED)), literal(str(FileStatus.EXPIRED))]),
+        _c.purged_at.is_(None),
+    )
+    .order_by(_c.id)
+    .limit(bindparam("limit")),
 }
 
 
@@ -165,15 +196,18 @@ class Ledger:
         """Record that the store confirmed the object's removal."""
         await self._execute("mark_purged", {"file_id": file_id, "purged": when})
 
-    async def list(
-        self, owner: str | None, *, limit: int, before: uuid.UUID | None
-    ) -> list[FileRecord]:
+    async def list(self, owner: str | None, *, limit: int, before: uuid.UUID | None) -> Records:
         """Visible files, newest first (UUIDv7 order), strictly older than `before`."""
         name = ("list_any" if owner is None else "list_owned") + ("_before" if before else "")
-        sql, defaults = self._compiled[name]
-        params = {**defaults, "owner": owner, "before": before, "limit": limit}
-        rows = await self._driver.fetch_all(sql, self._bind(params))
-        return [self._record(row) for row in rows]
+        return await self._all(name, {"owner": owner, "before": before, "limit": limit})
+
+    async def expire_stale(self, cutoff: datetime, limit: int) -> Records:
+        """Mark up to `limit` pending uploads whose deadline is before `cutoff` expired."""
+        return await self._all("expire_stale", {"cutoff": cutoff, "limit": limit})
+
+    async def unpurged(self, limit: int) -> Records:
+        """Deleted or expired files whose object removal is not confirmed yet."""
+        return await self._all("unpurged", {"limit": limit})
 
     async def ping(self) -> None:
         """Raise unless the database answers a trivial query."""
@@ -203,6 +237,11 @@ class Ledger:
         sql, defaults = self._compiled[key]
         row = await self._driver.fetch_one(sql, self._bind({**defaults, **params}))
         return self._record(row) if row is not None else None
+
+    async def _all(self, key: Any, params: Params) -> Records:
+        sql, defaults = self._compiled[key]
+        rows = await self._driver.fetch_all(sql, self._bind({**defaults, **params}))
+        return [self._record(row) for row in rows]
 
     async def _execute(self, key: Any, params: Params) -> None:
         sql, defaults = self._compiled[key]

@@ -1,0 +1,207 @@
+"""The reaper: stale uploads expire and their objects leave the bucket; concurrent reapers
+never take the same row; deletes that met a store outage are finished later."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+from botocore.exceptions import ClientError
+from sqlalchemy import insert, select
+
+from app.config import Settings
+from app.devstack import EmbeddedS3
+from app.lifespan import open_service
+from app.models import files_table
+from tests.support import Api, new_sub, running_app, sql_engine
+
+S3GATE = str(Path(sys.executable).parent / "s3gate")
+BODY = {"filename": "a.txt", "content_type": "text/plain", "size": 5}
+
+
+def _stale(settings: Settings) -> Settings:
+    return settings.model_copy(update={"upload_url_ttl_seconds": 1, "completion_grace_seconds": 0})
+
+
+def _exists(s3: EmbeddedS3, bucket: str, key: str) -> bool:
+    try:
+        s3.client().head_object(Bucket=bucket, Key=key)
+    except ClientError:
+        return False
+    return True
+
+
+def _key(upload: dict[str, Any]) -> str:
+    return str(upload["url"]).split("?", 1)[0].split("/", 4)[4]
+
+
+async def _stale_upload_with_bytes(
+    api: Api, s3_http: httpx.AsyncClient, owner: str
+) -> tuple[str, str]:
+    async with running_app(_stale(api.settings)) as client:
+        created = await client.post("/uploads", json=BODY, headers=api.auth(owner))
+    upload = created.json()["upload"]
+    assert (
+        await s3_http.put(upload["url"], content=b"hello", headers=upload["headers"])
+    ).is_success
+    return created.json()["file"]["id"], _key(upload)
+
+
+async def test_a_stale_upload_expires_and_its_object_is_removed(
+    api: Api, s3_http: httpx.AsyncClient, s3_server: EmbeddedS3
+) -> None:
+    owner = new_sub()
+    file_id, key = await _stale_upload_with_bytes(api, s3_http, owner)
+    fresh = (await api.create(owner, BODY)).json()["file"]["id"]
+    await asyncio.sleep(2.1)
+
+    async with open_service(_stale(api.settings)) as (_, service):
+        first = await service.reap()
+        second = await service.reap()
+    assert first.expired >= 1
+    assert first.failed == 0
+    assert second.expired == 0
+    assert not _exists(s3_server, api.settings.s3_bucket, key)
+    stale = await api.client.get(f"/files/{file_id}", headers=api.auth(owner))
+    assert stale.json()["status"] == "expired"
+    late = await api.complete(owner, file_id)
+    assert late.json()["code"] == "upload_expired"
+    # the default settings still give the other upload its full 15 minutes
+    kept = await api.client.get(f"/files/{fresh}", headers=api.auth(owner))
+    assert kept.json()["status"] == "pending"
+
+
+async def test_the_reaper_leaves_available_files_and_their_objects_alone(
+    api: Api, s3_http: httpx.AsyncClient, s3_server: EmbeddedS3
+) -> None:
+    owner = new_sub()
+    file, upload = await api.upload(s3_http, owner, b"keep me", content_type="text/plain")
+    assert (await api.complete(owner, file["id"])).status_code == 200
+    async with open_service(_stale(api.settings)) as (_, service):
+        await asyncio.sleep(1.1)
+        await service.reap()
+    assert _exists(s3_server, api.settings.s3_bucket, _key(upload))
+    kept = await api.client.get(f"/files/{file['id']}", headers=api.auth(owner))
+    assert kept.json()["status"] == "available"
+
+
+async def test_the_reaper_finishes_a_delete_that_met_a_store_outage(
+    api: Api, s3_http: httpx.AsyncClient, s3_server: EmbeddedS3
+) -> None:
+    owner = new_sub()
+    file, upload = await api.upload(s3_http, owner, b"orphan", content_type="text/plain")
+    down = api.settings.model_copy(
+        update={"s3_endpoint_url": "http://127.0.0.1:9", "storage_max_attempts": 1}
+    )
+    async with running_app(down) as client:
+        assert (
+            await client.delete(f"/files/{file['id']}", headers=api.auth(owner))
+        ).status_code == 204
+    assert _exists(s3_server, api.settings.s3_bucket, _key(upload))  # left behind
+
+    async with open_service(api.settings) as (_, service):
+        report = await service.reap()
+    assert report.purged >= 1
+    assert not _exists(s3_server, api.settings.s3_bucket, _key(upload))
+    engine = sql_engine(api.settings.database_url)
+    try:
+        with engine.connect() as conn:
+            purged = conn.execute(
+                select(files_table.c.purged_at).where(files_table.c.id == uuid.UUID(file["id"]))
+            ).scalar_one()
+    finally:
+        engine.dispose()
+    assert purged is not None
+
+
+async def test_concurrent_reapers_claim_every_stale_row_exactly_once(api: Api) -> None:
+    past = datetime.now(UTC) - timedelta(hours=2)
+    rows = [
+        {
+            "id": uuid.uuid4(),
+            "owner_id": "reaped",
+            "object_key": f"uploads/r/{uuid.uuid4()}",
+            "filename": "f",
+            "content_type": "text/plain",
+            "size": 1,
+            "checksum_sha256": None,
+            "status": "pending",
+            "idempotency_key": None,
+            "request_hash": None,
+            "created_at": past,
+            "upload_expires_at": past,
+            "completed_at": None,
+            "deleted_at": None,
+            "purged_at": None,
+            "upload_method": "put",
+        }
+        for _ in range(60)
+    ]
+    engine = sql_engine(api.settings.database_url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(insert(files_table), rows)
+    finally:
+        engine.dispose()
+
+    claimed: list[uuid.UUID] = []
+    cutoff = datetime.now(UTC) - timedelta(hours=1)
+    async with open_service(api.settings) as (a, _), open_service(api.settings) as (b, _):
+
+        async def drain(ledger: Any) -> None:
+            while batch := await ledger.expire_stale(cutoff, 3):
+                claimed.extend(record.id for record in batch)
+
+        await asyncio.gather(*(drain(ledger) for ledger in (a, b, a, b)))
+    assert len(claimed) == len(set(claimed)) == len(rows)
+    assert set(claimed) == {row["id"] for row in rows}
+
+
+async def test_the_in_process_reaper_runs_on_its_interval(
+    api: Api, s3_http: httpx.AsyncClient, s3_server: EmbeddedS3
+) -> None:
+    owner = new_sub()
+    file_id, key = await _stale_upload_with_bytes(api, s3_http, owner)
+    reaping = _stale(api.settings).model_copy(update={"reaper_interval_seconds": 1})
+    async with running_app(reaping) as client:
+        for _ in range(50):
+            await asyncio.sleep(0.2)
+            status = (await client.get(f"/files/{file_id}", headers=api.auth(owner))).json()
+            if status["status"] == "expired" and not _exists(
+                s3_server, api.settings.s3_bucket, key
+            ):
+                break
+        else:
+            raise AssertionError(f"not reaped: {status}")
+
+
+def test_reap_command_runs_one_pass(api: Api, tmp_path: Path) -> None:
+    settings = api.settings
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "S3GATE_DATABASE_URL": settings.database_url,
+        "S3GATE_S3_BUCKET": settings.s3_bucket,
+        "S3GATE_S3_ENDPOINT_URL": settings.s3_endpoint_url or "",
+        "S3GATE_S3_ADDRESSING_STYLE": "path",
+        "S3GATE_JWT_SECRET": settings.jwt_secret.get_secret_value() if settings.jwt_secret else "",
+        "AWS_ACCESS_KEY_ID": os.environ["AWS_ACCESS_KEY_ID"],
+        "AWS_SECRET_ACCESS_KEY": os.environ["AWS_SECRET_ACCESS_KEY"],
+    }
+    result = subprocess.run(
+        [S3GATE, "reap", "--batch-size", "50"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("expired=")
