@@ -188,6 +188,15 @@ class Settings(DatabaseSettings, AuthSettings):
     max_file_size: int = Field(default=SINGLE_PUT_MAX_BYTES, ge=1, le=SINGLE_PUT_MAX_BYTES)
     allowed_content_types: CsvList = Field(default_factory=lambda: ["*/*"])
 
+    # Per-owner limit on the routes that issue URLs (POST /uploads, GET /downloads/{id}):
+    # `burst` at once, refilled at `per_minute`; 0 turns it off. Shared through Redis when
+    # S3GATE_REDIS_URL is set, per process otherwise.
+    rate_limit_per_minute: int = Field(default=600, ge=0, le=10_000_000)
+    rate_limit_burst: int = Field(default=100, ge=1, le=1_000_000)
+    redis_url: str | None = None
+    # When Redis fails: true lets requests through (logged), false answers 503.
+    rate_limit_fail_open: bool = True
+
     # Expire stale uploads and remove orphaned objects in-process every N seconds (0: off; run
     # `s3gate reap` from cron or a Kubernetes CronJob instead, or as well: runs never clash).
     reaper_interval_seconds: int = Field(default=0, ge=0, le=86400)
@@ -205,10 +214,17 @@ class Settings(DatabaseSettings, AuthSettings):
     root_path: str = ""
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
-    @field_validator("s3_endpoint_url", "s3_public_endpoint_url", mode="before")
+    @field_validator("s3_endpoint_url", "s3_public_endpoint_url", "redis_url", mode="before")
     @classmethod
-    def _blank_endpoint_is_aws(cls, value: Any) -> Any:
+    def _blank_means_none(cls, value: Any) -> Any:
         return _empty_to_none(value)
+
+    @field_validator("redis_url", mode="after")
+    @classmethod
+    def _redis_url(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^(redis|rediss|unix)://", value):
+            raise ValueError("must be a redis://, rediss:// or unix:// URL")
+        return value
 
     @field_validator("s3_endpoint_url", "s3_public_endpoint_url", mode="after")
     @classmethod

@@ -35,6 +35,14 @@ async def get_principal(request: Request) -> Principal:
     return await state.verifier.authenticate(request.headers.get("authorization"))
 
 
+async def get_limited_principal(request: Request) -> Principal:
+    """The caller, counted against its rate limit (routes that issue URLs)."""
+    state: AppState = request.app.state.s3gate
+    principal = await state.verifier.authenticate(request.headers.get("authorization"))
+    await state.limiter.check(principal.sub)
+    return principal
+
+
 async def parse_file_id(
     file_id: Annotated[str, Path(description="The file's id (a UUID).")],
 ) -> uuid.UUID:
@@ -48,6 +56,7 @@ async def parse_file_id(
 StateDep = Annotated[AppState, Depends(get_state)]
 ServiceDep = Annotated[FileService, Depends(get_service)]
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
+LimitedPrincipalDep = Annotated[Principal, Depends(get_limited_principal)]
 FileIdDep = Annotated[uuid.UUID, Depends(parse_file_id)]
 IdempotencyKeyDep = Annotated[
     str | None,

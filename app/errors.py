@@ -108,6 +108,16 @@ class ContentTypeNotAllowed(AppError):
     status, code, title = 415, "content_type_not_allowed", "Content type not allowed"
 
 
+class RateLimited(AppError):
+    status, code, title = 429, "rate_limited", "Too many requests"
+    default_detail = "Too many requests; retry after the time in Retry-After."
+
+
+class RateLimiterUnavailable(AppError):
+    status, code, title = 503, "rate_limiter_unavailable", "Rate limiter unavailable"
+    default_detail = "The shared rate limiter did not answer; try again shortly."
+
+
 class UploadIncomplete(AppError):
     status, code, title = 409, "upload_incomplete", "Upload incomplete"
     default_detail = "The object is not in the store yet; upload it, then complete again."

@@ -19,6 +19,7 @@ from fastapi import FastAPI
 from app.auth import TokenVerifier
 from app.config import Settings
 from app.ledger import Ledger
+from app.ratelimit import LocalRateLimiter, RateLimiter, RedisRateLimiter, Unlimited
 from app.service import FileService
 from app.signer import Signer
 from app.storage import Storage
@@ -37,6 +38,21 @@ class AppState:
     ledger: Ledger
     verifier: TokenVerifier
     service: FileService
+    limiter: RateLimiter
+
+
+def rate_limiter(settings: Settings) -> RateLimiter:
+    """Shared through Redis when configured, per process otherwise, or none."""
+    if not settings.rate_limit_per_minute:
+        return Unlimited()
+    if settings.redis_url:
+        return RedisRateLimiter.from_url(
+            settings.redis_url,
+            settings.rate_limit_per_minute,
+            settings.rate_limit_burst,
+            fail_open=settings.rate_limit_fail_open,
+        )
+    return LocalRateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst)
 
 
 def s3_clients(settings: Settings) -> tuple[S3Client, S3Client, Credentials | None]:
@@ -123,10 +139,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     """Open the ledger, S3 clients and key cache; close them when the server stops."""
     settings: Settings = app.state.settings
     verifier: TokenVerifier = app.state.verifier
+    limiter = rate_limiter(settings)
     try:
         await verifier.start()
         async with open_service(settings) as (ledger, service):
-            app.state.s3gate = AppState(settings, ledger, verifier, service)
+            app.state.s3gate = AppState(settings, ledger, verifier, service, limiter)
             reaper = (
                 asyncio.create_task(
                     _reap_periodically(
@@ -147,4 +164,5 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
                 if reaper is not None:
                     reaper.cancel()
     finally:
+        await limiter.aclose()
         await verifier.aclose()

@@ -27,8 +27,10 @@ from tests.support import TEST_JWT_SECRET, Api, running_app, sql_engine
 POSTGRES_ADMIN_URL = os.environ.get(
     "S3GATE_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
-# CI sets this: there a missing PostgreSQL is a failure, never a silent skip.
+REDIS_URL = os.environ.get("S3GATE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+# CI sets these: there a missing PostgreSQL or Redis is a failure, never a silent skip.
 REQUIRE_POSTGRES = os.environ.get("S3GATE_TEST_REQUIRE_POSTGRES", "") == "1"
+REQUIRE_REDIS = os.environ.get("S3GATE_TEST_REQUIRE_REDIS", "") == "1"
 
 
 @pytest.fixture(autouse=True)
@@ -100,6 +102,21 @@ def postgres_database() -> Iterator[str]:
         yield url
     finally:
         _drop_postgres_database(url)
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """A reachable Redis for shared rate limits (S3GATE_TEST_REDIS_URL)."""
+    import redis
+
+    try:
+        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1).ping()
+    except redis.RedisError as exc:
+        message = f"Redis not reachable at S3GATE_TEST_REDIS_URL ({type(exc).__name__})"
+        if REQUIRE_REDIS:
+            pytest.fail(message)
+        pytest.skip(message)
+    return REDIS_URL
 
 
 @pytest.fixture(scope="session")

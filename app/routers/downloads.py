@@ -7,13 +7,15 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query
 from fastapi.responses import RedirectResponse
 
-from app.deps import FileIdDep, PrincipalDep, ServiceDep
+from app.deps import FileIdDep, LimitedPrincipalDep, ServiceDep
 from app.errors import (
     CredentialsUnavailable,
     FileNotAvailable,
     InvalidToken,
     MissingToken,
     NotFound,
+    RateLimited,
+    RateLimiterUnavailable,
     ValidationFailed,
     problem_responses,
 )
@@ -36,12 +38,14 @@ router = APIRouter(tags=["downloads"])
             FileNotAvailable,
             ValidationFailed,
             CredentialsUnavailable,
+            RateLimited,
+            RateLimiterUnavailable,
         ),
     },
 )
 async def download(
     file_id: FileIdDep,
-    principal: PrincipalDep,
+    principal: LimitedPrincipalDep,
     service: ServiceDep,
     disposition: Annotated[Literal["attachment", "inline"], Query()] = "attachment",
     redirect: Annotated[bool, Query()] = False,

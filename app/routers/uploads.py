@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response, status
 
-from app.deps import FileIdDep, IdempotencyKeyDep, PrincipalDep, ServiceDep
+from app.deps import FileIdDep, IdempotencyKeyDep, LimitedPrincipalDep, PrincipalDep, ServiceDep
 from app.errors import (
     ContentTypeNotAllowed,
     CredentialsUnavailable,
@@ -14,6 +14,8 @@ from app.errors import (
     MissingToken,
     NotFound,
     NotPending,
+    RateLimited,
+    RateLimiterUnavailable,
     RequestTooLarge,
     StorageUnavailable,
     UploadExpired,
@@ -52,12 +54,14 @@ _AUTH_ERRORS = (MissingToken, InvalidToken)
             ValidationFailed,
             IdempotencyKeyReused,
             CredentialsUnavailable,
+            RateLimited,
+            RateLimiterUnavailable,
         ),
     },
 )
 async def create_upload(
     body: CreateUploadRequest,
-    principal: PrincipalDep,
+    principal: LimitedPrincipalDep,
     service: ServiceDep,
     idempotency_key: IdempotencyKeyDep = None,
 ) -> Response:
