@@ -188,6 +188,11 @@ class Settings(DatabaseSettings, AuthSettings):
     max_file_size: int = Field(default=SINGLE_PUT_MAX_BYTES, ge=1, le=SINGLE_PUT_MAX_BYTES)
     allowed_content_types: CsvList = Field(default_factory=lambda: ["*/*"])
 
+    # Per-owner quotas, checked before anything is handed out (0: no limit): bytes held by
+    # pending and available files, and the number of uploads pending at once.
+    quota_bytes_per_owner: int = Field(default=0, ge=0)
+    quota_pending_uploads_per_owner: int = Field(default=0, ge=0, le=1_000_000)
+
     # Per-owner limit on the routes that issue URLs (POST /uploads, GET /downloads/{id}):
     # `burst` at once, refilled at `per_minute`; 0 turns it off. Shared through Redis when
     # S3GATE_REDIS_URL is set, per process otherwise.

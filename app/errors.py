@@ -75,6 +75,11 @@ class Forbidden(AppError):
     default_detail = "Only admins may act on another owner's files."
 
 
+class QuotaExceeded(AppError):
+    status, code, title = 403, "quota_exceeded", "Quota exceeded"
+    default_detail = "This upload would exceed your storage or pending-upload quota."
+
+
 class NotFound(AppError):
     status, code, title = 404, "not_found", "Not found"
     default_detail = "No such resource."

@@ -32,6 +32,7 @@ from app.errors import (
     IdempotencyKeyReused,
     NotFound,
     NotPending,
+    QuotaExceeded,
     UploadExpired,
     UploadIncomplete,
     UploadRejected,
@@ -206,7 +207,7 @@ class FileService:
         upload = self._sign_upload(draft)
         record = dataclasses.replace(draft, upload_expires_at=upload.expires_at)
         try:
-            await self._ledger.insert(record)
+            await self._insert(record)
         except IdempotencyKeyTaken:
             # A concurrent request with the same key won the insert; answer as its replay.
             assert idempotency_key is not None
@@ -215,6 +216,21 @@ class FileService:
                 raise
             return replay
         return UploadTicket(record, upload, created=True)
+
+    async def _insert(self, record: FileRecord) -> None:
+        settings = self._settings
+        if not (settings.quota_bytes_per_owner or settings.quota_pending_uploads_per_owner):
+            await self._ledger.insert(record)
+            return
+        # One statement checks the owner's usage and inserts, serialized per owner, so
+        # concurrent creates cannot overshoot (the URL signed above is then never handed out).
+        admitted = await self._ledger.insert_within_quota(
+            record,
+            max_bytes=settings.quota_bytes_per_owner or 2**62,
+            max_pending=settings.quota_pending_uploads_per_owner or 2**31 - 1,
+        )
+        if not admitted:
+            raise QuotaExceeded()
 
     async def _replay(
         self, principal: Principal, key: str, fingerprint: str | None

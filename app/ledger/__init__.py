@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ClauseElement, bindparam, literal, select, text, update
+from sqlalchemy import ClauseElement, bindparam, func, literal, select, text, update
 
 from app.config import DatabaseSettings
 from app.ledger.drivers import Driver, DuplicateKey, Params, open_driver
@@ -55,6 +55,27 @@ class IdempotencyKeyTaken(Exception):
     """Another request inserted a file with this owner's Idempotency-Key first."""
 
 
+def _insert_within_quota() -> ClauseElement:
+    held = (literal(str(FileStatus.PENDING)), literal(str(FileStatus.AVAILABLE)))
+    owner = bindparam("owner_id", type_=_c.owner_id.type)
+    stored = (
+        select(func.coalesce(func.sum(_c.size), 0))
+        .where(_c.owner_id == owner, _c.status.in_(held))
+        .scalar_subquery()
+    )
+    pending = (
+        select(func.count())
+        .where(_c.owner_id == owner, _c.status == literal(str(FileStatus.PENDING)))
+        .scalar_subquery()
+    )
+    values = select(*(bindparam(name, type_=files_table.c[name].type) for name in _COLUMNS))
+    values = values.where(
+        stored + bindparam("size", type_=_c.size.type) <= bindparam("max_bytes"),
+        pending < bindparam("max_pending"),
+    )
+    return files_table.insert().from_select(list(_COLUMNS), values).returning(_c.id)
+
+
 def _select_visible(*, scoped: bool) -> ClauseElement:
     query = select(files_table).where(_c.id == bindparam("file_id"), _VISIBLE)
     return query.where(_c.owner_id == bindparam("owner")) if scoped else query
@@ -71,6 +92,9 @@ def _list(*, scoped: bool, paged: bool) -> ClauseElement:
 
 _STATEMENTS: dict[str, ClauseElement] = {
     "insert": files_table.insert().values({name: bindparam(name) for name in _COLUMNS}),
+    # Usage is read from the ledger itself (pending and available files), so every status
+    # change releases quota with no counter to keep in step.
+    "insert_within_quota": _insert_within_quota(),
     "get_owned": _select_visible(scoped=True),
     "get_any": _select_visible(scoped=False),
     "by_idempotency_key": select(files_table).where(
@@ -148,6 +172,23 @@ class Ledger:
             if record.idempotency_key is None:
                 raise
             raise IdempotencyKeyTaken from None
+
+    async def insert_within_quota(
+        self, record: FileRecord, *, max_bytes: int, max_pending: int
+    ) -> bool:
+        """Add the file only if its owner stays within both quotas; False when it would not."""
+        sql, defaults = self._compiled["insert_within_quota"]
+        params = {name: getattr(record, name) for name in _COLUMNS}
+        params.update(defaults, max_bytes=max_bytes, max_pending=max_pending)
+        try:
+            row = await self._driver.fetch_one_serialized(
+                f"quota:{record.owner_id}", sql, self._bind(params)
+            )
+        except DuplicateKey:
+            if record.idempotency_key is None:
+                raise
+            raise IdempotencyKeyTaken from None
+        return row is not None
 
     async def get(self, file_id: uuid.UUID, owner: str | None) -> FileRecord | None:
         """The file if it exists, is not deleted and (unless owner is None) is owner's."""

@@ -44,6 +44,9 @@ class Driver(Protocol):
     async def fetch_one(self, sql: str, params: Params) -> Row | None: ...
     async def fetch_all(self, sql: str, params: Params) -> list[Row]: ...
     async def execute(self, sql: str, params: Params) -> None: ...
+    async def fetch_one_serialized(self, lock: str, sql: str, params: Params) -> Row | None:
+        """fetch_one, with every other call for the same `lock` waiting until it is done."""
+
     def bind(self, value: Any) -> Any: ...
     def datetime_from_db(self, value: Any) -> datetime: ...
     async def close(self) -> None: ...
@@ -86,6 +89,10 @@ class SqliteDriver:
 
     async def execute(self, sql: str, params: Params) -> None:
         await self._call(lambda: self._conn.execute(sql, params))
+
+    async def fetch_one_serialized(self, lock: str, sql: str, params: Params) -> Row | None:
+        # SQLite runs one write statement at a time, reading everything committed before it.
+        return await self.fetch_one(sql, params)
 
     def bind(self, value: Any) -> Any:
         # The storage formats of SQLAlchemy's SQLite types, so both read the same rows.

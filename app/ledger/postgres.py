@@ -66,6 +66,15 @@ class PostgresDriver:
         async with self._connection() as conn:
             await conn.execute(sql, params)
 
+    async def fetch_one_serialized(self, lock: str, sql: str, params: Params) -> Row | None:
+        # A per-key advisory lock for the transaction; the statement after it takes its snapshot
+        # once the lock is held, so it sees every row the previous holder committed.
+        async with self._connection() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (lock,))
+            cursor = await conn.execute(sql, params)
+            row: Row | None = await cursor.fetchone()
+            return row
+
     def bind(self, value: Any) -> Any:
         return value
 

@@ -14,6 +14,7 @@ from app.errors import (
     MissingToken,
     NotFound,
     NotPending,
+    QuotaExceeded,
     RateLimited,
     RateLimiterUnavailable,
     RequestTooLarge,
@@ -56,6 +57,7 @@ _AUTH_ERRORS = (MissingToken, InvalidToken)
             CredentialsUnavailable,
             RateLimited,
             RateLimiterUnavailable,
+            QuotaExceeded,
         ),
     },
 )
