@@ -149,26 +149,31 @@ class FileService:
             if record.upload_method == UploadMethod.FORM
             else self._signer.presign_put
         )
-        upload = sign(
+        return sign(
             record.object_key,
             content_type=record.content_type,
             content_length=record.size,
             checksum_sha256=record.checksum_sha256,
             ttl_seconds=self._settings.upload_url_ttl_seconds,
         )
+
+    @staticmethod
+    def _handed_out(ticket: UploadTicket) -> UploadTicket:
+        # The audit line is written when a URL leaves, not when it is signed: a refused create
+        # (quota, lost race) signs one that nobody ever sees.
         log.info(
             "issued upload url file=%s owner=%s method=%s expires=%s",
-            record.id,
-            record.owner_id,
-            record.upload_method,
-            upload.expires_at,
+            ticket.file.id,
+            ticket.file.owner_id,
+            ticket.file.upload_method,
+            ticket.upload.expires_at,
         )
-        return upload
+        return ticket
 
     async def create_upload(
         self, principal: Principal, request: CreateUploadRequest, idempotency_key: str | None
     ) -> UploadTicket:
-        """Record a pending file and sign the one PUT that may fill it."""
+        """Record a pending file and sign the one upload (PUT or form POST) that may fill it."""
         if request.size > self._settings.max_file_size:
             raise FileTooLarge(
                 f"The largest file accepted is {self._settings.max_file_size} bytes."
@@ -215,7 +220,7 @@ class FileService:
             if replay is None:  # pragma: no cover - the winner's row is there by construction
                 raise
             return replay
-        return UploadTicket(record, upload, created=True)
+        return self._handed_out(UploadTicket(record, upload, created=True))
 
     async def _insert(self, record: FileRecord) -> None:
         settings = self._settings
@@ -257,7 +262,7 @@ class FileService:
         )
         if refreshed is None:
             raise NotPending("This Idempotency-Key named a file that is no longer pending.")
-        return UploadTicket(refreshed, upload, created=False)
+        return self._handed_out(UploadTicket(refreshed, upload, created=False))
 
     async def complete_upload(self, principal: Principal, file_id: uuid.UUID) -> FileRecord:
         """Check the stored object against the declaration; make the file available or reject it."""

@@ -4,9 +4,11 @@ released as files leave the pending/available states."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 import httpx
+import pytest
 
 from tests.support import Api, new_sub, running_app
 
@@ -99,3 +101,17 @@ async def test_an_idempotent_replay_is_not_charged_twice(api: Api) -> None:
         first = await client.post("/uploads", json=_body(), headers=headers)
         replay = await client.post("/uploads", json=_body(), headers=headers)
     assert (first.status_code, replay.status_code) == (201, 200)
+
+
+async def test_only_urls_handed_out_are_in_the_audit_log(
+    api: Api, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="s3gate.audit")
+    owner = new_sub()
+    async with running_app(_quota(api, quota_pending_uploads_per_owner=2)) as client:
+        answers = [
+            await client.post("/uploads", json=_body(), headers=api.auth(owner)) for _ in range(4)
+        ]
+    issued = [r for r in caplog.records if r.getMessage().startswith("issued upload url")]
+    assert [a.status_code for a in answers] == [201, 201, 403, 403]
+    assert len(issued) == 2
