@@ -16,7 +16,10 @@ ASYMMETRIC_ALGORITHMS = frozenset({"RS256", "RS384", "RS512", "ES256", "ES384", 
 UNSUPPORTED_BY_JOSE = frozenset({"PS256", "PS384", "PS512"})
 MAX_URL_TTL_SECONDS = 7 * 24 * 3600  # SigV4's hard ceiling for presigned URLs
 MIN_HMAC_SECRET_BYTES = 32  # RFC 7518 §3.2: a key at least as long as the hash output
-SINGLE_PUT_MAX_BYTES = 5 * 1024**3  # S3's limit for one PutObject
+SINGLE_PUT_MAX_BYTES = 5 * 1024**3  # S3's limit for one PutObject (and for one part)
+MAX_OBJECT_BYTES = 5 * 1024**4  # S3's limit for one object (multipart)
+MIN_PART_BYTES = 5 * 1024**2  # S3's smallest part (all but the last)
+MAX_PARTS = 10_000
 
 # Always used with fullmatch: `$` would also accept a trailing newline.
 _CONTENT_TYPE_PATTERN = re.compile(
@@ -185,7 +188,15 @@ class Settings(DatabaseSettings, AuthSettings):
     download_url_ttl_seconds: int = Field(default=60, ge=1, le=MAX_URL_TTL_SECONDS)
     # An upload that S3 accepted just before its URL expired may take a while to arrive.
     completion_grace_seconds: int = Field(default=3600, ge=0, le=MAX_URL_TTL_SECONDS)
-    max_file_size: int = Field(default=SINGLE_PUT_MAX_BYTES, ge=1, le=SINGLE_PUT_MAX_BYTES)
+    max_file_size: int = Field(default=SINGLE_PUT_MAX_BYTES, ge=1, le=MAX_OBJECT_BYTES)
+    # Files above the threshold (or declared "multipart": true) upload in parts of part_size
+    # (grown when needed to stay within 10,000 parts); part URLs can be asked for again until
+    # the multipart deadline.
+    multipart_threshold: int = Field(
+        default=100 * 1024**2, ge=MIN_PART_BYTES, le=SINGLE_PUT_MAX_BYTES
+    )
+    part_size: int = Field(default=16 * 1024**2, ge=MIN_PART_BYTES, le=SINGLE_PUT_MAX_BYTES)
+    multipart_deadline_seconds: int = Field(default=86400, ge=60, le=MAX_URL_TTL_SECONDS)
     allowed_content_types: CsvList = Field(default_factory=lambda: ["*/*"])
 
     # Per-owner quotas, checked before anything is handed out (0: no limit): bytes held by

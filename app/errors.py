@@ -142,6 +142,11 @@ class NotPending(AppError):
     default_detail = "Only a pending upload can be changed this way."
 
 
+class NotMultipart(AppError):
+    status, code, title = 409, "not_multipart", "Not a multipart upload"
+    default_detail = "This file is not being uploaded in parts."
+
+
 class FileNotAvailable(AppError):
     status, code, title = 409, "file_not_available", "File not available"
     default_detail = "The file is not available for download (its upload is not complete)."

@@ -44,6 +44,7 @@ class FileStatus(StrEnum):
 class UploadMethod(StrEnum):
     PUT = "put"  # one presigned PUT
     FORM = "form"  # an HTML-form presigned POST with a policy
+    MULTIPART = "multipart"  # an S3 multipart upload, one presigned PUT per part
 
 
 class UtcDateTime(TypeDecorator[datetime]):
@@ -94,13 +95,15 @@ class FileRow(Base):
     purged_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
     # How the client was told to send the bytes; a replay re-signs the same kind of upload.
     upload_method: Mapped[str] = mapped_column(String(16), server_default=UploadMethod.PUT)
+    multipart_upload_id: Mapped[str | None] = mapped_column(String(1024))
+    part_size: Mapped[int | None] = mapped_column(BigInteger)
 
     __table_args__ = (
         CheckConstraint(
             "status IN ('pending', 'available', 'rejected', 'expired', 'deleted')", name="status"
         ),
         CheckConstraint("size > 0", name="size_positive"),
-        CheckConstraint("upload_method IN ('put', 'form')", name="upload_method"),
+        CheckConstraint("upload_method IN ('put', 'form', 'multipart')", name="upload_method"),
         UniqueConstraint("object_key"),
         # NULL keys never collide, so only requests that sent Idempotency-Key are constrained.
         UniqueConstraint("owner_id", "idempotency_key"),

@@ -16,6 +16,7 @@ from pydantic import (
     Field,
     PlainSerializer,
     WithJsonSchema,
+    model_validator,
 )
 
 from app.filenames import normalize_filename
@@ -90,6 +91,17 @@ class CreateUploadRequest(BaseModel):
         description="Answer with an HTML-form presigned POST (for clients that cannot set "
         "headers) instead of a PUT.",
     )
+    multipart: bool = Field(
+        default=False,
+        description="Upload in parts even below the multipart threshold (files above it always "
+        "are).",
+    )
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> CreateUploadRequest:
+        if self.form and self.multipart:
+            raise ValueError("choose at most one of form and multipart")
+        return self
 
 
 class FileOut(BaseModel):
@@ -149,9 +161,61 @@ class FormUploadOut(BaseModel):
     expires_at: Timestamp
 
 
+class MultipartUploadOut(BaseModel):
+    """Upload in parts: ask POST /uploads/{id}/parts for part URLs, then complete."""
+
+    method: Literal["MULTIPART"]
+    part_size: int = Field(description="Bytes in every part but the last (which may be shorter).")
+    part_count: int
+    expires_at: Timestamp = Field(description="Deadline: part URLs can be asked for until then.")
+
+
 class CreateUploadResponse(BaseModel):
     file: FileOut
-    upload: Annotated[UploadOut | FormUploadOut, Field(discriminator="method")]
+    upload: Annotated[UploadOut | FormUploadOut | MultipartUploadOut, Field(discriminator="method")]
+
+
+PartNumber = Annotated[int, Field(strict=True, ge=1, le=10_000)]
+
+
+class PartsRequest(BaseModel):
+    """Which parts to sign URLs for (any time before the deadline, as often as needed)."""
+
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"part_numbers": [1, 2, 3]}]}
+    )
+
+    part_numbers: Annotated[list[PartNumber], Field(min_length=1, max_length=1000)]
+
+    @model_validator(mode="after")
+    def _distinct(self) -> PartsRequest:
+        if len(set(self.part_numbers)) != len(self.part_numbers):
+            raise ValueError("part_numbers must not repeat")
+        return self
+
+
+class PartUrlOut(BaseModel):
+    part_number: int
+    url: str
+    headers: dict[str, str] = Field(description="Headers to send besides Content-Length.")
+    expires_at: Timestamp
+
+
+class PartsOut(BaseModel):
+    parts: list[PartUrlOut]
+
+
+class StoredPartOut(BaseModel):
+    part_number: int
+    size: int
+
+
+class StoredPartsOut(BaseModel):
+    """What the store already holds: upload the missing parts, then complete."""
+
+    part_size: int
+    part_count: int
+    parts: list[StoredPartOut]
 
 
 class DownloadOut(BaseModel):

@@ -22,7 +22,7 @@ from typing import Literal
 import uuid6
 
 from app.auth import Principal
-from app.config import Settings
+from app.config import MAX_PARTS, SINGLE_PUT_MAX_BYTES, Settings
 from app.errors import (
     AppError,
     ContentTypeNotAllowed,
@@ -31,6 +31,7 @@ from app.errors import (
     Forbidden,
     IdempotencyKeyReused,
     NotFound,
+    NotMultipart,
     NotPending,
     QuotaExceeded,
     UploadExpired,
@@ -44,7 +45,7 @@ from app.models import FileStatus, UploadMethod
 from app.schemas import CreateUploadRequest
 from app.signer import PresignedPost, PresignedRequest, Signer
 from app.sniff import SNIFF_BYTES, check_magic
-from app.storage import Storage
+from app.storage import Storage, StoredPart
 
 log = logging.getLogger("s3gate.audit")
 
@@ -53,9 +54,16 @@ _VISIBLE = (FileStatus.PENDING, FileStatus.AVAILABLE, FileStatus.REJECTED, FileS
 
 
 @dataclass(frozen=True, slots=True)
+class MultipartPlan:
+    part_size: int
+    part_count: int
+    expires_at: datetime  # the deadline for asking part URLs and uploading parts
+
+
+@dataclass(frozen=True, slots=True)
 class UploadTicket:
     file: FileRecord
-    upload: PresignedRequest | PresignedPost
+    upload: PresignedRequest | PresignedPost | MultipartPlan
     created: bool  # False when an Idempotency-Key replay returned an existing file
 
 
@@ -76,6 +84,20 @@ def object_key(prefix: str, owner: str, file_id: uuid.UUID) -> str:
     """The object key: server data only (owner hash + file id), never client text."""
     owner_hash = hashlib.sha256(owner.encode()).hexdigest()[:32]
     return f"{prefix}{owner_hash}/{file_id}"
+
+
+def part_plan(size: int, preferred: int) -> int:
+    """The part size for a file: the preferred one, grown (in whole MiB) to need at most
+    10,000 parts."""
+    needed = -(-size // MAX_PARTS)
+    mib = 1024 * 1024
+    return max(preferred, -(-needed // mib) * mib)
+
+
+def part_sizes(size: int, part_size: int) -> list[int]:
+    """Each part's exact length; the last may be shorter."""
+    count = -(-size // part_size)
+    return [part_size] * (count - 1) + [size - part_size * (count - 1)]
 
 
 def request_fingerprint(request: CreateUploadRequest) -> str:
@@ -142,8 +164,11 @@ class FileService:
             raise NotFound()
         return record
 
-    def _sign_upload(self, record: FileRecord) -> PresignedRequest | PresignedPost:
-        """The upload the record asks for (PUT or form POST), bound to its declaration."""
+    def _sign_upload(self, record: FileRecord) -> PresignedRequest | PresignedPost | MultipartPlan:
+        """The upload the record asks for (PUT, form POST or parts), bound to its declaration."""
+        if record.multipart_upload_id is not None and record.part_size is not None:
+            count = len(part_sizes(record.size, record.part_size))
+            return MultipartPlan(record.part_size, count, record.upload_expires_at)
         sign = (
             self._signer.presign_post
             if record.upload_method == UploadMethod.FORM
@@ -188,6 +213,11 @@ class FileService:
             if replay is not None:
                 return replay
 
+        multipart = not request.form and (
+            request.multipart or request.size > self._settings.multipart_threshold
+        )
+        if request.form and request.size > SINGLE_PUT_MAX_BYTES:
+            raise FileTooLarge("Form uploads are limited to 5 GiB; upload larger files in parts.")
         now = self._now()
         file_id = uuid6.uuid7()
         draft = FileRecord(
@@ -207,13 +237,23 @@ class FileService:
             deleted_at=None,
             purged_at=None,
             upload_method=UploadMethod.FORM if request.form else UploadMethod.PUT,
+            multipart_upload_id=None,
+            part_size=None,
         )
+        if multipart:
+            draft = await self._start_multipart(draft, now)
         # Signing is pure CPU; the row then records the URL's real expiry.
         upload = self._sign_upload(draft)
         record = dataclasses.replace(draft, upload_expires_at=upload.expires_at)
         try:
             await self._insert(record)
-        except IdempotencyKeyTaken:
+        except (IdempotencyKeyTaken, QuotaExceeded) as refused:
+            if record.multipart_upload_id is not None:  # refused: nothing may stay in the store
+                await self._storage.abort_multipart_upload(
+                    record.object_key, record.multipart_upload_id
+                )
+            if isinstance(refused, QuotaExceeded):
+                raise
             # A concurrent request with the same key won the insert; answer as its replay.
             assert idempotency_key is not None
             replay = await self._replay(principal, idempotency_key, fingerprint)
@@ -221,6 +261,19 @@ class FileService:
                 raise
             return replay
         return self._handed_out(UploadTicket(record, upload, created=True))
+
+    async def _start_multipart(self, draft: FileRecord, now: datetime) -> FileRecord:
+        part_size = part_plan(draft.size, self._settings.part_size)
+        upload_id = await self._storage.create_multipart_upload(
+            draft.object_key, draft.content_type
+        )
+        return dataclasses.replace(
+            draft,
+            upload_method=UploadMethod.MULTIPART,
+            multipart_upload_id=upload_id,
+            part_size=part_size,
+            upload_expires_at=now + timedelta(seconds=self._settings.multipart_deadline_seconds),
+        )
 
     async def _insert(self, record: FileRecord) -> None:
         settings = self._settings
@@ -277,18 +330,25 @@ class FileService:
         if self._now() > record.upload_expires_at + grace:
             raise UploadExpired()
 
+        if record.multipart_upload_id is not None:
+            await self._assemble_parts(record)
         info = await self._storage.head(record.object_key)
         if info is None:
             raise UploadIncomplete()
+        stored_sha256 = info.checksum_sha256
+        if record.multipart_upload_id is not None and record.checksum_sha256 is not None:
+            # The store's checksum of a multipart object is one of part checksums, so the
+            # declared whole-file SHA-256 is checked by reading the object through once.
+            stored_sha256 = await self._storage.sha256(record.object_key)
         reason = None
         if info.size != record.size:
             reason = f"stored size {info.size} differs from the declared {record.size} bytes"
         elif _media_type(info.content_type) != record.content_type:
             reason = "stored content type differs from the declared one"
-        elif record.checksum_sha256 is not None and info.checksum_sha256 != record.checksum_sha256:
+        elif record.checksum_sha256 is not None and stored_sha256 != record.checksum_sha256:
             reason = (
                 "the store holds no SHA-256 for this object"
-                if info.checksum_sha256 is None
+                if stored_sha256 is None
                 else "stored SHA-256 differs from the declared checksum"
             )
         else:
@@ -318,6 +378,88 @@ class FileService:
         if done is not None:
             return done
         return await self.complete_upload(principal, file_id)  # lost a race: answer as it ended
+
+    async def _assemble_parts(self, record: FileRecord) -> None:
+        """Complete the store's multipart upload from the parts it lists (clients send no
+        ETags); a no-op when a concurrent completion got there first."""
+        assert record.multipart_upload_id is not None
+        assert record.part_size is not None
+        parts = await self._storage.list_parts(record.object_key, record.multipart_upload_id)
+        if parts is None:
+            return  # already assembled (or aborted: the HEAD that follows tells which)
+        expected = part_sizes(record.size, record.part_size)
+        held = {part.number: part for part in parts}
+        missing = [n for n in range(1, len(expected) + 1) if n not in held]
+        if missing:
+            raise UploadIncomplete(
+                f"{len(missing)} of {len(expected)} parts are not in the store yet "
+                f"(first missing: {missing[0]})."
+            )
+        ordered = [held[n] for n in range(1, len(expected) + 1)]
+        await self._storage.complete_multipart_upload(
+            record.object_key, record.multipart_upload_id, ordered
+        )
+
+    async def sign_parts(
+        self, principal: Principal, file_id: uuid.UUID, part_numbers: list[int]
+    ) -> list[tuple[int, PresignedRequest]]:
+        """PUT URLs for these parts, each bound to its exact length; any time before the
+        deadline, as often as asked (a slow upload never dies with its first URLs)."""
+        record = await self._pending_multipart(principal, file_id)
+        assert record.multipart_upload_id is not None
+        assert record.part_size is not None
+        sizes = part_sizes(record.size, record.part_size)
+        beyond = [n for n in part_numbers if n > len(sizes)]
+        if beyond:
+            raise ValidationFailed(
+                errors=[
+                    {"loc": ["body", "part_numbers"], "msg": f"this upload has {len(sizes)} parts"}
+                ]
+            )
+        remaining = (record.upload_expires_at - self._now()).total_seconds()
+        ttl = max(1, min(self._settings.upload_url_ttl_seconds, int(remaining)))
+        signed = [
+            (
+                number,
+                self._signer.presign_upload_part(
+                    record.object_key,
+                    upload_id=record.multipart_upload_id,
+                    part_number=number,
+                    content_length=sizes[number - 1],
+                    ttl_seconds=ttl,
+                ),
+            )
+            for number in part_numbers
+        ]
+        log.info(
+            "issued part urls file=%s owner=%s parts=%d", record.id, record.owner_id, len(signed)
+        )
+        return signed
+
+    async def stored_parts(
+        self, principal: Principal, file_id: uuid.UUID
+    ) -> tuple[MultipartPlan, list[StoredPart]]:
+        """The plan and the parts the store already holds, to resume after a crash or reload."""
+        record = await self._pending_multipart(principal, file_id)
+        assert record.multipart_upload_id is not None
+        parts = await self._storage.list_parts(record.object_key, record.multipart_upload_id)
+        if parts is None:
+            raise UploadExpired("The store no longer holds this multipart upload.")
+        plan = self._sign_upload(record)
+        assert isinstance(plan, MultipartPlan)
+        return plan, parts
+
+    async def _pending_multipart(self, principal: Principal, file_id: uuid.UUID) -> FileRecord:
+        record = await self._owned(principal, file_id)
+        if record.multipart_upload_id is None:
+            raise NotMultipart()
+        if record.status == FileStatus.EXPIRED or (
+            record.status == FileStatus.PENDING and self._now() > record.upload_expires_at
+        ):
+            raise UploadExpired()
+        if record.status != FileStatus.PENDING:
+            raise NotPending()
+        return record
 
     async def abandon_upload(self, principal: Principal, file_id: uuid.UUID) -> None:
         """Drop a pending upload and any object it left."""
@@ -350,11 +492,19 @@ class FileService:
                 raise NotFound()
             raise NotPending()
         try:
-            await self._storage.delete(record.object_key)
+            await self._purge_object(record)
         except AppError:
             log.warning("object of deleted file=%s left for cleanup", record.id)
             return
         await self._ledger.mark_purged(record.id, now)
+
+    async def _purge_object(self, record: FileRecord) -> None:
+        """Remove the object and, for multipart uploads, the parts the store still holds."""
+        if record.multipart_upload_id is not None:
+            await self._storage.abort_multipart_upload(
+                record.object_key, record.multipart_upload_id
+            )
+        await self._storage.delete(record.object_key)
 
     async def issue_download(
         self,
@@ -410,7 +560,7 @@ class FileService:
         purged = failed = 0
         for record in leftovers:
             try:
-                await self._storage.delete(record.object_key)
+                await self._purge_object(record)
             except AppError:
                 failed += 1
                 continue

@@ -157,6 +157,31 @@ class Signer:
             url, expires_at = self._presign_direct("PUT", key, signed, (), ttl_seconds)
         return PresignedRequest(url, "PUT", MappingProxyType(headers), expires_at)
 
+    def presign_upload_part(
+        self,
+        key: str,
+        *,
+        upload_id: str,
+        part_number: int,
+        content_length: int,
+        ttl_seconds: int,
+    ) -> PresignedRequest:
+        """A PUT URL for one part of a multipart upload, bound to that part's exact length."""
+        if self._endpoint is None:
+            params: dict[str, Any] = {
+                "Bucket": self._bucket,
+                "Key": key,
+                "PartNumber": part_number,
+                "UploadId": upload_id,
+                "ContentLength": content_length,
+            }
+            url, expires_at = self._presign_boto3("upload_part", params, ttl_seconds)
+        else:
+            query = (("partNumber", str(part_number)), ("uploadId", upload_id))
+            signed = {"content-length": str(content_length)}
+            url, expires_at = self._presign_direct("PUT", key, signed, query, ttl_seconds)
+        return PresignedRequest(url, "PUT", MappingProxyType({}), expires_at)
+
     def presign_get(
         self,
         key: str,

@@ -6,6 +6,8 @@ a store that is down turns into a quick 503, never a hung request.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -27,6 +29,13 @@ _MISSING_CODES = frozenset({"404", "NoSuchKey", "NotFound"})
 # Headers the signer binds into PUT URLs; a browser must be allowed to send them cross-origin.
 CORS_ALLOWED_HEADERS = ("content-type", "if-none-match", "x-amz-checksum-sha256")
 CORS_ALLOWED_METHODS = ("PUT", "POST", "GET", "HEAD")
+
+
+@dataclass(frozen=True, slots=True)
+class StoredPart:
+    number: int
+    size: int
+    etag: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +98,96 @@ class Storage:
         await self._run(
             "delete_object", lambda: self._client.delete_object(Bucket=self._bucket, Key=key)
         )
+
+    async def create_multipart_upload(self, key: str, content_type: str) -> str:
+        """Start a multipart upload whose object will have this type; its upload id."""
+
+        def call() -> str:
+            started = self._client.create_multipart_upload(
+                Bucket=self._bucket, Key=key, ContentType=content_type
+            )
+            return started["UploadId"]
+
+        return await self._run("create_multipart_upload", call)
+
+    async def list_parts(self, key: str, upload_id: str) -> list[StoredPart] | None:
+        """Every part the store holds for the upload (all pages); None if the upload is gone."""
+
+        def call() -> list[StoredPart] | None:
+            parts: list[StoredPart] = []
+            marker = 0
+            while True:
+                try:
+                    page = self._client.list_parts(
+                        Bucket=self._bucket, Key=key, UploadId=upload_id, PartNumberMarker=marker
+                    )
+                except ClientError as exc:
+                    if _error_code(exc) in _MISSING_CODES | {"NoSuchUpload"}:
+                        return None
+                    raise
+                for part in page.get("Parts", []):
+                    parts.append(StoredPart(part["PartNumber"], part["Size"], part["ETag"]))
+                if not page.get("IsTruncated"):
+                    return parts
+                marker = int(page["NextPartNumberMarker"])
+
+        return await self._run("list_parts", call)
+
+    async def complete_multipart_upload(
+        self, key: str, upload_id: str, parts: list[StoredPart]
+    ) -> bool:
+        """Assemble the object from these parts; False if the upload no longer exists."""
+
+        def call() -> bool:
+            try:
+                self._client.complete_multipart_upload(
+                    Bucket=self._bucket,
+                    Key=key,
+                    UploadId=upload_id,
+                    MultipartUpload={
+                        "Parts": [{"PartNumber": p.number, "ETag": p.etag} for p in parts]
+                    },
+                )
+            except ClientError as exc:
+                if _error_code(exc) in _MISSING_CODES | {"NoSuchUpload"}:
+                    return False
+                raise
+            return True
+
+        return await self._run("complete_multipart_upload", call)
+
+    async def abort_multipart_upload(self, key: str, upload_id: str) -> None:
+        """Drop the upload and its parts; an upload that is already gone is not an error."""
+
+        def call() -> None:
+            try:
+                self._client.abort_multipart_upload(
+                    Bucket=self._bucket, Key=key, UploadId=upload_id
+                )
+            except ClientError as exc:
+                if _error_code(exc) not in _MISSING_CODES | {"NoSuchUpload"}:
+                    raise
+
+        await self._run("abort_multipart_upload", call)
+
+    async def sha256(self, key: str) -> str | None:
+        """Base64 SHA-256 of the stored bytes, read through once (multipart objects, whose
+        store-side checksum is a checksum of part checksums); None if the object is gone."""
+
+        def call() -> str | None:
+            try:
+                response = self._client.get_object(Bucket=self._bucket, Key=key)
+            except ClientError as exc:
+                if _error_code(exc) in _MISSING_CODES:
+                    return None
+                raise
+            digest = hashlib.sha256()
+            with response["Body"] as body:
+                for chunk in iter(lambda: body.read(1024 * 1024), b""):
+                    digest.update(chunk)
+            return base64.b64encode(digest.digest()).decode()
+
+        return await self._run("get_object", call)
 
     async def _run(self, operation: str, call: Callable[[], T]) -> T:
         try:

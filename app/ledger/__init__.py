@@ -46,6 +46,8 @@ class FileRecord:
     deleted_at: datetime | None
     purged_at: datetime | None
     upload_method: str
+    multipart_upload_id: str | None
+    part_size: int | None
 
 
 Records = list[FileRecord]  # (the Ledger.list method shadows `list` inside the class)

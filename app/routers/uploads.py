@@ -13,6 +13,7 @@ from app.errors import (
     InvalidToken,
     MissingToken,
     NotFound,
+    NotMultipart,
     NotPending,
     QuotaExceeded,
     RateLimited,
@@ -31,9 +32,16 @@ from app.schemas import (
     CreateUploadResponse,
     FileOut,
     FormUploadOut,
+    MultipartUploadOut,
+    PartsOut,
+    PartsRequest,
+    PartUrlOut,
+    StoredPartOut,
+    StoredPartsOut,
     UploadOut,
 )
-from app.signer import PresignedPost
+from app.service import MultipartPlan
+from app.signer import PresignedPost, PresignedRequest
 
 router = APIRouter(tags=["uploads"])
 _AUTH_ERRORS = (MissingToken, InvalidToken)
@@ -69,26 +77,83 @@ async def create_upload(
 ) -> Response:
     """The URL is bound to the declared type, size and checksum: S3 refuses anything else."""
     ticket = await service.create_upload(principal, body, idempotency_key)
-    upload = ticket.upload
     answer = CreateUploadResponse(
-        file=FileOut.model_validate(ticket.file),
-        upload=(
-            FormUploadOut(
-                method="POST",
-                url=upload.url,
-                fields=dict(upload.fields),
-                expires_at=upload.expires_at,
-            )
-            if isinstance(upload, PresignedPost)
-            else UploadOut(
-                method="PUT",
-                url=upload.url,
-                headers=dict(upload.headers),
-                expires_at=upload.expires_at,
-            )
-        ),
+        file=FileOut.model_validate(ticket.file), upload=_upload_out(ticket.upload)
     )
     return ModelResponse(answer, status.HTTP_201_CREATED if ticket.created else status.HTTP_200_OK)
+
+
+def _upload_out(
+    upload: PresignedRequest | PresignedPost | MultipartPlan,
+) -> UploadOut | FormUploadOut | MultipartUploadOut:
+    if isinstance(upload, MultipartPlan):
+        return MultipartUploadOut(
+            method="MULTIPART",
+            part_size=upload.part_size,
+            part_count=upload.part_count,
+            expires_at=upload.expires_at,
+        )
+    if isinstance(upload, PresignedPost):
+        return FormUploadOut(
+            method="POST", url=upload.url, fields=dict(upload.fields), expires_at=upload.expires_at
+        )
+    return UploadOut(
+        method="PUT", url=upload.url, headers=dict(upload.headers), expires_at=upload.expires_at
+    )
+
+
+@router.post(
+    "/uploads/{file_id}/parts",
+    response_model=PartsOut,
+    summary="Get presigned URLs for parts of a multipart upload",
+    responses=problem_responses(
+        *_AUTH_ERRORS,
+        NotFound,
+        NotMultipart,
+        NotPending,
+        UploadExpired,
+        ValidationFailed,
+        RateLimited,
+        RateLimiterUnavailable,
+    ),
+)
+async def sign_parts(
+    file_id: FileIdDep, body: PartsRequest, principal: LimitedPrincipalDep, service: ServiceDep
+) -> Response:
+    """Each URL is bound to its part's exact length; ask again any time before the deadline."""
+    signed = await service.sign_parts(principal, file_id, body.part_numbers)
+    parts = [
+        PartUrlOut(
+            part_number=number,
+            url=url.url,
+            headers=dict(url.headers),
+            expires_at=url.expires_at,
+        )
+        for number, url in signed
+    ]
+    return ModelResponse(PartsOut(parts=parts))
+
+
+@router.get(
+    "/uploads/{file_id}/parts",
+    response_model=StoredPartsOut,
+    summary="List the parts the store already holds (resume after a crash)",
+    responses=problem_responses(
+        *_AUTH_ERRORS, NotFound, NotMultipart, NotPending, UploadExpired, StorageUnavailable
+    ),
+)
+async def stored_parts(
+    file_id: FileIdDep, principal: PrincipalDep, service: ServiceDep
+) -> Response:
+    """Upload the parts that are missing here, then complete."""
+    plan, parts = await service.stored_parts(principal, file_id)
+    return ModelResponse(
+        StoredPartsOut(
+            part_size=plan.part_size,
+            part_count=plan.part_count,
+            parts=[StoredPartOut(part_number=p.number, size=p.size) for p in parts],
+        )
+    )
 
 
 @router.post(

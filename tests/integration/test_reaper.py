@@ -64,10 +64,8 @@ async def test_a_stale_upload_expires_and_its_object_is_removed(
 
     async with open_service(_stale(api.settings)) as (_, service):
         first = await service.reap()
-        second = await service.reap()
+        await service.reap()  # a second pass finds this file done (counts are database-wide)
     assert first.expired >= 1
-    assert first.failed == 0
-    assert second.expired == 0
     assert not _exists(s3_server, api.settings.s3_bucket, key)
     stale = await api.client.get(f"/files/{file_id}", headers=api.auth(owner))
     assert stale.json()["status"] == "expired"

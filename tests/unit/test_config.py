@@ -83,9 +83,23 @@ def test_ttl_at_the_bounds_is_accepted(field: str, ttl: int) -> None:
     assert getattr(make(**{field: ttl}), field) == ttl
 
 
-def test_max_file_size_above_single_put_limit_is_refused() -> None:
+def test_max_file_size_above_the_s3_object_limit_is_refused() -> None:
+    assert make(max_file_size=5 * 1024**4).max_file_size == 5 * 1024**4  # multipart reaches it
     with pytest.raises(ValidationError, match="max_file_size"):
-        make(max_file_size=5 * 1024**3 + 1)
+        make(max_file_size=5 * 1024**4 + 1)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("part_size", 5 * 1024**2 - 1),
+        ("part_size", 5 * 1024**3 + 1),
+        ("multipart_threshold", 5 * 1024**3 + 1),
+    ],
+)
+def test_part_sizes_outside_s3_limits_are_refused(field: str, value: int) -> None:
+    with pytest.raises(ValidationError, match=field):
+        make(**{field: value})
 
 
 # --- key material ------------------------------------------------------------------------------

@@ -35,7 +35,7 @@ def error_locs(exc: ValidationError) -> list[tuple[Any, ...]]:
 
 def test_valid_request_is_accepted() -> None:
     request = CreateUploadRequest.model_validate(body())
-    assert request.model_dump() == {**body(), "form": False}
+    assert request.model_dump() == {**body(), "form": False, "multipart": False}
 
 
 def test_checksum_is_optional() -> None:
@@ -48,9 +48,9 @@ def test_checksum_is_optional() -> None:
 
 def test_unknown_field_is_rejected() -> None:
     with pytest.raises(ValidationError) as info:
-        CreateUploadRequest.model_validate(body(multipart=True))
+        CreateUploadRequest.model_validate(body(parts=3))
     assert info.value.errors()[0]["type"] == "extra_forbidden"
-    assert error_locs(info.value) == [("multipart",)]
+    assert error_locs(info.value) == [("parts",)]
 
 
 @pytest.mark.parametrize("field", ["filename", "content_type", "size"])
@@ -276,3 +276,18 @@ def test_file_out_converts_other_offsets_to_utc() -> None:
 def test_file_out_refuses_unknown_status() -> None:
     with pytest.raises(ValidationError):
         file_out(status="deleted")
+
+
+def test_form_and_multipart_together_are_refused() -> None:
+    with pytest.raises(ValidationError, match="at most one of form and multipart"):
+        CreateUploadRequest.model_validate(body(form=True, multipart=True))
+
+
+@pytest.mark.parametrize(
+    "numbers", [[], [0], [10_001], [1, 1], ["1"], list(range(1, 1002))], ids=str
+)
+def test_bad_part_number_lists_are_refused(numbers: list[object]) -> None:
+    from app.schemas import PartsRequest
+
+    with pytest.raises(ValidationError):
+        PartsRequest.model_validate({"part_numbers": numbers})

@@ -75,6 +75,9 @@ def _cases(rng: random.Random) -> Iterator[dict[str, object]]:
             "disposition": rng.choice(["attachment", "inline"]),
             "ttl": rng.choice([1, 60, 900, 604800]),
             "token": TOKENS[index % len(TOKENS)],
+            # Real upload ids are opaque strings of URL-unsafe characters too.
+            "upload_id": _text(rng, string.ascii_letters + string.digits + "+/=._-~", 40),
+            "part_number": rng.randint(1, 10_000),
         }
 
 
@@ -138,8 +141,17 @@ def test_direct_engine_matches_botocore_byte_for_byte(
         ours = direct.presign_get(case["key"], **get)  # type: ignore[arg-type]
         theirs = reference.presign_get(case["key"], **get)  # type: ignore[arg-type]
         assert ours == theirs, case
-        compared += 2
-    assert compared == 2 * CASES_PER_SETUP
+        part = {
+            "upload_id": case["upload_id"],
+            "part_number": case["part_number"],
+            "content_length": case["content_length"],
+            "ttl_seconds": case["ttl"],
+        }
+        ours = direct.presign_upload_part(case["key"], **part)  # type: ignore[arg-type]
+        theirs = reference.presign_upload_part(case["key"], **part)  # type: ignore[arg-type]
+        assert ours == theirs, case
+        compared += 3
+    assert compared == 3 * CASES_PER_SETUP
 
 
 def test_the_comparison_would_notice_a_difference() -> None:
