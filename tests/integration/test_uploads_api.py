@@ -9,9 +9,11 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 from botocore.exceptions import ClientError
+from sqlalchemy import func, select
 
 from app.devstack import EmbeddedS3
-from tests.support import Api, new_sub, running_app, sha256_b64
+from app.models import files_table
+from tests.support import Api, new_sub, running_app, sha256_b64, sql_engine
 
 GOOD = {"filename": "a.txt", "content_type": "text/plain", "size": 5}
 
@@ -175,6 +177,15 @@ async def test_concurrent_requests_with_one_key_make_one_file(api: Api) -> None:
     answers = await asyncio.gather(*(api.create(owner, GOOD, key) for _ in range(8)))
     assert sorted(a.status_code for a in answers) == [200] * 7 + [201]
     assert len({a.json()["file"]["id"] for a in answers}) == 1
+    engine = sql_engine(api.settings.database_url)
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(
+                select(func.count()).select_from(files_table).where(files_table.c.owner_id == owner)
+            ).scalar_one()
+    finally:
+        engine.dispose()
+    assert rows == 1
 
 
 async def test_replaying_a_completed_upload_is_409(api: Api, s3_http: httpx.AsyncClient) -> None:
