@@ -11,11 +11,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+from botocore.exceptions import ClientError
 from sqlalchemy import Engine, NullPool, create_engine
 
 from app.auth import mint_token
 from app.config import Settings
 from app.db import sync_url
+from app.devstack import EmbeddedS3
 from app.main import create_app
 
 TEST_JWT_SECRET = "test-secret-" + "x" * 40
@@ -24,6 +26,15 @@ TEST_JWT_SECRET = "test-secret-" + "x" * 40
 def sql_engine(database_url: str) -> Engine:
     """A plain SQLAlchemy engine on the ledger's database, for looking behind the API."""
     return create_engine(sync_url(database_url), poolclass=NullPool)
+
+
+def object_exists(s3: EmbeddedS3, bucket: str, key: str) -> bool:
+    """Whether the store holds the object (asked with the server's own credentials)."""
+    try:
+        s3.client().head_object(Bucket=bucket, Key=key)
+    except ClientError:
+        return False
+    return True
 
 
 def new_sub() -> str:

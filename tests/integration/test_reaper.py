@@ -13,14 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from botocore.exceptions import ClientError
 from sqlalchemy import insert, select
 
 from app.config import Settings
 from app.devstack import EmbeddedS3
 from app.lifespan import open_service
 from app.models import files_table
-from tests.support import Api, new_sub, running_app, sql_engine
+from tests.support import Api, new_sub, object_exists, running_app, sql_engine
 
 S3GATE = str(Path(sys.executable).parent / "s3gate")
 BODY = {"filename": "a.txt", "content_type": "text/plain", "size": 5}
@@ -28,14 +27,6 @@ BODY = {"filename": "a.txt", "content_type": "text/plain", "size": 5}
 
 def _stale(settings: Settings) -> Settings:
     return settings.model_copy(update={"upload_url_ttl_seconds": 1, "completion_grace_seconds": 0})
-
-
-def _exists(s3: EmbeddedS3, bucket: str, key: str) -> bool:
-    try:
-        s3.client().head_object(Bucket=bucket, Key=key)
-    except ClientError:
-        return False
-    return True
 
 
 def _key(upload: dict[str, Any]) -> str:
@@ -66,7 +57,7 @@ async def test_a_stale_upload_expires_and_its_object_is_removed(
         first = await service.reap()
         await service.reap()  # a second pass finds this file done (counts are database-wide)
     assert first.expired >= 1
-    assert not _exists(s3_server, api.settings.s3_bucket, key)
+    assert not object_exists(s3_server, api.settings.s3_bucket, key)
     stale = await api.client.get(f"/files/{file_id}", headers=api.auth(owner))
     assert stale.json()["status"] == "expired"
     late = await api.complete(owner, file_id)
@@ -85,7 +76,7 @@ async def test_the_reaper_leaves_available_files_and_their_objects_alone(
     async with open_service(_stale(api.settings)) as (_, service):
         await asyncio.sleep(1.1)
         await service.reap()
-    assert _exists(s3_server, api.settings.s3_bucket, _key(upload))
+    assert object_exists(s3_server, api.settings.s3_bucket, _key(upload))
     kept = await api.client.get(f"/files/{file['id']}", headers=api.auth(owner))
     assert kept.json()["status"] == "available"
 
@@ -102,12 +93,12 @@ async def test_the_reaper_finishes_a_delete_that_met_a_store_outage(
         assert (
             await client.delete(f"/files/{file['id']}", headers=api.auth(owner))
         ).status_code == 204
-    assert _exists(s3_server, api.settings.s3_bucket, _key(upload))  # left behind
+    assert object_exists(s3_server, api.settings.s3_bucket, _key(upload))  # left behind
 
     async with open_service(api.settings) as (_, service):
         report = await service.reap()
     assert report.purged >= 1
-    assert not _exists(s3_server, api.settings.s3_bucket, _key(upload))
+    assert not object_exists(s3_server, api.settings.s3_bucket, _key(upload))
     engine = sql_engine(api.settings.database_url)
     try:
         with engine.connect() as conn:
@@ -172,7 +163,7 @@ async def test_the_in_process_reaper_runs_on_its_interval(
         for _ in range(50):
             await asyncio.sleep(0.2)
             status = (await client.get(f"/files/{file_id}", headers=api.auth(owner))).json()
-            if status["status"] == "expired" and not _exists(
+            if status["status"] == "expired" and not object_exists(
                 s3_server, api.settings.s3_bucket, key
             ):
                 break

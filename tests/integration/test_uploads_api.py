@@ -8,12 +8,11 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
-from botocore.exceptions import ClientError
 from sqlalchemy import func, select
 
 from app.devstack import EmbeddedS3
 from app.models import files_table
-from tests.support import Api, new_sub, running_app, sha256_b64, sql_engine
+from tests.support import Api, new_sub, object_exists, running_app, sha256_b64, sql_engine
 
 GOOD = {"filename": "a.txt", "content_type": "text/plain", "size": 5}
 
@@ -214,23 +213,15 @@ def _key_of(upload: dict[str, Any]) -> str:
     return urlsplit(upload["url"]).path.split("/", 2)[2]
 
 
-def _exists(s3_server: EmbeddedS3, bucket: str, key: str) -> bool:
-    try:
-        s3_server.client().head_object(Bucket=bucket, Key=key)
-    except ClientError:
-        return False
-    return True
-
-
 async def test_abandoning_a_pending_upload_removes_object_and_file(
     api: Api, s3_http: httpx.AsyncClient, s3_server: EmbeddedS3
 ) -> None:
     owner = new_sub()
     file, upload = await api.upload(s3_http, owner, b"partial", content_type="text/plain")
-    assert _exists(s3_server, api.settings.s3_bucket, _key_of(upload))
+    assert object_exists(s3_server, api.settings.s3_bucket, _key_of(upload))
     answer = await api.client.delete(f"/uploads/{file['id']}", headers=api.auth(owner))
     assert answer.status_code == 204
-    assert not _exists(s3_server, api.settings.s3_bucket, _key_of(upload))
+    assert not object_exists(s3_server, api.settings.s3_bucket, _key_of(upload))
     assert (
         await api.client.get(f"/files/{file['id']}", headers=api.auth(owner))
     ).status_code == 404
@@ -254,7 +245,7 @@ async def test_deleting_a_file_removes_its_object_and_a_second_delete_is_404(
     second = await api.client.delete(f"/files/{file['id']}", headers=api.auth(owner))
     assert first.status_code == 204
     _problem(second, 404, "not_found")
-    assert not _exists(s3_server, api.settings.s3_bucket, _key_of(upload))
+    assert not object_exists(s3_server, api.settings.s3_bucket, _key_of(upload))
     listing = await api.client.get("/files", headers=api.auth(owner))
     assert listing.json()["items"] == []
     download = await api.client.get(f"/downloads/{file['id']}", headers=api.auth(owner))
