@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import secrets
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import uvicorn
 
@@ -16,6 +18,9 @@ from app.auth import TokenVerifier, mint_token
 from app.config import AuthSettings, ConfigError, DatabaseSettings, Settings, load_settings
 from app.db import run_migrations
 from app.logs import configure_logging
+
+if TYPE_CHECKING:
+    from app.storage.posture import Check
 
 DEV_BUCKET = "s3gate-dev"
 DEV_ACCESS_KEY = "S3GATEDEV"
@@ -61,6 +66,37 @@ def cmd_reap(args: argparse.Namespace) -> int:
         return 1 if report.failed else 0
 
     return asyncio.run(run())
+
+
+def _print_checks(checks: Sequence[Check]) -> None:
+    for check in checks:
+        print(f"{check.state:<12} {check.name:<28} {check.detail}")
+
+
+def cmd_bucket(args: argparse.Namespace) -> int:
+    from app.lifespan import s3_clients
+    from app.storage.posture import check_bucket, setup_bucket
+
+    settings = load_settings(Settings)
+    storage_client, signing_client, _ = s3_clients(settings)
+    try:
+        run = setup_bucket if args.action == "setup" else check_bucket
+        checks = run(storage_client, settings)
+    finally:
+        storage_client.close()
+        signing_client.close()
+    _print_checks(checks)
+    unsupported = [c.name for c in checks if c.state == "unsupported"]
+    if unsupported:
+        print(f"not done by this store (set them up by other means): {', '.join(unsupported)}")
+    return 1 if any(c.state == "problem" for c in checks) else 0
+
+
+def cmd_iam_policy(_: argparse.Namespace) -> int:
+    from app.storage.posture import iam_policy
+
+    print(json.dumps(iam_policy(load_settings(Settings)), indent=2))
+    return 0
 
 
 def _secret_file(path: Path, nbytes: int) -> str:
@@ -211,6 +247,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--batch-size", type=int, default=0, help="rows per run [S3GATE_REAPER_BATCH_SIZE]"
     )
     reap.set_defaults(handler=cmd_reap)
+
+    bucket = sub.add_parser("bucket", help="check or set up the bucket's posture")
+    bucket.add_argument(
+        "action",
+        choices=["check", "setup"],
+        help="check: report ok / problem / unsupported per check (exit 1 on a problem); "
+        "setup: apply CORS, public access block, encryption and the multipart lifecycle rule",
+    )
+    bucket.set_defaults(handler=cmd_bucket)
+
+    iam = sub.add_parser(
+        "iam-policy", help="print the least-privilege IAM policy for the bucket and key prefix"
+    )
+    iam.set_defaults(handler=cmd_iam_policy)
 
     token = sub.add_parser("token", help="mint a development JWT with the HMAC secret")
     token.add_argument("--sub", required=True, help="the owner id (JWT sub)")

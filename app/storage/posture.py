@@ -1,0 +1,302 @@
+"""Bucket posture for ops: what `s3gate bucket check` verifies, `bucket setup` applies, and the
+least-privilege IAM policy `s3gate iam-policy` prints. Not on the request path."""
+
+from __future__ import annotations
+
+import email.utils
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from app.config import Settings
+from app.storage import CORS_ALLOWED_HEADERS, CORS_ALLOWED_METHODS
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+State = Literal["ok", "problem", "unsupported", "applied"]
+LIFECYCLE_RULE_ID = "s3gate-abort-incomplete-multipart"
+ABORT_INCOMPLETE_AFTER_DAYS = 1
+MAX_CLOCK_SKEW_SECONDS = 60  # a download URL lives 60 s by default
+_UNSUPPORTED = frozenset({"NotImplemented", "NotImplementedError", "MethodNotAllowed"})
+_PUBLIC_ACCESS_BLOCK = {
+    "BlockPublicAcls": True,
+    "IgnorePublicAcls": True,
+    "BlockPublicPolicy": True,
+    "RestrictPublicBuckets": True,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    name: str
+    state: State
+    detail: str
+
+
+def _code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def _ask(name: str, call: Callable[[], Check], missing: dict[str, Check] | None = None) -> Check:
+    """Run one check; a store that does not implement the API is 'unsupported', not a failure."""
+    try:
+        return call()
+    except ClientError as exc:
+        code = _code(exc)
+        if code in _UNSUPPORTED:
+            return Check(name, "unsupported", f"this store does not implement it ({code})")
+        if missing and code in missing:
+            return missing[code]
+        return Check(name, "problem", f"the store answered {code or 'an error'}")
+    except BotoCoreError as exc:
+        return Check(name, "problem", f"could not ask the store ({type(exc).__name__})")
+
+
+def _cors_covers(rules: list[Any], origins: list[str]) -> str | None:
+    needed_methods, needed_headers = set(CORS_ALLOWED_METHODS), set(CORS_ALLOWED_HEADERS)
+    for origin in origins:
+        matching = [
+            r
+            for r in rules
+            if origin in r.get("AllowedOrigins", []) or "*" in r.get("AllowedOrigins", [])
+        ]
+        methods = {m for r in matching for m in r.get("AllowedMethods", [])}
+        headers = {h.lower() for r in matching for h in r.get("AllowedHeaders", [])}
+        exposed = {h.lower() for r in matching for h in r.get("ExposeHeaders", [])}
+        if not matching:
+            return f"no rule allows {origin}"
+        if needed_methods - methods:
+            return f"{origin}: methods missing {sorted(needed_methods - methods)}"
+        if "*" not in headers and needed_headers - headers:
+            return f"{origin}: headers missing {sorted(needed_headers - headers)}"
+        if "etag" not in exposed:
+            return f"{origin}: ETag is not exposed (multipart clients cannot read it)"
+    return None
+
+
+def check_bucket(
+    client: S3Client, settings: Settings, *, clock: Callable[[], float] = time.time
+) -> list[Check]:
+    """Every posture check, each ok / problem / unsupported-by-this-store."""
+    bucket = settings.s3_bucket
+
+    def cors() -> Check:
+        if not settings.cors_origins:
+            return Check("cors", "ok", "no browser origins configured (S3GATE_CORS_ORIGINS)")
+        rules = client.get_bucket_cors(Bucket=bucket)["CORSRules"]
+        gap = _cors_covers(list(rules), settings.cors_origins)
+        return Check("cors", "problem" if gap else "ok", gap or "covers every configured origin")
+
+    def public_access() -> Check:
+        config = client.get_public_access_block(Bucket=bucket)["PublicAccessBlockConfiguration"]
+        off = [k for k, v in _PUBLIC_ACCESS_BLOCK.items() if config.get(k) is not v]
+        return Check(
+            "public-access-block",
+            "problem" if off else "ok",
+            f"not set: {off}" if off else "all four settings on",
+        )
+
+    def policy() -> Check:
+        public = client.get_bucket_policy_status(Bucket=bucket)["PolicyStatus"]["IsPublic"]
+        return Check(
+            "public-policy",
+            "problem" if public else "ok",
+            "the bucket policy makes it public" if public else "policy is not public",
+        )
+
+    def encryption() -> Check:
+        rules = client.get_bucket_encryption(Bucket=bucket)["ServerSideEncryptionConfiguration"][
+            "Rules"
+        ]
+        algorithms = [r["ApplyServerSideEncryptionByDefault"]["SSEAlgorithm"] for r in rules]
+        return Check("default-encryption", "ok", ", ".join(algorithms))
+
+    def versioning() -> Check:
+        state = client.get_bucket_versioning(Bucket=bucket).get("Status", "never enabled")
+        return Check(
+            "versioning",
+            "ok",
+            f"{state} (deleted objects are {'kept as versions' if state == 'Enabled' else 'gone'})",
+        )
+
+    def lifecycle() -> Check:
+        rules = client.get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]
+        for rule in rules:
+            prefix = rule.get("Filter", {}).get("Prefix", rule.get("Prefix", ""))
+            if (
+                rule.get("Status") == "Enabled"
+                and "AbortIncompleteMultipartUpload" in rule
+                and settings.s3_key_prefix.startswith(prefix)
+            ):
+                days = rule["AbortIncompleteMultipartUpload"]["DaysAfterInitiation"]
+                return Check("abort-incomplete-multipart", "ok", f"after {days} day(s)")
+        return Check(
+            "abort-incomplete-multipart", "problem", "no enabled rule covers the key prefix"
+        )
+
+    def region() -> Check:
+        actual = client.get_bucket_location(Bucket=bucket).get("LocationConstraint") or "us-east-1"
+        if actual != settings.s3_region:
+            return Check(
+                "region",
+                "problem",
+                f"bucket is in {actual}, S3GATE_S3_REGION is {settings.s3_region} "
+                "(browser preflights would meet a redirect)",
+            )
+        return Check("region", "ok", actual)
+
+    def clock_skew() -> Check:
+        response = client.head_bucket(Bucket=bucket)
+        date = response["ResponseMetadata"]["HTTPHeaders"].get("date")
+        if not date:
+            return Check("clock-skew", "unsupported", "the store sent no Date header")
+        skew = clock() - email.utils.parsedate_to_datetime(date).timestamp()
+        state: State = "problem" if abs(skew) > MAX_CLOCK_SKEW_SECONDS else "ok"
+        return Check("clock-skew", state, f"{skew:+.0f} s against the store")
+
+    return [
+        _ask(
+            "cors",
+            cors,
+            {
+                "NoSuchCORSConfiguration": Check(
+                    "cors", "problem" if settings.cors_origins else "ok", "no CORS configuration"
+                )
+            },
+        ),
+        _ask(
+            "public-access-block",
+            public_access,
+            {
+                "NoSuchPublicAccessBlockConfiguration": Check(
+                    "public-access-block", "problem", "not configured"
+                )
+            },
+        ),
+        _ask(
+            "public-policy",
+            policy,
+            {"NoSuchBucketPolicy": Check("public-policy", "ok", "no bucket policy")},
+        ),
+        _ask(
+            "default-encryption",
+            encryption,
+            {
+                "ServerSideEncryptionConfigurationNotFoundError": Check(
+                    "default-encryption", "problem", "not configured"
+                )
+            },
+        ),
+        _ask("versioning", versioning),
+        _ask(
+            "abort-incomplete-multipart",
+            lifecycle,
+            {
+                "NoSuchLifecycleConfiguration": Check(
+                    "abort-incomplete-multipart", "problem", "no lifecycle configuration"
+                )
+            },
+        ),
+        _ask("region", region),
+        _ask("clock-skew", clock_skew),
+    ]
+
+
+def setup_bucket(client: S3Client, settings: Settings) -> list[Check]:
+    """Apply what the store supports, idempotently: each step applied / unsupported / problem."""
+    from app.storage import ensure_bucket
+
+    bucket = settings.s3_bucket
+
+    def create() -> Check:
+        ensure_bucket(client, bucket, settings.cors_origins)
+        detail = f"CORS for {settings.cors_origins}" if settings.cors_origins else "no CORS origins"
+        return Check("bucket+cors", "applied", detail)
+
+    def public_access() -> Check:
+        client.put_public_access_block(
+            Bucket=bucket,
+            PublicAccessBlockConfiguration=_PUBLIC_ACCESS_BLOCK,  # type: ignore[arg-type]
+        )
+        return Check("public-access-block", "applied", "all four settings on")
+
+    def encryption() -> Check:
+        client.put_bucket_encryption(
+            Bucket=bucket,
+            ServerSideEncryptionConfiguration={
+                "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]
+            },
+        )
+        return Check("default-encryption", "applied", "AES256")
+
+    def lifecycle() -> Check:
+        try:
+            existing = list(client.get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"])
+        except ClientError as exc:
+            if _code(exc) != "NoSuchLifecycleConfiguration":
+                raise
+            existing = []
+        # Other teams' rules stay; only ours is replaced.
+        rules = [r for r in existing if r.get("ID") != LIFECYCLE_RULE_ID]
+        rules.append(
+            {
+                "ID": LIFECYCLE_RULE_ID,
+                "Status": "Enabled",
+                "Filter": {"Prefix": settings.s3_key_prefix},
+                "AbortIncompleteMultipartUpload": {
+                    "DaysAfterInitiation": ABORT_INCOMPLETE_AFTER_DAYS
+                },
+            }
+        )
+        client.put_bucket_lifecycle_configuration(
+            Bucket=bucket,
+            LifecycleConfiguration={"Rules": rules},
+        )
+        return Check(
+            "abort-incomplete-multipart", "applied", f"after {ABORT_INCOMPLETE_AFTER_DAYS} day(s)"
+        )
+
+    return [
+        _ask("bucket+cors", create),
+        _ask("public-access-block", public_access),
+        _ask("default-encryption", encryption),
+        _ask("abort-incomplete-multipart", lifecycle),
+    ]
+
+
+def iam_policy(settings: Settings) -> dict[str, Any]:
+    """The least-privilege policy for the service's runtime identity."""
+    bucket_arn = f"arn:aws:s3:::{settings.s3_bucket}"
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Sid": "S3gateObjects",
+                "Effect": "Allow",
+                "Action": [
+                    # PUT, form POST, part uploads and Create/CompleteMultipartUpload
+                    "s3:PutObject",
+                    # download URLs, HeadObject and the ranged read at completion
+                    "s3:GetObject",
+                    # rejected, abandoned, deleted and expired files
+                    "s3:DeleteObject",
+                    "s3:AbortMultipartUpload",
+                    # GET /uploads/{id}/parts and completion without client ETags
+                    "s3:ListMultipartUploadParts",
+                ],
+                "Resource": f"{bucket_arn}/{settings.s3_key_prefix}*",
+            },
+            {
+                # Without it S3 answers 403 instead of 404 for an object not uploaded yet, and
+                # `complete` could not tell "not there yet" (409) from "forbidden" (503).
+                "Sid": "S3gateMissingObjectsAre404",
+                "Effect": "Allow",
+                "Action": "s3:ListBucket",
+                "Resource": bucket_arn,
+            },
+        ],
+    }

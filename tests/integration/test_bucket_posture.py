@@ -1,0 +1,177 @@
+"""`s3gate bucket check` / `bucket setup` / `iam-policy` against SeaweedFS, including the checks
+this store does not implement (reported as unsupported, never as a failure)."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from app.config import Settings
+from app.devstack import EmbeddedS3
+from app.storage.posture import check_bucket, iam_policy, setup_bucket
+
+S3GATE = str(Path(sys.executable).parent / "s3gate")
+ORIGIN = "https://app.example.com"
+
+
+@pytest.fixture
+def fresh(s3_server: EmbeddedS3, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """Settings for a new, empty bucket with one browser origin."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3_server.access_key)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3_server.secret_key)
+    bucket = f"posture-{secrets.token_hex(4)}"
+    s3_server.client().create_bucket(Bucket=bucket)
+    return Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        s3_bucket=bucket,
+        s3_endpoint_url=s3_server.endpoint_url,
+        s3_addressing_style="path",
+        jwt_secret="x" * 40,  # type: ignore[arg-type]
+        cors_origins=[ORIGIN],
+    )
+
+
+def _states(checks: list) -> dict[str, str]:  # type: ignore[type-arg]
+    return {c.name: c.state for c in checks}
+
+
+def test_a_fresh_bucket_has_problems_and_unsupported_checks(
+    fresh: Settings, s3_server: EmbeddedS3
+) -> None:
+    states = _states(check_bucket(s3_server.client(), fresh))
+    assert states == {
+        "cors": "problem",
+        "public-access-block": "unsupported",  # SeaweedFS: NotImplemented
+        "public-policy": "ok",
+        "default-encryption": "problem",
+        "versioning": "ok",
+        "abort-incomplete-multipart": "problem",
+        "region": "ok",
+        "clock-skew": "ok",
+    }
+
+
+def test_setup_applies_what_the_store_supports_and_check_then_passes(
+    fresh: Settings, s3_server: EmbeddedS3
+) -> None:
+    client = s3_server.client()
+    applied = _states(setup_bucket(client, fresh))
+    assert applied == {
+        "bucket+cors": "applied",
+        "public-access-block": "unsupported",
+        "default-encryption": "applied",
+        "abort-incomplete-multipart": "applied",
+    }
+    after = _states(check_bucket(client, fresh))
+    assert {name for name, state in after.items() if state == "problem"} == set()
+    assert after["public-access-block"] == "unsupported"
+
+
+def test_setup_is_idempotent_and_keeps_other_lifecycle_rules(
+    fresh: Settings, s3_server: EmbeddedS3
+) -> None:
+    client = s3_server.client()
+    other = {
+        "ID": "keep-logs",
+        "Status": "Enabled",
+        "Filter": {"Prefix": "logs/"},
+        "Expiration": {"Days": 30},
+    }
+    client.put_bucket_lifecycle_configuration(
+        Bucket=fresh.s3_bucket, LifecycleConfiguration={"Rules": [other]}
+    )
+    setup_bucket(client, fresh)
+    setup_bucket(client, fresh)
+    rules = client.get_bucket_lifecycle_configuration(Bucket=fresh.s3_bucket)["Rules"]
+    assert sorted(r["ID"] for r in rules) == ["keep-logs", "s3gate-abort-incomplete-multipart"]
+
+
+def test_cors_without_etag_or_a_signed_header_is_a_problem(
+    fresh: Settings, s3_server: EmbeddedS3
+) -> None:
+    client = s3_server.client()
+    rule = {
+        "AllowedOrigins": [ORIGIN],
+        "AllowedMethods": ["PUT", "POST", "GET", "HEAD"],
+        "AllowedHeaders": ["content-type", "if-none-match", "x-amz-checksum-sha256"],
+    }
+    client.put_bucket_cors(Bucket=fresh.s3_bucket, CORSConfiguration={"CORSRules": [rule]})
+    cors = next(c for c in check_bucket(client, fresh) if c.name == "cors")
+    assert (cors.state, "ETag" in cors.detail) == ("problem", True)
+    client.put_bucket_cors(
+        Bucket=fresh.s3_bucket,
+        CORSConfiguration={
+            "CORSRules": [{**rule, "AllowedHeaders": ["content-type"], "ExposeHeaders": ["ETag"]}]
+        },
+    )
+    cors = next(c for c in check_bucket(client, fresh) if c.name == "cors")
+    assert cors.state == "problem"
+    assert "if-none-match" in cors.detail
+
+
+def test_a_region_mismatch_is_a_problem(fresh: Settings, s3_server: EmbeddedS3) -> None:
+    elsewhere = fresh.model_copy(update={"s3_region": "eu-west-1"})
+    region = next(c for c in check_bucket(s3_server.client(), elsewhere) if c.name == "region")
+    assert region.state == "problem"
+
+
+def test_the_commands_exit_non_zero_on_a_problem_and_zero_once_set_up(
+    fresh: Settings, s3_server: EmbeddedS3, tmp_path: Path
+) -> None:
+    env = {
+        "PATH": os.environ["PATH"],
+        "S3GATE_S3_BUCKET": fresh.s3_bucket,
+        "S3GATE_S3_ENDPOINT_URL": fresh.s3_endpoint_url or "",
+        "S3GATE_S3_ADDRESSING_STYLE": "path",
+        "S3GATE_JWT_SECRET": "x" * 40,
+        "S3GATE_CORS_ORIGINS": ORIGIN,
+        "AWS_ACCESS_KEY_ID": s3_server.access_key,
+        "AWS_SECRET_ACCESS_KEY": s3_server.secret_key,
+    }
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [S3GATE, *args],
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    before = run("bucket", "check")
+    assert before.returncode == 1, before.stdout + before.stderr
+    assert "unsupported" in before.stdout
+    assert run("bucket", "setup").returncode == 0
+    after = run("bucket", "check")
+    assert after.returncode == 0, after.stdout
+    assert "not done by this store" in after.stdout  # public access block, said plainly
+
+
+def test_the_iam_policy_grants_only_what_the_service_uses() -> None:
+    settings = Settings(
+        _env_file=None, s3_bucket="media", s3_key_prefix="files/", jwt_secret="x" * 40
+    )  # type: ignore[call-arg, arg-type]
+    policy = iam_policy(settings)
+    objects, listing = policy["Statement"]
+    assert objects["Resource"] == "arn:aws:s3:::media/files/*"
+    assert set(objects["Action"]) == {
+        "s3:PutObject",
+        "s3:GetObject",
+        "s3:DeleteObject",
+        "s3:AbortMultipartUpload",
+        "s3:ListMultipartUploadParts",
+    }
+    assert listing == {
+        "Sid": "S3gateMissingObjectsAre404",
+        "Effect": "Allow",
+        "Action": "s3:ListBucket",
+        "Resource": "arn:aws:s3:::media",
+    }
+    assert not any("*" in str(s["Action"]) for s in policy["Statement"])
