@@ -8,7 +8,7 @@ import json
 import os
 import secrets
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -20,6 +20,7 @@ from app.db import run_migrations
 from app.logs import configure_logging
 
 if TYPE_CHECKING:
+    from app.client import S3gateClient
     from app.storage.posture import Check
 
 DEV_BUCKET = "s3gate-dev"
@@ -96,6 +97,61 @@ def cmd_iam_policy(_: argparse.Namespace) -> int:
     from app.storage.posture import iam_policy
 
     print(json.dumps(iam_policy(load_settings(Settings)), indent=2))
+    return 0
+
+
+def _terminal_progress(label: str) -> Callable[[int, int], None]:
+    def show(done: int, total: int) -> None:
+        percent = 100 * done // total if total else 100
+        print(f"\r{label} {percent:3d}% ({done}/{total} bytes)", end="", file=sys.stderr)
+        if done >= total:
+            print(file=sys.stderr)
+
+    return show
+
+
+def _client(args: argparse.Namespace) -> S3gateClient:
+    from app.client import S3gateClient
+
+    token = args.token or os.environ.get("S3GATE_TOKEN")
+    if not token:
+        raise ConfigError("S3GATE_TOKEN: a bearer token is needed (or --token)")
+    return S3gateClient(args.api, token)
+
+
+def cmd_upload(args: argparse.Namespace) -> int:
+    from app.client import ApiError
+
+    client = _client(args)
+    try:
+        file = client.upload(
+            Path(args.file), content_type=args.content_type, progress=_terminal_progress("upload")
+        )
+    except (ApiError, OSError) as exc:
+        print(f"s3gate: upload failed: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        client.close()
+    print(file["id"])
+    return 0
+
+
+def cmd_download(args: argparse.Namespace) -> int:
+    from app.client import ApiError
+
+    client = _client(args)
+    try:
+        target = client.download(
+            args.id,
+            Path(args.output) if args.output else None,
+            progress=_terminal_progress("download"),
+        )
+    except (ApiError, OSError) as exc:
+        print(f"s3gate: download failed: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        client.close()
+    print(target)
     return 0
 
 
@@ -261,6 +317,23 @@ def build_parser() -> argparse.ArgumentParser:
         "iam-policy", help="print the least-privilege IAM policy for the bucket and key prefix"
     )
     iam.set_defaults(handler=cmd_iam_policy)
+
+    api_default = os.environ.get("S3GATE_API_URL", "http://127.0.0.1:8000")
+    for name, help_text in (
+        ("upload", "upload FILE through the API and its presigned URLs; prints the file id"),
+        ("download", "download file ID through a presigned URL; prints the path written"),
+    ):
+        command = sub.add_parser(name, help=help_text)
+        if name == "upload":
+            command.add_argument("file")
+            command.add_argument("--content-type", help="default: guessed from the name")
+            command.set_defaults(handler=cmd_upload)
+        else:
+            command.add_argument("id")
+            command.add_argument("-o", "--output", help="default: the file's name, here")
+            command.set_defaults(handler=cmd_download)
+        command.add_argument("--api", default=api_default, help="[S3GATE_API_URL]")
+        command.add_argument("--token", help="bearer token [S3GATE_TOKEN]")
 
     token = sub.add_parser("token", help="mint a development JWT with the HMAC secret")
     token.add_argument("--sub", required=True, help="the owner id (JWT sub)")

@@ -236,3 +236,75 @@ def test_dev_command_serves_everything_and_ctrl_c_stops_it(
     assert not _answers(f"{api}/healthz")
     with pytest.raises(httpx.HTTPError):
         httpx.get(s3_url.group(1), timeout=1)
+
+
+def test_upload_and_download_commands_move_real_bytes(
+    tmp_path: Path, s3_server: EmbeddedS3, bucket: str, process_reaper: list[subprocess.Popen[str]]
+) -> None:
+    port, url = _free_port(), f"sqlite:///{tmp_path / 'ledger.db'}"
+    env = _clean_env(
+        S3GATE_DATABASE_URL=url,
+        S3GATE_S3_BUCKET=bucket,
+        S3GATE_S3_ENDPOINT_URL=s3_server.endpoint_url,
+        S3GATE_S3_ADDRESSING_STYLE="path",
+        S3GATE_JWT_SECRET=TEST_JWT_SECRET,
+        S3GATE_MULTIPART_THRESHOLD=str(5 * 1024 * 1024),
+        S3GATE_PART_SIZE=str(5 * 1024 * 1024),
+        AWS_ACCESS_KEY_ID=s3_server.access_key,
+        AWS_SECRET_ACCESS_KEY=s3_server.secret_key,
+    )
+    subprocess.run([S3GATE, "migrate"], env=env, check=True, capture_output=True, cwd=tmp_path)
+    server = subprocess.Popen(
+        [S3GATE, "serve", "--port", str(port)],
+        env=env,
+        cwd=tmp_path,
+        text=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    process_reaper.append(server)
+    api = f"http://127.0.0.1:{port}"
+    _wait_until(lambda: _answers(f"{api}/readyz"))
+    client_env = _clean_env(S3GATE_API_URL=api, S3GATE_TOKEN=Api.auth("cli")["Authorization"][7:])
+
+    small, large = tmp_path / "notes.txt", tmp_path / "video.bin"
+    small.write_text("hello from the command line\n")
+    large.write_bytes(os.urandom(12 * 1024 * 1024))  # > threshold: three 5 MiB parts
+    for source in (small, large):
+        uploaded = subprocess.run(
+            [S3GATE, "upload", str(source)],
+            env=client_env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert uploaded.returncode == 0, uploaded.stderr
+        assert "100%" in uploaded.stderr  # progress on the terminal
+        file_id = uploaded.stdout.strip()
+        target = tmp_path / f"copy-of-{source.name}"
+        downloaded = subprocess.run(
+            [S3GATE, "download", file_id, "-o", str(target)],
+            env=client_env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert downloaded.returncode == 0, downloaded.stderr
+        assert target.read_bytes() == source.read_bytes()
+
+    missing_token = subprocess.run(
+        [S3GATE, "upload", str(small)],
+        env=_clean_env(S3GATE_API_URL=api),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert missing_token.returncode == 2
+    assert "S3GATE_TOKEN" in missing_token.stderr
