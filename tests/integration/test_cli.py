@@ -54,6 +54,41 @@ def _answers(url: str) -> bool:
         return False
 
 
+def _serve(
+    tmp_path: Path,
+    s3_server: EmbeddedS3,
+    bucket: str,
+    reaper: list[subprocess.Popen[str]],
+    **settings: str,
+) -> tuple[str, subprocess.Popen[str]]:
+    """`s3gate migrate`, then `s3gate serve` on a free port until /readyz answers."""
+    port = _free_port()
+    env = _clean_env(
+        S3GATE_DATABASE_URL=f"sqlite:///{tmp_path / 'ledger.db'}",
+        S3GATE_S3_BUCKET=bucket,
+        S3GATE_S3_ENDPOINT_URL=s3_server.endpoint_url,
+        S3GATE_S3_ADDRESSING_STYLE="path",
+        S3GATE_JWT_SECRET=TEST_JWT_SECRET,
+        AWS_ACCESS_KEY_ID=s3_server.access_key,
+        AWS_SECRET_ACCESS_KEY=s3_server.secret_key,
+        **settings,
+    )
+    subprocess.run([S3GATE, "migrate"], env=env, check=True, capture_output=True, cwd=tmp_path)
+    server = subprocess.Popen(
+        [S3GATE, "serve", "--port", str(port)],
+        env=env,
+        cwd=tmp_path,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    reaper.append(server)
+    api = f"http://127.0.0.1:{port}"
+    _wait_until(lambda: _answers(f"{api}/readyz"))
+    return api, server
+
+
 @pytest.fixture
 def process_reaper() -> Iterator[list[subprocess.Popen[str]]]:
     started: list[subprocess.Popen[str]] = []
@@ -133,29 +168,7 @@ def test_migrate_command_creates_the_ledger(tmp_path: Path) -> None:
 def test_serve_runs_the_api_over_real_http(
     tmp_path: Path, s3_server: EmbeddedS3, bucket: str, process_reaper: list[subprocess.Popen[str]]
 ) -> None:
-    port, url = _free_port(), f"sqlite:///{tmp_path / 'ledger.db'}"
-    env = _clean_env(
-        S3GATE_DATABASE_URL=url,
-        S3GATE_S3_BUCKET=bucket,
-        S3GATE_S3_ENDPOINT_URL=s3_server.endpoint_url,
-        S3GATE_S3_ADDRESSING_STYLE="path",
-        S3GATE_JWT_SECRET=TEST_JWT_SECRET,
-        AWS_ACCESS_KEY_ID=s3_server.access_key,
-        AWS_SECRET_ACCESS_KEY=s3_server.secret_key,
-    )
-    subprocess.run([S3GATE, "migrate"], env=env, check=True, capture_output=True, cwd=tmp_path)
-    server = subprocess.Popen(
-        [S3GATE, "serve", "--port", str(port)],
-        env=env,
-        cwd=tmp_path,
-        text=True,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    process_reaper.append(server)
-    api = f"http://127.0.0.1:{port}"
-    _wait_until(lambda: _answers(f"{api}/readyz"))
+    api, server = _serve(tmp_path, s3_server, bucket, process_reaper)
 
     data, auth = tiny_png(), Api.auth("cli-user")
     body = {
@@ -241,31 +254,15 @@ def test_dev_command_serves_everything_and_ctrl_c_stops_it(
 def test_upload_and_download_commands_move_real_bytes(
     tmp_path: Path, s3_server: EmbeddedS3, bucket: str, process_reaper: list[subprocess.Popen[str]]
 ) -> None:
-    port, url = _free_port(), f"sqlite:///{tmp_path / 'ledger.db'}"
-    env = _clean_env(
-        S3GATE_DATABASE_URL=url,
-        S3GATE_S3_BUCKET=bucket,
-        S3GATE_S3_ENDPOINT_URL=s3_server.endpoint_url,
-        S3GATE_S3_ADDRESSING_STYLE="path",
-        S3GATE_JWT_SECRET=TEST_JWT_SECRET,
-        S3GATE_MULTIPART_THRESHOLD=str(5 * 1024 * 1024),
-        S3GATE_PART_SIZE=str(5 * 1024 * 1024),
-        AWS_ACCESS_KEY_ID=s3_server.access_key,
-        AWS_SECRET_ACCESS_KEY=s3_server.secret_key,
+    five_mib = str(5 * 1024 * 1024)
+    api, _ = _serve(
+        tmp_path,
+        s3_server,
+        bucket,
+        process_reaper,
+        S3GATE_MULTIPART_THRESHOLD=five_mib,
+        S3GATE_PART_SIZE=five_mib,
     )
-    subprocess.run([S3GATE, "migrate"], env=env, check=True, capture_output=True, cwd=tmp_path)
-    server = subprocess.Popen(
-        [S3GATE, "serve", "--port", str(port)],
-        env=env,
-        cwd=tmp_path,
-        text=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    process_reaper.append(server)
-    api = f"http://127.0.0.1:{port}"
-    _wait_until(lambda: _answers(f"{api}/readyz"))
     client_env = _clean_env(S3GATE_API_URL=api, S3GATE_TOKEN=Api.auth("cli")["Authorization"][7:])
 
     small, large = tmp_path / "notes.txt", tmp_path / "video.bin"
