@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import os
 import re
 import signal
@@ -305,3 +306,40 @@ def test_upload_and_download_commands_move_real_bytes(
     )
     assert missing_token.returncode == 2
     assert "S3GATE_TOKEN" in missing_token.stderr
+
+
+def test_the_mobile_example_survives_being_killed_mid_upload(
+    tmp_path: Path, s3_server: EmbeddedS3, bucket: str, process_reaper: list[subprocess.Popen[str]]
+) -> None:
+    spec = importlib.util.spec_from_file_location(
+        "mobile_upload", Path(__file__).parents[2] / "docs" / "examples" / "mobile_upload.py"
+    )
+    assert spec is not None
+    assert spec.loader is not None
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    five_mib = str(5 * 1024 * 1024)
+    api, _ = _serve(
+        tmp_path,
+        s3_server,
+        bucket,
+        process_reaper,
+        S3GATE_MULTIPART_THRESHOLD=five_mib,
+        S3GATE_PART_SIZE=five_mib,
+    )
+    token = Api.auth("phone")["Authorization"][7:]
+    # one PUT, killed before the bytes left; three parts, killed after the first
+    for size, parts_before_kill in ((3_000, 0), (11 * 1024 * 1024, 1)):
+        photo, state = tmp_path / f"photo-{size}.jpg", tmp_path / f"state-{size}.json"
+        photo.write_bytes(b"\xff\xd8\xff\xe0" + os.urandom(size - 4))
+        killed = example.upload(api, token, photo, state, stop_after_parts=parts_before_kill)
+        assert killed is None
+        assert state.exists()
+        file_id = example.upload(api, token, photo, state)  # the app starts again
+        assert file_id is not None
+        assert not state.exists()
+        link = httpx.get(f"{api}/downloads/{file_id}", headers=Api.auth("phone")).json()["url"]
+        assert httpx.get(link).content == photo.read_bytes()
+        listing = httpx.get(f"{api}/files", headers=Api.auth("phone")).json()["items"]
+        same_name = [f["id"] for f in listing if f["filename"] == photo.name]
+        assert same_name == [file_id]  # one file, not one per attempt

@@ -1,0 +1,110 @@
+"""How a mobile app uploads through s3gate and survives being killed mid-upload.
+
+Runnable: `python docs/examples/mobile_upload.py API_URL TOKEN FILE [STATE_FILE]`. A test runs
+it against a real server (tests/integration/test_cli.py), so it stays true to the API.
+
+The rules it follows (docs/mobile.md explains each):
+1. Persist an Idempotency-Key *before* the first POST /uploads. After a crash, the same key and
+   body return the same file (200) with a fresh URL, never a second file.
+2. Send exactly the headers the API returned (plus Content-Length).
+3. Multipart: after a restart, GET /uploads/{id}/parts says which parts the store holds;
+   upload only the missing ones, asking for part URLs as you go (they expire).
+4. Always finish with POST /uploads/{id}/complete; 409 upload_incomplete means "not all bytes
+   are there yet", not failure.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import mimetypes
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+
+def _api(client: httpx.Client, method: str, url: str, **kwargs: Any) -> httpx.Response:
+    answer = client.request(method, url, **kwargs)
+    if answer.status_code >= 500:
+        answer.raise_for_status()  # a real app retries with backoff here
+    return answer
+
+
+def upload(
+    api_url: str,
+    token: str,
+    path: Path,
+    state_file: Path,
+    *,
+    stop_after_parts: int | None = None,
+) -> str | None:
+    """Upload `path`; returns the file id, or None when "killed" after `stop_after_parts`."""
+    auth = {"Authorization": f"Bearer {token}"}
+    data = path.read_bytes()
+    state = json.loads(state_file.read_text()) if state_file.exists() else {}
+    if "idempotency_key" not in state:
+        state["idempotency_key"] = str(uuid.uuid4())
+        state_file.write_text(json.dumps(state))  # rule 1: before the request leaves
+    body = {
+        "filename": path.name,
+        "content_type": mimetypes.guess_type(path.name)[0] or "application/octet-stream",
+        "size": len(data),
+        "checksum_sha256": base64.b64encode(hashlib.sha256(data).digest()).decode(),
+    }
+    with httpx.Client(timeout=60) as client:
+        # A first run creates the upload (201); a run after a crash gets the same one (200).
+        created = _api(
+            client,
+            "POST",
+            f"{api_url}/uploads",
+            json=body,
+            headers={**auth, "Idempotency-Key": state["idempotency_key"]},
+        )
+        if created.status_code == 409:  # already completed by an earlier run
+            return str(state["file_id"])
+        created.raise_for_status()
+        file_id, upload_plan = created.json()["file"]["id"], created.json()["upload"]
+        state["file_id"] = file_id
+        state_file.write_text(json.dumps(state))
+
+        if upload_plan["method"] == "MULTIPART":
+            part_size = upload_plan["part_size"]
+            held = _api(client, "GET", f"{api_url}/uploads/{file_id}/parts", headers=auth).json()
+            missing = sorted(
+                set(range(1, upload_plan["part_count"] + 1))
+                - {p["part_number"] for p in held["parts"]}
+            )
+            for sent, number in enumerate(missing):
+                if stop_after_parts is not None and sent >= stop_after_parts:
+                    return None  # the OS killed the app here
+                part = _api(
+                    client,
+                    "POST",
+                    f"{api_url}/uploads/{file_id}/parts",
+                    json={"part_numbers": [number]},
+                    headers=auth,
+                ).json()["parts"][0]
+                chunk = data[(number - 1) * part_size : number * part_size]
+                client.put(part["url"], content=chunk, headers=part["headers"]).raise_for_status()
+        else:
+            if stop_after_parts == 0:
+                return None  # the OS killed the app before the bytes left
+            put = client.put(upload_plan["url"], content=data, headers=upload_plan["headers"])
+            # 412: the object is already there from an earlier run; complete will check it.
+            if put.status_code != 412:
+                put.raise_for_status()
+
+        done = _api(client, "POST", f"{api_url}/uploads/{file_id}/complete", headers=auth)
+        done.raise_for_status()
+        state_file.unlink()
+        return str(done.json()["id"])
+
+
+if __name__ == "__main__":
+    api_url, token, file_name = sys.argv[1:4]
+    state_path = Path(sys.argv[4] if len(sys.argv) > 4 else f"{file_name}.s3gate-upload.json")
+    print(upload(api_url, token, Path(file_name), state_path))
