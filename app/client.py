@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import mimetypes
+import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,18 @@ def _chunks(
             if progress:
                 progress(done[0], total)
             yield chunk
+
+
+def _s3_refusal(answer: httpx.Response) -> ApiError:
+    # Only S3's code and message: its XML can also carry SignatureProvided and the canonical
+    # request, which have no place on a terminal or in a log.
+    code = re.search(r"<Code>([^<]{1,64})</Code>", answer.text)
+    message = re.search(r"<Message>([^<]{1,200})</Message>", answer.text)
+    return ApiError(
+        answer.status_code,
+        f"storage_refused:{code.group(1) if code else answer.status_code}",
+        message.group(1) if message else answer.reason_phrase,
+    )
 
 
 class S3gateClient:
@@ -101,7 +114,7 @@ class S3gateClient:
                 headers={**upload["headers"], "Content-Length": str(size)},
             )
             if not sent.is_success:
-                raise ApiError(sent.status_code, "storage_refused", sent.text[:200])
+                raise _s3_refusal(sent)
         completed: dict[str, Any] = self._call("POST", f"/uploads/{file['id']}/complete")
         return completed
 
@@ -138,7 +151,7 @@ class S3gateClient:
                         break
                     done[0] = before
                     if attempt == PART_ATTEMPTS:
-                        raise ApiError(sent.status_code, "storage_refused", sent.text[:200])
+                        raise _s3_refusal(sent)
 
     def download(
         self, file_id: str, destination: Path | None = None, *, progress: Progress | None = None
@@ -150,7 +163,8 @@ class S3gateClient:
         done = 0
         with self._http.stream("GET", link["url"]) as answer:
             if not answer.is_success:
-                raise ApiError(answer.status_code, "storage_refused", answer.reason_phrase)
+                answer.read()
+                raise _s3_refusal(answer)
             with target.open("wb") as out:
                 for chunk in answer.iter_bytes(CHUNK):
                     out.write(chunk)
