@@ -204,7 +204,7 @@ class Settings(DatabaseSettings, AuthSettings):
     quota_bytes_per_owner: int = Field(default=0, ge=0)
     quota_pending_uploads_per_owner: int = Field(default=0, ge=0, le=1_000_000)
 
-    # Per-owner limit on the routes that issue URLs (POST /uploads, GET /downloads/{id}):
+    # Per-owner limit on the routes that issue URLs (uploads, part URLs, downloads):
     # `burst` at once, refilled at `per_minute`; 0 turns it off. Shared through Redis when
     # S3GATE_REDIS_URL is set, per process otherwise.
     rate_limit_per_minute: int = Field(default=600, ge=0, le=10_000_000)
