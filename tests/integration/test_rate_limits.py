@@ -94,3 +94,30 @@ async def test_redis_down_fails_closed_when_configured(api: Api) -> None:
         answer = await client.post("/uploads", json=BODY, headers=api.auth(new_sub()))
     assert answer.status_code == 503
     assert answer.json()["code"] == "rate_limiter_unavailable"
+
+
+async def test_part_urls_count_against_the_same_limit(api: Api) -> None:
+    owner = new_sub()
+    body = {
+        "filename": "big.bin",
+        "content_type": "application/octet-stream",
+        "size": 10,
+        "multipart": True,
+    }
+    async with running_app(_limited(api)) as client:
+        created = await client.post("/uploads", json=body, headers=api.auth(owner))
+        file_id = created.json()["file"]["id"]
+        statuses = [
+            (
+                await client.post(
+                    f"/uploads/{file_id}/parts",
+                    json={"part_numbers": [1]},
+                    headers=api.auth(owner),
+                )
+            ).status_code
+            for _ in range(3)
+        ]
+        listing = await client.get(f"/uploads/{file_id}/parts", headers=api.auth(owner))
+    assert created.status_code == 201
+    assert statuses == [200, 200, 429]  # burst of 3: the create and two part requests
+    assert listing.status_code == 200  # listing stored parts issues no URL
