@@ -164,8 +164,8 @@ class FileService:
             raise NotFound()
         return record
 
-    def _sign_upload(self, record: FileRecord) -> PresignedRequest | PresignedPost | MultipartPlan:
-        """The upload the record asks for (PUT, form POST or parts), bound to its declaration."""
+    def _upload_for(self, record: FileRecord) -> PresignedRequest | PresignedPost | MultipartPlan:
+        """How to send the record's bytes: a signed PUT or form POST, or the multipart plan."""
         if record.multipart_upload_id is not None and record.part_size is not None:
             count = len(part_sizes(record.size, record.part_size))
             return MultipartPlan(record.part_size, count, record.upload_expires_at)
@@ -243,7 +243,7 @@ class FileService:
         if multipart:
             draft = await self._start_multipart(draft, now)
         # Signing is pure CPU; the row then records the URL's real expiry.
-        upload = self._sign_upload(draft)
+        upload = self._upload_for(draft)
         record = dataclasses.replace(draft, upload_expires_at=upload.expires_at)
         try:
             await self._insert(record)
@@ -305,7 +305,7 @@ class FileService:
             raise IdempotencyKeyReused()
         if existing.status != FileStatus.PENDING:
             raise NotPending("This Idempotency-Key named a file that is no longer pending.")
-        upload = self._sign_upload(existing)
+        upload = self._upload_for(existing)
         refreshed = await self._ledger.transition(
             existing.id,
             principal.sub,
@@ -445,7 +445,7 @@ class FileService:
         parts = await self._storage.list_parts(record.object_key, record.multipart_upload_id)
         if parts is None:
             raise UploadExpired("The store no longer holds this multipart upload.")
-        plan = self._sign_upload(record)
+        plan = self._upload_for(record)
         assert isinstance(plan, MultipartPlan)
         return plan, parts
 

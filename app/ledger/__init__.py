@@ -8,8 +8,9 @@ owner-scoped reads and compare-and-set status updates.
 
 from __future__ import annotations
 
+import contextlib
 import uuid
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -55,6 +56,18 @@ Records = list[FileRecord]  # (the Ledger.list method shadows `list` inside the 
 
 class IdempotencyKeyTaken(Exception):
     """Another request inserted a file with this owner's Idempotency-Key first."""
+
+
+@contextlib.contextmanager
+def _idempotency_race(record: FileRecord) -> Iterator[None]:
+    # The only unique constraint an insert of a fresh UUIDv7 row can meet is the owner's
+    # Idempotency-Key; anything else is a real error.
+    try:
+        yield
+    except DuplicateKey:
+        if record.idempotency_key is None:
+            raise
+        raise IdempotencyKeyTaken from None
 
 
 def _insert_within_quota() -> ClauseElement:
@@ -168,12 +181,8 @@ class Ledger:
 
     async def insert(self, record: FileRecord) -> None:
         """Add a new file; IdempotencyKeyTaken when its key lost a race."""
-        try:
+        with _idempotency_race(record):
             await self._execute("insert", {name: getattr(record, name) for name in _COLUMNS})
-        except DuplicateKey:
-            if record.idempotency_key is None:
-                raise
-            raise IdempotencyKeyTaken from None
 
     async def insert_within_quota(
         self, record: FileRecord, *, max_bytes: int, max_pending: int
@@ -182,14 +191,10 @@ class Ledger:
         sql, defaults = self._compiled["insert_within_quota"]
         params = {name: getattr(record, name) for name in _COLUMNS}
         params.update(defaults, max_bytes=max_bytes, max_pending=max_pending)
-        try:
+        with _idempotency_race(record):
             row = await self._driver.fetch_one_serialized(
                 f"quota:{record.owner_id}", sql, self._bind(params)
             )
-        except DuplicateKey:
-            if record.idempotency_key is None:
-                raise
-            raise IdempotencyKeyTaken from None
         return row is not None
 
     async def get(self, file_id: uuid.UUID, owner: str | None) -> FileRecord | None:
