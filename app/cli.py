@@ -185,10 +185,14 @@ def cmd_token(args: argparse.Namespace) -> int:
     return 0
 
 
-def _walkthrough(api: str, token: str, s3_url: str, database_url: str, state: Path) -> str:
+def _walkthrough(
+    api: str, token: str, s3_url: str, database_url: str, state: Path, *, demo: bool
+) -> str:
     get = "python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))%s)'"
+    # The token rides in the fragment, which browsers never send to a server.
+    demo_line = f"\n  demo page (token filled in): {api}/demo/#token={token}" if demo else ""
     return f"""
-s3gate dev is up: {api}   (interactive API docs: {api}/docs)
+s3gate dev is up: {api}   (interactive API docs: {api}/docs){demo_line}
   embedded S3 (SeaweedFS): {s3_url}, bucket {DEV_BUCKET}
   ledger: {database_url}
   Ctrl-C stops the service and the S3 server.
@@ -241,6 +245,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
         for name in ("S3GATE_JWT_PUBLIC_KEY", "S3GATE_JWT_JWKS_URL"):
             os.environ.pop(name, None)
         os.environ.setdefault("S3GATE_DATABASE_URL", f"sqlite:///{state / 's3gate.db'}")
+        os.environ.setdefault("S3GATE_DEMO", "true")
         settings = load_settings(Settings)
         configure_logging(settings.log_level)
         origins = [api, f"http://localhost:{args.port}", *settings.cors_origins]
@@ -253,7 +258,12 @@ def cmd_dev(args: argparse.Namespace) -> int:
             issuer=settings.jwt_issuer,
             audience=settings.jwt_audience,
         )
-        print(_walkthrough(api, token, s3.endpoint_url, settings.database_url, state), flush=True)
+        print(
+            _walkthrough(
+                api, token, s3.endpoint_url, settings.database_url, state, demo=settings.demo
+            ),
+            flush=True,
+        )
         uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="info")
     return 0
 

@@ -227,6 +227,9 @@ class Settings(DatabaseSettings, AuthSettings):
     storage_max_attempts: int = Field(default=3, ge=1, le=10)
 
     cors_origins: CsvList = Field(default_factory=list)
+    # The demo page at /demo/ (a development aid: `s3gate dev` turns it on). The browser
+    # client at /client/s3gate.js is always served.
+    demo: bool = False
     root_path: str = ""
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 

@@ -15,6 +15,7 @@ from app.errors import install_error_handlers
 from app.lifespan import lifespan
 from app.middleware import BodyLimitMiddleware, NoStoreJSONResponse
 from app.routers import downloads, files, ops, uploads
+from app.web import mount_browser_assets
 
 DESCRIPTION = """\
 Short-lived S3 presigned URLs for a private bucket. Callers authenticate with a JWT
@@ -46,6 +47,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # matching layer, ~20 us per request (bench/), for features (prefixes, router-wide
         # dependencies) this app does not use.
         app.router.routes.extend(module.router.routes)
+    mount_browser_assets(app, settings)
     app.add_middleware(BodyLimitMiddleware)
     if settings.cors_origins:
         # Outermost, so error answers carry CORS headers too and browsers can read their code.

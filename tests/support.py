@@ -5,9 +5,14 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
+import os
+import socket
+import sys
+import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -131,3 +136,44 @@ def tiny_pdf(text: str = "s3gate") -> bytes:
         b"2 0 obj<</Type/Pages/Kids[]/Count 0>>endobj\n% " + text.encode() + b"\n"
         b"trailer<</Root 1 0 R>>\n%%EOF\n"
     )
+
+
+# --- real processes -------------------------------------------------------------------------
+
+S3GATE = str(Path(sys.executable).parent / "s3gate")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """This process's environment without any S3GATE_/AWS_ setting, plus `extra`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("S3GATE_", "AWS_"))}
+    env.update(extra)
+    return env
+
+
+def s3gate_env(s3: EmbeddedS3, bucket: str, **extra: str) -> dict[str, str]:
+    """Settings for an `s3gate` process on the test store and the test JWT secret."""
+    return clean_env(
+        S3GATE_S3_BUCKET=bucket,
+        S3GATE_S3_ENDPOINT_URL=s3.endpoint_url,
+        S3GATE_S3_ADDRESSING_STYLE="path",
+        S3GATE_JWT_SECRET=TEST_JWT_SECRET,
+        AWS_ACCESS_KEY_ID=s3.access_key,
+        AWS_SECRET_ACCESS_KEY=s3.secret_key,
+        **extra,
+    )
+
+
+def wait_until(predicate: Callable[[], object], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise AssertionError("timed out")

@@ -1,0 +1,141 @@
+// Types for the s3gate browser client (/client/s3gate.js), matching the service's HTTP API.
+
+export type FileStatus = "pending" | "available" | "rejected" | "expired";
+
+/** The File resource. Timestamps are RFC 3339 in UTC. */
+export interface S3gateFile {
+  id: string;
+  filename: string;
+  content_type: string;
+  size: number;
+  checksum_sha256: string | null;
+  status: FileStatus;
+  created_at: string;
+  completed_at: string | null;
+  upload_expires_at: string;
+}
+
+export interface FileList {
+  items: S3gateFile[];
+  next_cursor: string | null;
+}
+
+export interface DownloadLink {
+  url: string;
+  method: "GET";
+  expires_at: string;
+}
+
+/** An application/problem+json body (RFC 9457) with s3gate's stable `code`. */
+export interface Problem {
+  type: string;
+  title: string;
+  status: number;
+  detail?: string;
+  code: string;
+  errors?: { loc: (string | number)[]; msg: string }[];
+}
+
+/**
+ * Every failure. `code` is the API's problem+json code (`not_found`, `quota_exceeded`,
+ * `upload_rejected`, `rate_limited`, ...) or one of the client's own:
+ * `network_error` (connection failed, or CORS refused the page's origin),
+ * `storage_refused` (S3 answered an error; `s3Code` holds S3's code, e.g. `BadDigest`),
+ * `missing_token`, `unsupported_upload`, `http_<status>` (a non-problem error page).
+ */
+export declare class S3gateError extends Error {
+  readonly name: "S3gateError";
+  readonly code: string;
+  /** HTTP status, or 0 when no answer arrived. */
+  readonly status: number;
+  readonly problem: Problem | null;
+  readonly s3Code: string | null;
+  /** Seconds, from `Retry-After` (429 and 503). */
+  readonly retryAfter: number | null;
+}
+
+/** A bearer token, or a function returning one (called before each API request). */
+export type TokenSource = string | (() => string | Promise<string>);
+
+export interface Progress {
+  /** Bytes the store has received; never decreases. */
+  loaded: number;
+  total: number;
+  /** loaded / total, 0 to 1. */
+  fraction: number;
+}
+
+export interface ClientOptions {
+  /** The API root. Default: the root this module was served from. */
+  baseUrl?: string;
+  token?: TokenSource | null;
+  /** Parts uploaded at once (default 4). */
+  concurrency?: number;
+  /** Attempts per request on network errors, 5xx, 429 and expired URLs (default 5). */
+  retries?: number;
+  /** Part URLs asked for per request (default 16). */
+  partBatch?: number;
+  /** `checksum: "auto"` hashes files up to this many bytes (default 64 MiB). */
+  checksumMaxBytes?: number;
+}
+
+export interface CallOptions {
+  token?: TokenSource | null;
+  signal?: AbortSignal | null;
+}
+
+export interface UploadOptions extends CallOptions, Omit<ClientOptions, "baseUrl" | "token"> {
+  onProgress?: (progress: Progress) => void;
+  /** Default: the file's name. */
+  filename?: string;
+  /** Default: the file's type, else application/octet-stream. */
+  contentType?: string;
+  /**
+   * Declare the SHA-256 so S3 refuses other bytes and the service verifies them:
+   * `true`, `false`, or `"auto"` (default: files up to `checksumMaxBytes`).
+   */
+  checksum?: boolean | "auto";
+  /** Upload in parts even below the service's multipart threshold. */
+  multipart?: boolean;
+  /** Resume this file's unfinished upload after a reload (default true; uses localStorage). */
+  resume?: boolean;
+}
+
+export declare const defaultBaseUrl: string;
+
+export declare class S3gateClient {
+  constructor(options?: ClientOptions);
+  /**
+   * Upload a File or Blob: a single PUT or a multipart upload, as the service decides; resolves
+   * to the File once the service has verified the stored bytes (status `available`).
+   */
+  upload(
+    file: Blob & { name?: string; lastModified?: number },
+    options?: UploadOptions,
+  ): Promise<S3gateFile>;
+  download(
+    id: string,
+    options?: CallOptions & { disposition?: "attachment" | "inline" },
+  ): Promise<DownloadLink>;
+  list(
+    options?: CallOptions & { limit?: number; cursor?: string | null; owner?: string | null },
+  ): Promise<FileList>;
+  getFile(id: string, options?: CallOptions): Promise<S3gateFile>;
+  deleteFile(id: string, options?: CallOptions): Promise<null>;
+  abandon(id: string, options?: CallOptions): Promise<void>;
+}
+
+export declare function createClient(options?: ClientOptions): S3gateClient;
+
+/** Shortcuts against the API this module was served from. */
+export declare function upload(
+  file: Blob & { name?: string; lastModified?: number },
+  options?: UploadOptions,
+): Promise<S3gateFile>;
+export declare function download(
+  id: string,
+  options?: CallOptions & { disposition?: "attachment" | "inline" },
+): Promise<DownloadLink>;
+export declare function list(
+  options?: CallOptions & { limit?: number; cursor?: string | null },
+): Promise<FileList>;

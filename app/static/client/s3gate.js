@@ -1,0 +1,525 @@
+// s3gate browser client: a dependency-free ES module, served by the service at /client/s3gate.js
+// (types: /client/s3gate.d.ts). It talks to the s3gate API for plans and presigned URLs, and
+// sends the bytes straight to S3 with exactly the headers the service signed.
+//
+//   import { createClient } from "https://api.example.com/client/s3gate.js";
+//   const s3gate = createClient({ token: () => myAuth.accessToken() });
+//   const file = await s3gate.upload(input.files[0], { onProgress: (p) => bar.value = p.fraction });
+//
+// Uploads use XMLHttpRequest, not fetch(): only XHR reports upload progress in every browser.
+
+const MiB = 1024 * 1024;
+const DEFAULTS = Object.freeze({
+  concurrency: 4, // parts in flight at once
+  retries: 5, // attempts per request on network errors, 5xx, 429 and expired URLs
+  partBatch: 16, // part URLs asked for per POST /uploads/{id}/parts
+  checksumMaxBytes: 64 * MiB, // "auto" hashes files up to this size (SHA-256 needs the bytes in memory)
+});
+// A part URL is asked for again when less than this is left of its life.
+const URL_REFRESH_MARGIN_MS = 30_000;
+// Resume records live as long as the service honours an Idempotency-Key.
+const RESUME_RECORD_MAX_AGE_MS = 24 * 3600 * 1000;
+const RESUME_PREFIX = "s3gate.upload.v1:";
+
+/** An API problem (`code` is the problem+json code), or a client-side failure. */
+export class S3gateError extends Error {
+  constructor(
+    message,
+    { code, status = 0, problem = null, s3Code = null, retryAfter = null } = {},
+  ) {
+    super(message);
+    this.name = "S3gateError";
+    this.code = code;
+    this.status = status;
+    this.problem = problem;
+    this.s3Code = s3Code;
+    this.retryAfter = retryAfter;
+  }
+}
+
+/** The API root the module was served from (`.../client/s3gate.js` -> `.../`). */
+export const defaultBaseUrl = new URL("../", import.meta.url).href;
+
+export function createClient(options = {}) {
+  return new S3gateClient(options);
+}
+
+export class S3gateClient {
+  #baseUrl;
+  #token;
+  #options;
+
+  constructor({ baseUrl = defaultBaseUrl, token = null, ...options } = {}) {
+    this.#baseUrl = baseUrl.endsWith("/") ? baseUrl : `${baseUrl}/`;
+    this.#token = token;
+    this.#options = { ...DEFAULTS, ...options };
+  }
+
+  /** Upload a File or Blob; resolves to the File resource once the service verified it. */
+  async upload(file, options = {}) {
+    const opts = { ...this.#options, ...options };
+    const signal = opts.signal ?? null;
+    const progress = new Progress(file.size, opts.onProgress);
+    const body = await this.#declaration(file, opts);
+    const resume = opts.resume === false ? null : new ResumeRecord(this.#baseUrl, file, body);
+    let created = await this.#createOrResume(body, resume, opts);
+
+    if (created.upload.method === "MULTIPART") {
+      await this.#sendParts(file, created, progress, opts);
+    } else if (created.upload.method === "PUT") {
+      // A fresh URL comes from replaying the create with the same Idempotency-Key.
+      const refresh = async () => (created = await this.#create(body, created.key, opts)).upload;
+      await sendWithRetries(created.upload, file, refresh, (n) => progress.set(0, n), opts);
+    } else {
+      throw new S3gateError(`unexpected upload method ${created.upload.method}`, {
+        code: "unsupported_upload",
+      });
+    }
+    abortIfNeeded(signal);
+    const done = await this.#api("POST", `uploads/${created.file.id}/complete`, {
+      ...opts,
+      signal,
+    });
+    resume?.forget();
+    progress.finish();
+    return done;
+  }
+
+  /** A short-lived GET URL for an available file: `{url, method, expires_at}`. */
+  download(id, { disposition = "attachment", ...options } = {}) {
+    const query = new URLSearchParams({ disposition });
+    return this.#api("GET", `downloads/${encodeURIComponent(id)}?${query}`, options);
+  }
+
+  /** One page of the caller's files, newest first: `{items, next_cursor}`. */
+  list({ limit = 50, cursor = null, owner = null, ...options } = {}) {
+    const query = new URLSearchParams({ limit: String(limit) });
+    if (cursor) query.set("cursor", cursor);
+    if (owner) query.set("owner", owner);
+    return this.#api("GET", `files?${query}`, options);
+  }
+
+  getFile(id, options = {}) {
+    return this.#api("GET", `files/${encodeURIComponent(id)}`, options);
+  }
+
+  /** Delete an uploaded file (its object and its listing). */
+  deleteFile(id, options = {}) {
+    return this.#api("DELETE", `files/${encodeURIComponent(id)}`, options);
+  }
+
+  /** Abandon a pending upload: the service aborts it and the file disappears. */
+  async abandon(id, options = {}) {
+    await this.#api("DELETE", `uploads/${encodeURIComponent(id)}`, options);
+    ResumeRecord.forgetId(this.#baseUrl, id);
+  }
+
+  async #declaration(file, opts) {
+    const body = {
+      filename: opts.filename ?? file.name ?? "upload",
+      content_type: opts.contentType || file.type || "application/octet-stream",
+      size: file.size,
+    };
+    const hash =
+      opts.checksum === true ||
+      (opts.checksum !== false && file.size <= opts.checksumMaxBytes && globalThis.crypto?.subtle);
+    if (hash) body.checksum_sha256 = await sha256Base64(file);
+    if (opts.multipart) body.multipart = true;
+    return body;
+  }
+
+  /** Replay a saved create (same key, same body: same file, fresh plan) or make a new one. */
+  async #createOrResume(body, resume, opts) {
+    const saved = resume?.load();
+    if (saved) {
+      try {
+        return await this.#create(saved.body, saved.key, opts);
+      } catch (error) {
+        // Completed, expired or deleted since: that upload is over, start a new one.
+        if (!(error instanceof S3gateError) || !RESUME_DEAD_CODES.has(error.code)) throw error;
+        resume.forget();
+      }
+    }
+    const key = randomId();
+    resume?.save(key, null); // saved before the call: a lost answer is replayed, not duplicated
+    const created = await this.#create(body, key, opts);
+    resume?.save(key, created.file.id);
+    return created;
+  }
+
+  async #create(body, key, opts) {
+    const answer = await this.#api("POST", "uploads", {
+      ...opts,
+      body,
+      headers: { "Idempotency-Key": key },
+    });
+    return { ...answer, key };
+  }
+
+  async #sendParts(file, created, progress, opts) {
+    const id = created.file.id;
+    const { part_size: partSize, part_count: partCount } = created.upload;
+    const partBytes = (n) => Math.min(partSize, file.size - (n - 1) * partSize);
+
+    // Resume: skip every part the store already holds at its full size.
+    const stored = await this.#api("GET", `uploads/${id}/parts`, opts);
+    const held = new Set(
+      stored.parts.filter((p) => p.size === partBytes(p.part_number)).map((p) => p.part_number),
+    );
+    for (const n of held) progress.set(n, partBytes(n));
+    const todo = [];
+    for (let n = 1; n <= partCount; n += 1) if (!held.has(n)) todo.push(n);
+
+    const urls = new Map();
+    let pendingBatch = null;
+    const fetchUrls = async (numbers) => {
+      const answer = await this.#api("POST", `uploads/${id}/parts`, {
+        ...opts,
+        body: { part_numbers: numbers },
+      });
+      for (const part of answer.parts) urls.set(part.part_number, part);
+    };
+    const urlFor = async (n, stale) => {
+      for (;;) {
+        const known = urls.get(n);
+        if (known && known !== stale && expiresInMs(known) > URL_REFRESH_MARGIN_MS) return known;
+        if (!pendingBatch) {
+          const batch = [n, ...todo.filter((m) => m !== n && !urls.has(m))].slice(
+            0,
+            opts.partBatch,
+          );
+          pendingBatch = fetchUrls(batch).finally(() => {
+            pendingBatch = null;
+          });
+          await pendingBatch;
+          return urls.get(n); // just signed: use it, however short the configured TTL
+        }
+        await pendingBatch; // one batch request at a time; it may have covered this part
+        const fresh = urls.get(n);
+        if (fresh && fresh !== known) return fresh;
+      }
+    };
+
+    // One failing part stops the others: an AbortController chained to the caller's signal.
+    const stop = new AbortController();
+    const onAbort = () => stop.abort(opts.signal.reason);
+    opts.signal?.addEventListener("abort", onAbort, { once: true });
+    const worker = async () => {
+      while (todo.length) {
+        const n = todo.shift();
+        const blob = file.slice((n - 1) * partSize, (n - 1) * partSize + partBytes(n));
+        let current = await urlFor(n, null);
+        const refresh = async () => (current = await urlFor(n, current));
+        await sendWithRetries(current, blob, refresh, (loaded) => progress.set(n, loaded), {
+          ...opts,
+          signal: stop.signal,
+        });
+      }
+    };
+    try {
+      const workers = Array.from(
+        { length: Math.max(1, Math.min(opts.concurrency, todo.length)) },
+        worker,
+      );
+      await Promise.all(
+        workers.map((w) =>
+          w.catch((error) => {
+            stop.abort(error);
+            throw error;
+          }),
+        ),
+      );
+    } finally {
+      opts.signal?.removeEventListener("abort", onAbort);
+    }
+  }
+
+  async #authorization(override) {
+    const source = override ?? this.#token;
+    const token = typeof source === "function" ? await source() : source;
+    if (!token)
+      throw new S3gateError("no token: pass {token} to createClient or the call", {
+        code: "missing_token",
+        status: 401,
+      });
+    return `Bearer ${token}`;
+  }
+
+  /** One API call, retried on network errors, 429 and 5xx (every s3gate call is retry-safe). */
+  async #api(
+    method,
+    path,
+    { body, headers = {}, signal = null, token = null, retries = DEFAULTS.retries } = {},
+  ) {
+    const init = {
+      method,
+      signal,
+      cache: "no-store",
+      credentials: "omit",
+      headers: {
+        Accept: "application/json",
+        Authorization: await this.#authorization(token),
+        ...headers,
+      },
+    };
+    if (body !== undefined) {
+      init.headers["Content-Type"] = "application/json";
+      init.body = JSON.stringify(body);
+    }
+    for (let attempt = 1; ; attempt += 1) {
+      let response;
+      try {
+        response = await fetch(new URL(path, this.#baseUrl), init);
+      } catch (error) {
+        if (signal?.aborted) throw signal.reason;
+        if (attempt >= retries)
+          throw new S3gateError("the service could not be reached", { code: "network_error" });
+        await sleep(backoffMs(attempt), signal);
+        continue;
+      }
+      if (response.ok) return response.status === 204 ? null : response.json();
+      const error = await problemError(response);
+      if (attempt >= retries || !(response.status === 429 || response.status >= 500)) throw error;
+      await sleep(error.retryAfter != null ? error.retryAfter * 1000 : backoffMs(attempt), signal);
+    }
+  }
+}
+
+// Answers to a replayed create that mean the saved upload is over.
+const RESUME_DEAD_CODES = new Set([
+  "not_pending",
+  "not_found",
+  "idempotency_key_reused",
+  "upload_expired",
+]);
+
+async function problemError(response) {
+  let problem = null;
+  try {
+    problem = await response.json();
+  } catch {
+    // not JSON: a proxy's error page, say
+  }
+  const retryAfter = Number.parseInt(response.headers.get("Retry-After") ?? "", 10);
+  return new S3gateError(problem?.detail || problem?.title || `HTTP ${response.status}`, {
+    code: problem?.code ?? `http_${response.status}`,
+    status: response.status,
+    problem,
+    retryAfter: Number.isFinite(retryAfter) ? retryAfter : null,
+  });
+}
+
+/**
+ * PUT `body` to a presigned request, retrying what a retry can fix. `refresh()` returns a new
+ * request when S3 says the URL no longer works (403: expired, or the clock moved past it).
+ */
+async function sendWithRetries(request, body, refresh, onLoaded, opts) {
+  let current = request;
+  for (let attempt = 1; ; attempt += 1) {
+    abortIfNeeded(opts.signal);
+    let result;
+    try {
+      result = await xhrPut(current, body, onLoaded, opts.signal);
+    } catch (error) {
+      if (!(error instanceof S3gateError) || attempt >= opts.retries) throw error;
+      await sleep(backoffMs(attempt), opts.signal);
+      continue;
+    }
+    // 412: `If-None-Match: *` met an object, i.e. an earlier attempt of this PUT landed (its
+    // answer was lost). The service's completion check proves the bytes either way.
+    if ((result.status >= 200 && result.status < 300) || result.status === 412) return;
+    onLoaded(0);
+    const retryable = result.status === 403 || result.status >= 500 || result.status === 429;
+    if (!retryable || attempt >= opts.retries) {
+      throw new S3gateError(`the store refused the upload (${result.s3Code ?? result.status})`, {
+        code: "storage_refused",
+        status: result.status,
+        s3Code: result.s3Code,
+      });
+    }
+    if (result.status === 403) current = await refresh();
+    else await sleep(backoffMs(attempt), opts.signal);
+  }
+}
+
+function xhrPut(request, body, onLoaded, signal) {
+  return new Promise((resolve, reject) => {
+    const xhr = new XMLHttpRequest();
+    xhr.open("PUT", request.url);
+    for (const [name, value] of Object.entries(request.headers ?? {}))
+      xhr.setRequestHeader(name, value);
+    xhr.upload.onprogress = (event) => onLoaded(event.loaded);
+    xhr.onload = () => {
+      // Only S3's error code is kept: its XML can echo the signature and canonical request.
+      const match = /<Code>([A-Za-z0-9.]{1,64})<\/Code>/.exec(xhr.responseText ?? "");
+      if (xhr.status >= 200 && xhr.status < 300) onLoaded(body.size);
+      resolve({ status: xhr.status, s3Code: match ? match[1] : null });
+    };
+    // Status 0: the connection failed, or the bucket's CORS refused this origin (browsers do
+    // not tell which).
+    xhr.onerror = () =>
+      reject(
+        new S3gateError("the store could not be reached (network or CORS)", {
+          code: "network_error",
+        }),
+      );
+    xhr.onabort = () => reject(signal?.reason ?? new DOMException("upload aborted", "AbortError"));
+    if (signal) {
+      if (signal.aborted) return reject(signal.reason);
+      signal.addEventListener("abort", () => xhr.abort(), { once: true });
+    }
+    xhr.send(body);
+  });
+}
+
+/** Bytes sent across every part; reported values never go down (a retried part restarts at 0). */
+class Progress {
+  #total;
+  #callback;
+  #parts = new Map();
+  #reported = -1;
+
+  constructor(total, callback) {
+    this.#total = total;
+    this.#callback = typeof callback === "function" ? callback : null;
+  }
+
+  set(part, loaded) {
+    this.#parts.set(part, loaded);
+    let sum = 0;
+    for (const value of this.#parts.values()) sum += value;
+    this.#emit(Math.min(sum, this.#total));
+  }
+
+  finish() {
+    this.#emit(this.#total);
+  }
+
+  #emit(loaded) {
+    if (!this.#callback || loaded <= this.#reported) return;
+    this.#reported = loaded;
+    this.#callback({
+      loaded,
+      total: this.#total,
+      fraction: this.#total ? loaded / this.#total : 1,
+    });
+  }
+}
+
+/** What lets a reloaded page find its unfinished upload: the create's Idempotency-Key and body. */
+class ResumeRecord {
+  #storageKey;
+  #body;
+
+  constructor(baseUrl, file, body) {
+    const id = [file.name ?? "", file.size, file.lastModified ?? 0, body.content_type].join(
+      "\u0000",
+    );
+    this.#storageKey = `${RESUME_PREFIX}${baseUrl}\u0000${id}`;
+    this.#body = body;
+  }
+
+  load() {
+    const record = readJson(this.#storageKey);
+    if (!record || Date.now() - record.savedAt > RESUME_RECORD_MAX_AGE_MS) return null;
+    // The body is replayed as saved; a different checksum means other bytes: not a resume.
+    const { checksum_sha256: saved = null } = record.body;
+    const { checksum_sha256: now = null } = this.#body;
+    return saved === now || now === null ? record : null;
+  }
+
+  save(key, id) {
+    writeJson(this.#storageKey, { key, id, body: this.#body, savedAt: Date.now() });
+  }
+
+  forget() {
+    removeItem(this.#storageKey);
+  }
+
+  /** Drop the record of upload `id` (records are keyed by file, so look through them). */
+  static forgetId(baseUrl, id) {
+    const prefix = `${RESUME_PREFIX}${baseUrl}\u0000`;
+    let keys = [];
+    try {
+      const storage = globalThis.localStorage;
+      keys = Array.from({ length: storage?.length ?? 0 }, (_, i) => storage.key(i));
+    } catch {
+      return;
+    }
+    for (const key of keys) {
+      if (key?.startsWith(prefix) && readJson(key)?.id === id) removeItem(key);
+    }
+  }
+}
+
+function readJson(key) {
+  try {
+    return JSON.parse(globalThis.localStorage?.getItem(key) ?? "null");
+  } catch {
+    return null;
+  }
+}
+
+function writeJson(key, value) {
+  try {
+    globalThis.localStorage?.setItem(key, JSON.stringify(value));
+  } catch {
+    // storage full or disabled: the upload works, it just cannot resume after a reload
+  }
+}
+
+function removeItem(key) {
+  try {
+    globalThis.localStorage?.removeItem(key);
+  } catch {
+    // nothing to forget
+  }
+}
+
+async function sha256Base64(blob) {
+  const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", await blob.arrayBuffer()));
+  let binary = "";
+  for (const byte of digest) binary += String.fromCharCode(byte);
+  return btoa(binary);
+}
+
+function randomId() {
+  if (globalThis.crypto?.randomUUID) return crypto.randomUUID();
+  const bytes = crypto.getRandomValues(new Uint8Array(16));
+  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+function expiresInMs(presigned) {
+  return Date.parse(presigned.expires_at) - Date.now();
+}
+
+/** Exponential backoff with full jitter: 0..min(8 s, 0.5 s * 2^(attempt-1)). */
+function backoffMs(attempt) {
+  return Math.random() * Math.min(8000, 500 * 2 ** (attempt - 1));
+}
+
+function abortIfNeeded(signal) {
+  if (signal?.aborted) throw signal.reason ?? new DOMException("aborted", "AbortError");
+}
+
+function sleep(ms, signal) {
+  return new Promise((resolve, reject) => {
+    if (signal?.aborted) return reject(signal.reason);
+    const timer = setTimeout(resolve, ms);
+    signal?.addEventListener(
+      "abort",
+      () => {
+        clearTimeout(timer);
+        reject(signal.reason);
+      },
+      { once: true },
+    );
+  });
+}
+
+// Shortcuts on a client for the API this module was served from; pass {token} in options.
+export const upload = (file, options = {}) =>
+  createClient({ token: options.token }).upload(file, options);
+export const download = (id, options = {}) =>
+  createClient({ token: options.token }).download(id, options);
+export const list = (options = {}) => createClient({ token: options.token }).list(options);

@@ -1,0 +1,48 @@
+"""The browser client is always served; the demo page only when S3GATE_DEMO is on."""
+
+from __future__ import annotations
+
+import pytest
+
+from app.config import Settings
+from tests.support import running_app
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_demo_is_off_by_default_and_the_client_is_always_served(settings: Settings) -> None:
+    assert settings.demo is False
+    async with running_app(settings) as client:
+        demo = await client.get("/demo/")
+        module = await client.get("/client/s3gate.js")
+        types = await client.get("/client/s3gate.d.ts")
+    assert demo.status_code == 404
+    assert demo.headers["content-type"] == "application/problem+json"
+    assert module.status_code == 200
+    assert module.headers["content-type"] == "text/javascript; charset=utf-8"
+    assert module.headers["x-content-type-options"] == "nosniff"
+    assert types.headers["content-type"] == "text/plain; charset=utf-8"
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_demo_page_has_a_strict_content_security_policy(settings: Settings) -> None:
+    demo_settings = settings.model_copy(update={"demo": True})
+    async with running_app(demo_settings) as client:
+        page = await client.get("/demo/")
+        script = await client.get("/demo/demo.js")
+    assert page.status_code == 200
+    assert '<script type="module" src="demo.js">' in page.text
+    policy = page.headers["content-security-policy"]
+    assert "script-src 'self';" in policy
+    assert f"connect-src 'self' {settings.s3_endpoint_url.rstrip('/')};" in policy  # type: ignore[union-attr]
+    assert "frame-ancestors 'none'" in policy
+    assert script.headers["content-type"] == "text/javascript; charset=utf-8"
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_a_frontend_origin_may_import_the_client_module(settings: Settings) -> None:
+    # <script type="module"> from another origin needs CORS on the module itself.
+    origin = "https://app.example.com"
+    cors_settings = settings.model_copy(update={"cors_origins": [origin]})
+    async with running_app(cors_settings) as client:
+        module = await client.get("/client/s3gate.js", headers={"Origin": origin})
+    assert module.headers["access-control-allow-origin"] == origin
