@@ -242,3 +242,16 @@ def _downloaded(demo: DemoServer, sub: str, file_id: str) -> bytes:
         timeout=10,
     ).json()
     return hashlib.sha256(httpx.get(link["url"], timeout=30).content).digest()
+
+
+def test_api_refusals_surface_their_problem_code(
+    start_demo: Callable[..., DemoServer], page: Any, sub: str, tmp_path: Path
+) -> None:
+    images_only = start_demo(S3GATE_ALLOWED_CONTENT_TYPES="image/*")
+    document = _random_file(tmp_path, "notes.bin", 1024)
+    page.goto(images_only.demo_url(sub))
+    page.set_input_files("#files", str(document))
+    row = _upload_row(page, "notes.bin")
+    row.and_(page.locator("[data-state=failed]")).wait_for()
+    assert row.locator(".state").inner_text().startswith("content_type_not_allowed: ")
+    assert images_only.files(sub) == []
