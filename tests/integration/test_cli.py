@@ -244,6 +244,9 @@ def test_dev_command_serves_everything_and_ctrl_c_stops_it(
     )
     assert preflight.status_code == 200
     assert preflight.headers["access-control-allow-origin"] in (api, "*")
+    # the demo page is on, linked with the token in the fragment (never sent to the server)
+    assert f"{api}/demo/#token={token.group(1)}" in output
+    assert httpx.get(f"{api}/demo/").status_code == 200
 
     os.killpg(dev.pid, signal.SIGINT)
     assert dev.wait(timeout=30) == 0
