@@ -177,3 +177,11 @@ def wait_until(predicate: Callable[[], object], timeout: float = 30) -> None:
             return
         time.sleep(0.1)
     raise AssertionError("timed out")
+
+
+def answers(url: str) -> bool:
+    """Whether GET `url` answers 200 within a second."""
+    try:
+        return httpx.get(url, timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False

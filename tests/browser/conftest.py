@@ -20,7 +20,15 @@ import pytest
 from app.auth import mint_token
 from app.devstack import EmbeddedS3
 from app.storage import ensure_bucket
-from tests.support import S3GATE, TEST_JWT_SECRET, free_port, new_sub, s3gate_env, wait_until
+from tests.support import (
+    S3GATE,
+    TEST_JWT_SECRET,
+    answers,
+    free_port,
+    new_sub,
+    s3gate_env,
+    wait_until,
+)
 
 CHROMIUM = os.environ.get("S3GATE_TEST_CHROMIUM", "/usr/bin/chromium")
 # REAL-COMPONENTS.md: the flags that work headless in this sandbox.
@@ -126,7 +134,7 @@ def start_demo(
         )
         started.append(process)
         api = f"http://127.0.0.1:{port}"
-        wait_until(lambda: _ready(api))
+        wait_until(lambda: answers(f"{api}/readyz"))
         return DemoServer(api, bucket, s3_server, process)
 
     yield start
@@ -134,13 +142,6 @@ def start_demo(
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGTERM)
             process.wait(timeout=15)
-
-
-def _ready(api: str) -> bool:
-    try:
-        return httpx.get(f"{api}/readyz", timeout=1).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 @pytest.fixture(scope="session")

@@ -7,10 +7,8 @@ import importlib.util
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,38 +19,19 @@ from sqlalchemy import inspect
 from app.auth import TokenVerifier
 from app.config import AuthSettings
 from app.devstack import EmbeddedS3
-from tests.support import TEST_JWT_SECRET, Api, sha256_b64, sql_engine, tiny_png
-
-S3GATE = str(Path(sys.executable).parent / "s3gate")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _clean_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("S3GATE_", "AWS_"))}
-    env.update(extra)
-    return env
-
-
-def _wait_until(predicate: object, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():  # type: ignore[operator]
-            return
-        time.sleep(0.1)
-    raise AssertionError("timed out")
-
-
-def _answers(url: str) -> bool:
-    try:
-        return httpx.get(url, timeout=1).status_code == 200
-    except httpx.HTTPError:
-        return False
+from tests.support import (
+    S3GATE,
+    TEST_JWT_SECRET,
+    Api,
+    answers,
+    clean_env,
+    free_port,
+    s3gate_env,
+    sha256_b64,
+    sql_engine,
+    tiny_png,
+    wait_until,
+)
 
 
 def _serve(
@@ -63,16 +42,9 @@ def _serve(
     **settings: str,
 ) -> tuple[str, subprocess.Popen[str]]:
     """`s3gate migrate`, then `s3gate serve` on a free port until /readyz answers."""
-    port = _free_port()
-    env = _clean_env(
-        S3GATE_DATABASE_URL=f"sqlite:///{tmp_path / 'ledger.db'}",
-        S3GATE_S3_BUCKET=bucket,
-        S3GATE_S3_ENDPOINT_URL=s3_server.endpoint_url,
-        S3GATE_S3_ADDRESSING_STYLE="path",
-        S3GATE_JWT_SECRET=TEST_JWT_SECRET,
-        AWS_ACCESS_KEY_ID=s3_server.access_key,
-        AWS_SECRET_ACCESS_KEY=s3_server.secret_key,
-        **settings,
+    port = free_port()
+    env = s3gate_env(
+        s3_server, bucket, S3GATE_DATABASE_URL=f"sqlite:///{tmp_path / 'ledger.db'}", **settings
     )
     subprocess.run([S3GATE, "migrate"], env=env, check=True, capture_output=True, cwd=tmp_path)
     server = subprocess.Popen(
@@ -86,7 +58,7 @@ def _serve(
     )
     reaper.append(server)
     api = f"http://127.0.0.1:{port}"
-    _wait_until(lambda: _answers(f"{api}/readyz"))
+    wait_until(lambda: answers(f"{api}/readyz"))
     return api, server
 
 
@@ -117,7 +89,7 @@ def test_token_command_mints_a_token_the_service_accepts(tmp_path: Path) -> None
         ],
         capture_output=True,
         text=True,
-        env=_clean_env(),
+        env=clean_env(),
         check=True,
     )
     verifier = TokenVerifier(AuthSettings(_env_file=None, jwt_secret=TEST_JWT_SECRET))  # type: ignore[call-arg, arg-type]
@@ -127,7 +99,7 @@ def test_token_command_mints_a_token_the_service_accepts(tmp_path: Path) -> None
 
 def test_token_command_without_a_secret_fails_clearly() -> None:
     result = subprocess.run(
-        [S3GATE, "token", "--sub", "alice"], capture_output=True, text=True, env=_clean_env()
+        [S3GATE, "token", "--sub", "alice"], capture_output=True, text=True, env=clean_env()
     )
     assert result.returncode == 2
     assert "S3GATE_JWT_SECRET" in result.stderr
@@ -138,7 +110,7 @@ def test_token_command_without_a_secret_fails_clearly() -> None:
     "command", [[S3GATE, "serve"], [sys.executable, "-m", "uvicorn", "app.main:app"]]
 )
 def test_bad_configuration_stops_startup_naming_the_variable(command: list[str]) -> None:
-    env = _clean_env(
+    env = clean_env(
         S3GATE_S3_BUCKET="bucket",
         S3GATE_JWT_SECRET=TEST_JWT_SECRET,
         S3GATE_UPLOAD_URL_TTL_SECONDS="604801",
@@ -156,7 +128,7 @@ def test_migrate_command_creates_the_ledger(tmp_path: Path) -> None:
         [S3GATE, "migrate"],
         capture_output=True,
         text=True,
-        env=_clean_env(S3GATE_DATABASE_URL=url),
+        env=clean_env(S3GATE_DATABASE_URL=url),
         cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr
@@ -197,10 +169,10 @@ def test_serve_runs_the_api_over_real_http(
 def test_dev_command_serves_everything_and_ctrl_c_stops_it(
     tmp_path: Path, process_reaper: list[subprocess.Popen[str]]
 ) -> None:
-    port = _free_port()
+    port = free_port()
     dev = subprocess.Popen(
         [S3GATE, "dev", "--port", str(port), "--state-dir", str(tmp_path / "state")],
-        env=_clean_env(),
+        env=clean_env(),
         cwd=tmp_path,
         text=True,
         stdout=subprocess.PIPE,
@@ -250,7 +222,7 @@ def test_dev_command_serves_everything_and_ctrl_c_stops_it(
 
     os.killpg(dev.pid, signal.SIGINT)
     assert dev.wait(timeout=30) == 0
-    assert not _answers(f"{api}/healthz")
+    assert not answers(f"{api}/healthz")
     with pytest.raises(httpx.HTTPError):
         httpx.get(s3_url.group(1), timeout=1)
 
@@ -267,7 +239,7 @@ def test_upload_and_download_commands_move_real_bytes(
         S3GATE_MULTIPART_THRESHOLD=five_mib,
         S3GATE_PART_SIZE=five_mib,
     )
-    client_env = _clean_env(S3GATE_API_URL=api, S3GATE_TOKEN=Api.auth("cli")["Authorization"][7:])
+    client_env = clean_env(S3GATE_API_URL=api, S3GATE_TOKEN=Api.auth("cli")["Authorization"][7:])
 
     small, large = tmp_path / "notes.txt", tmp_path / "video.bin"
     small.write_text("hello from the command line\n")
@@ -300,7 +272,7 @@ def test_upload_and_download_commands_move_real_bytes(
 
     missing_token = subprocess.run(
         [S3GATE, "upload", str(small)],
-        env=_clean_env(S3GATE_API_URL=api),
+        env=clean_env(S3GATE_API_URL=api),
         cwd=tmp_path,
         capture_output=True,
         text=True,
