@@ -202,6 +202,7 @@ def test_multipart_upload_interrupted_by_a_reload_resumes_and_completes(
     (only,) = demo.files(sub)
     assert (only["id"], only["status"]) == (file_id, "available")
     assert _downloaded(demo, sub, file_id) == _sha256(big)
+    assert _resume_records(page) == 0  # done: the record is gone
 
 
 def test_expired_part_urls_are_asked_for_again(
@@ -255,3 +256,11 @@ def test_api_refusals_surface_their_problem_code(
     row.and_(page.locator("[data-state=failed]")).wait_for()
     assert row.locator(".state").inner_text().startswith("content_type_not_allowed: ")
     assert images_only.files(sub) == []
+    assert _resume_records(page) == 0  # a refused create leaves nothing to resume
+
+
+def _resume_records(page: Any) -> int:
+    count: int = page.evaluate(
+        "Object.keys(localStorage).filter((k) => k.startsWith('s3gate.upload.v1:')).length"
+    )
+    return count

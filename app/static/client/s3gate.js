@@ -135,16 +135,21 @@ export class S3gateClient {
       try {
         return await this.#create(saved.body, saved.key, opts);
       } catch (error) {
-        // Completed, expired or deleted since: that upload is over, start a new one.
-        if (!(error instanceof S3gateError) || !RESUME_DEAD_CODES.has(error.code)) throw error;
+        // Completed, expired, deleted or refused since: that upload is over, start a new one.
+        if (!isFinal(error)) throw error;
         resume.forget();
       }
     }
     const key = randomId();
     resume?.save(key, null); // saved before the call: a lost answer is replayed, not duplicated
-    const created = await this.#create(body, key, opts);
-    resume?.save(key, created.file.id);
-    return created;
+    try {
+      const created = await this.#create(body, key, opts);
+      resume?.save(key, created.file.id);
+      return created;
+    } catch (error) {
+      if (isFinal(error)) resume?.forget(); // refused: nothing to resume
+      throw error;
+    }
   }
 
   async #create(body, key, opts) {
@@ -285,13 +290,14 @@ export class S3gateClient {
   }
 }
 
-// Answers to a replayed create that mean the saved upload is over.
-const RESUME_DEAD_CODES = new Set([
-  "not_pending",
-  "not_found",
-  "idempotency_key_reused",
-  "upload_expired",
-]);
+/**
+ * A refusal that a retry with the same request cannot change: a 4xx other than 401 (a token
+ * to renew), 408 and 429 (wait and retry).
+ */
+function isFinal(error) {
+  const { status } = error instanceof S3gateError ? error : {};
+  return status >= 400 && status < 500 && ![401, 408, 429].includes(status);
+}
 
 async function problemError(response) {
   let problem = null;
