@@ -1,5 +1,16 @@
 # s3gate service image. The base is an argument so CI can build from a locally made image.
+# Settings come from S3GATE_* environment variables (docs/deploy.md lists them); the image holds
+# no secret and no development tool. It runs as uid 10001 on a read-only root filesystem
+# (`docker run --read-only --tmpfs /tmp`).
 ARG BASE_IMAGE=python:3.11-slim-bookworm
+
+# The dependency list alone, read from pyproject.toml: the install layer below is rebuilt when
+# a dependency changes, not when the code, the docs or the tool settings in pyproject.toml do.
+FROM ${BASE_IMAGE} AS requirements
+WORKDIR /src
+COPY pyproject.toml ./
+RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" > requirements.txt
+
 FROM ${BASE_IMAGE}
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -9,30 +20,32 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /srv/s3gate
 
-# Dependencies first, in a layer that survives code and docs changes: install what
-# pyproject.toml declares, with an empty package (and README) standing in for the project.
-COPY pyproject.toml ./
-RUN mkdir app && touch app/__init__.py README.md \
-    && pip install . \
-    && pip uninstall --yes s3gate \
-    && rm -rf app README.md build ./*.egg-info
+COPY --from=requirements /src/requirements.txt /tmp/requirements.txt
+RUN pip install --requirement /tmp/requirements.txt \
+    && rm /tmp/requirements.txt
 
-COPY README.md alembic.ini ./
+# The project itself (compiled to bytecode at install: nothing is written at run time). Only
+# the migrations stay beside it: `s3gate migrate` finds alembic.ini in the working directory.
+COPY pyproject.toml README.md alembic.ini ./
 COPY alembic ./alembic
 COPY app ./app
 RUN pip install --no-deps . \
-    && rm -rf build ./*.egg-info \
+    && rm -rf app build ./*.egg-info pyproject.toml README.md \
     && groupadd --system --gid 10001 s3gate \
     && useradd --system --uid 10001 --gid 10001 --no-create-home --shell /usr/sbin/nologin s3gate
 
 USER 10001:10001
 # `s3gate serve` reads these as its --host/--port defaults; the health check follows the port.
+# Workers, proxy headers, trusted proxies, the drain and migrate-on-start are S3GATE_* settings.
 ENV S3GATE_HOST=0.0.0.0 \
     S3GATE_PORT=8000
 EXPOSE 8000
 
+# Liveness only (/healthz touches no dependency), with the Python already in the image.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request as u; u.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('S3GATE_PORT', '8000'), timeout=2)"]
 
-# Migrations are a separate step: `docker run ... s3gate migrate`.
+# SIGTERM drains: no new connections, requests in flight finish (S3GATE_GRACEFUL_SHUTDOWN_SECONDS).
+STOPSIGNAL SIGTERM
+# Migrations are a separate step: `docker run ... s3gate migrate` (or S3GATE_MIGRATE_ON_START).
 CMD ["s3gate", "serve"]

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from logging.config import fileConfig
 
 from alembic import context
-from sqlalchemy import create_engine, pool
+from sqlalchemy import Connection, create_engine, pool, text
 
 from app.config import DatabaseSettings, load_settings
-from app.db import sync_url
+from app.db import MIGRATION_LOCK_KEY, sync_url
 from app.models import Base
 
 config = context.config
@@ -16,6 +18,24 @@ if config.config_file_name is not None and config.attributes.get("configure_logg
     fileConfig(config.config_file_name, disable_existing_loggers=False)
 
 target_metadata = Base.metadata
+
+
+@contextlib.contextmanager
+def _migration_lock(connection: Connection) -> Iterator[None]:
+    """Concurrent runs on PostgreSQL take turns (see MIGRATION_LOCK_KEY)."""
+    if connection.dialect.name != "postgresql":
+        yield  # SQLite serializes writers itself, and a file is never shared between hosts
+        return
+    connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
+    # Session-level: the lock outlives this transaction; Alembic reads the current revision
+    # and migrates in its own transaction, which starts only once the lock is held.
+    connection.commit()
+    try:
+        yield
+    finally:
+        if not connection.invalidated:
+            connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": MIGRATION_LOCK_KEY})
+            connection.commit()
 
 
 def _url() -> str:
@@ -42,7 +62,7 @@ def run_migrations_online() -> None:
             render_as_batch=connection.dialect.name == "sqlite",
             compare_type=True,
         )
-        with context.begin_transaction():
+        with _migration_lock(connection), context.begin_transaction():
             context.run_migrations()
     engine.dispose()
 

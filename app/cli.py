@@ -17,7 +17,8 @@ import uvicorn
 from app.auth import TokenVerifier, mint_token
 from app.config import AuthSettings, ConfigError, DatabaseSettings, Settings, load_settings
 from app.db import run_migrations
-from app.logs import configure_logging
+from app.logs import configure_logging, logging_config
+from app.serving import run_server
 
 if TYPE_CHECKING:
     from app.client import S3gateClient
@@ -29,21 +30,31 @@ DEV_TOKEN_TTL_SECONDS = 12 * 3600
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from app.observability import share_metrics_between_workers
+
     settings = load_settings(Settings)
     TokenVerifier(settings)  # key material that cannot verify anything fails here, not per worker
-    configure_logging(settings.log_level)
-    uvicorn.run(
+    configure_logging(settings.log_level, settings.log_format)
+    if settings.migrate_on_start:
+        run_migrations(settings.database_url)
+    # Flags win over the S3GATE_* settings, which configure a container.
+    proxy_headers = settings.proxy_headers if args.proxy_headers is None else args.proxy_headers
+    workers = settings.workers if args.workers is None else args.workers
+    share_metrics_between_workers(workers)  # before the workers start: they read it at import
+    return run_server(
         "app.main:app",
-        host=args.host,
-        port=args.port,
-        workers=args.workers,
-        proxy_headers=args.proxy_headers,
-        forwarded_allow_ips=args.forwarded_allow_ips,
+        host=args.host or settings.host,
+        port=settings.port if args.port is None else args.port,
+        workers=workers,
+        proxy_headers=proxy_headers,
+        forwarded_allow_ips=args.forwarded_allow_ips or settings.forwarded_allow_ips,
+        timeout_graceful_shutdown=settings.graceful_shutdown_seconds,
         log_level=settings.log_level,
-        # Off by default, as benchmarked: uvicorn's access log is a formatted line per request.
-        access_log=args.access_log,
+        # Applied by each worker process: our format for our lines and uvicorn's own.
+        log_config=logging_config(settings.log_level, settings.log_format),
+        # Our s3gate.access line replaces uvicorn's, which would print query strings.
+        access_log=False,
     )
-    return 0
 
 
 def cmd_migrate(_: argparse.Namespace) -> int:
@@ -58,7 +69,7 @@ def cmd_reap(args: argparse.Namespace) -> int:
     from app.lifespan import open_service
 
     settings = load_settings(Settings)
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
 
     async def run() -> int:
         async with open_service(settings) as (_, service):
@@ -264,7 +275,13 @@ def cmd_dev(args: argparse.Namespace) -> int:
             ),
             flush=True,
         )
-        uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="info")
+        uvicorn.run(
+            create_app(settings),
+            host=args.host,
+            port=args.port,
+            log_level="info",
+            access_log=False,  # s3gate's own access line is on
+        )
     return 0
 
 
@@ -275,21 +292,18 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     serve = sub.add_parser("serve", help="serve the API (settings from S3GATE_* / .env)")
+    serve.add_argument("--host", help="address to listen on [S3GATE_HOST, default 127.0.0.1]")
+    serve.add_argument("--port", type=int, help="port to listen on [S3GATE_PORT, default 8000]")
+    serve.add_argument("--workers", type=int, help="worker processes [S3GATE_WORKERS, default 1]")
     serve.add_argument(
-        "--host", default=os.environ.get("S3GATE_HOST", "127.0.0.1"), help="[S3GATE_HOST]"
+        "--proxy-headers",
+        action=argparse.BooleanOptionalAction,
+        help="trust X-Forwarded-* from allowed proxies [S3GATE_PROXY_HEADERS, default off]",
     )
     serve.add_argument(
-        "--port", type=int, default=int(os.environ.get("S3GATE_PORT", "8000")), help="[S3GATE_PORT]"
-    )
-    serve.add_argument("--workers", type=int, default=1)
-    serve.add_argument(
-        "--proxy-headers", action="store_true", help="trust X-Forwarded-* from allowed proxies"
-    )
-    serve.add_argument(
-        "--forwarded-allow-ips", default="127.0.0.1", help="proxies whose headers are trusted"
-    )
-    serve.add_argument(
-        "--access-log", action="store_true", help="log one line per request (uvicorn's format)"
+        "--forwarded-allow-ips",
+        help="comma-separated proxies (addresses or networks) whose headers are trusted "
+        "[S3GATE_FORWARDED_ALLOW_IPS, default 127.0.0.1]",
     )
     serve.set_defaults(handler=cmd_serve)
 

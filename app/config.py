@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
@@ -233,6 +234,26 @@ class Settings(DatabaseSettings, AuthSettings):
     root_path: str = ""
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
+    # Observability: log lines (one per request in `s3gate.access`, plus audit and errors) as
+    # JSON objects on stderr, or `text` for a terminal. Metrics are always at /metrics.
+    log_format: Literal["json", "text"] = "json"
+
+    # Deployment: how `s3gate serve` runs, so a container is configured by its environment
+    # (command-line flags win). Proxy headers are trusted only from the listed addresses or
+    # networks ("*": any, only where nothing else can reach the port).
+    host: str = Field(default="127.0.0.1", min_length=1)
+    port: int = Field(default=8000, ge=1, le=65535)
+    workers: int = Field(default=1, ge=1, le=64)
+    proxy_headers: bool = False
+    forwarded_allow_ips: CsvList = Field(default_factory=lambda: ["127.0.0.1"])
+    # After SIGTERM: stop accepting, let in-flight requests finish for up to this long, exit.
+    # Keep it below the orchestrator's own grace period (docker stop -t, Kubernetes'
+    # terminationGracePeriodSeconds), which ends in SIGKILL.
+    graceful_shutdown_seconds: int = Field(default=25, ge=0, le=3600)
+    # Apply ledger migrations before serving (safe with several replicas starting at once:
+    # they take turns on a PostgreSQL advisory lock). Off: run `s3gate migrate` as a release step.
+    migrate_on_start: bool = False
+
     @field_validator("s3_endpoint_url", "s3_public_endpoint_url", "redis_url", mode="before")
     @classmethod
     def _blank_means_none(cls, value: Any) -> Any:
@@ -270,7 +291,7 @@ class Settings(DatabaseSettings, AuthSettings):
             )
         return value
 
-    @field_validator("allowed_content_types", "cors_origins", mode="before")
+    @field_validator("allowed_content_types", "cors_origins", "forwarded_allow_ips", mode="before")
     @classmethod
     def _parse_csv(cls, value: Any) -> Any:
         return _split_csv(value)
@@ -292,6 +313,20 @@ class Settings(DatabaseSettings, AuthSettings):
         bad = [o for o in value if not re.fullmatch(r"https?://[^/?#\s]+", o)]
         if bad:
             raise ValueError(f"origins are scheme://host[:port] with no path: {bad}")
+        return value
+
+    @field_validator("forwarded_allow_ips", mode="after")
+    @classmethod
+    def _proxy_networks(cls, value: list[str]) -> list[str]:
+        bad = []
+        for item in value:
+            try:
+                if item != "*":
+                    ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                bad.append(item)
+        if bad:
+            raise ValueError(f"not IP addresses or networks: {bad} (e.g. 10.0.0.0/8,127.0.0.1)")
         return value
 
     @field_validator("root_path")

@@ -8,6 +8,11 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy.engine import URL, make_url
 
+# Replicas may all run `s3gate migrate` (or migrate on start) at the same moment. On PostgreSQL
+# they take turns on this session-level advisory lock (alembic/env.py), and each later one finds
+# the schema at head and does nothing. Any fixed number works; this one spells "s3gatemg".
+MIGRATION_LOCK_KEY = int.from_bytes(b"s3gatemg", "big")
+
 
 def sync_url(database_url: str) -> URL:
     """The URL with a synchronous driver (pysqlite or psycopg 3), for Alembic and tools."""

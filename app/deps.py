@@ -15,6 +15,7 @@ from fastapi import Depends, Header, Path, Request
 from app.auth import Principal
 from app.errors import NotFound
 from app.lifespan import AppState
+from app.logs import note_owner
 from app.service import FileService
 
 
@@ -32,13 +33,16 @@ async def get_principal(request: Request) -> Principal:
     # The header is read raw so that a missing header and a wrong scheme get the contract's
     # two different answers; OpenAPI declares the bearer scheme separately (main.py).
     state: AppState = request.app.state.s3gate
-    return await state.verifier.authenticate(request.headers.get("authorization"))
+    principal = await state.verifier.authenticate(request.headers.get("authorization"))
+    note_owner(principal.sub)  # for the request's access log line
+    return principal
 
 
 async def get_limited_principal(request: Request) -> Principal:
     """The caller, counted against its rate limit (routes that issue URLs)."""
     state: AppState = request.app.state.s3gate
     principal = await state.verifier.authenticate(request.headers.get("authorization"))
+    note_owner(principal.sub)
     await state.limiter.check(principal.sub)
     return principal
 

@@ -19,6 +19,8 @@ from fastapi import FastAPI
 from app.auth import TokenVerifier
 from app.config import Settings
 from app.ledger import Ledger
+from app.logs import configure_logging
+from app.observability import worker_started, worker_stopped
 from app.ratelimit import LocalRateLimiter, RateLimiter, RedisRateLimiter, Unlimited
 from app.service import FileService
 from app.signer import Signer
@@ -139,7 +141,12 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     """Open the ledger, S3 clients and key cache; close them when the server stops."""
     settings: Settings = app.state.settings
     verifier: TokenVerifier = app.state.verifier
+    if not logging.getLogger().handlers:
+        # `uvicorn app.main:app` sets up only uvicorn's loggers (`s3gate serve`, `s3gate dev`
+        # and test runners set up the root logger): ours would print nothing below WARNING.
+        configure_logging(settings.log_level, settings.log_format)
     limiter = rate_limiter(settings)
+    worker_started()
     try:
         await verifier.start()
         async with open_service(settings) as (ledger, service):
@@ -166,3 +173,4 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     finally:
         await limiter.aclose()
         await verifier.aclose()
+        worker_stopped()

@@ -1,18 +1,160 @@
-"""Logging setup. Library loggers that can print signatures or keys stay at WARNING."""
+"""Logging setup: one JSON object (or a text line) per record on stderr, each carrying the id of
+the request that emitted it. Library loggers that can print signatures or keys stay at WARNING."""
 
 from __future__ import annotations
 
+import contextvars
+import json
 import logging
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any, Literal, TextIO
 
 # At DEBUG, botocore logs canonical requests and the SigV4 signature of every presigned URL,
 # and urllib3 logs full request lines; neither may ever reach our logs.
 QUIET_LOGGERS = ("botocore", "boto3", "s3transfer", "urllib3", "httpx", "httpcore")
+# uvicorn's own loggers; their lines go through our handler too. (Its access log, which
+# prints query strings, is off: s3gate.access has one line per request instead.)
+UVICORN_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access")
+HANDLER_NAME = "s3gate"
+
+LogFormat = Literal["json", "text"]
 
 
-def configure_logging(level: str) -> None:
-    """Plain-text logs at `level` on stderr, with secret-bearing library loggers held back."""
-    logging.basicConfig(
-        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
+@dataclass(slots=True)
+class RequestContext:
+    """What every log line of one request shares; the principal dependency fills `owner`."""
+
+    request_id: str
+    owner: str | None = None
+
+
+_request: contextvars.ContextVar[RequestContext | None] = contextvars.ContextVar(
+    "s3gate_request", default=None
+)
+
+
+def bind_request(context: RequestContext) -> contextvars.Token[RequestContext | None]:
+    """Make `context` the current request's for the log lines that follow."""
+    return _request.set(context)
+
+
+def unbind_request(token: contextvars.Token[RequestContext | None]) -> None:
+    _request.reset(token)
+
+
+def note_owner(sub: str) -> None:
+    """Record the authenticated caller of the current request (for its access log line)."""
+    context = _request.get()
+    if context is not None:
+        # The object, not the variable: a copied context (a worker thread) shares it.
+        context.owner = sub
+
+
+class RequestIdFilter(logging.Filter):
+    """Stamps each record with the current request's id (None outside a request)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        context = _request.get()
+        record.request_id = context.request_id if context is not None else None
+        return True
+
+
+def _timestamp(created: float) -> str:
+    seconds = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(created))
+    return f"{seconds}.{int(created % 1 * 1000):03d}Z"
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: ts, level, logger, request_id, message, then the record's
+    `fields` (structured data passed as `extra={"fields": {...}}`)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, Any] = {
+            "ts": _timestamp(record.created),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "request_id": getattr(record, "request_id", None),
+            "message": record.getMessage(),
+        }
+        fields = getattr(record, "fields", None)
+        if fields:
+            line.update(fields)
+        if record.exc_info:
+            line["exception"] = self.formatException(record.exc_info)
+        if record.stack_info:
+            line["stack"] = self.formatStack(record.stack_info)
+        # ASCII only: escaped control characters keep a forged path from starting a new line.
+        return json.dumps(line, default=str)
+
+
+class TextFormatter(logging.Formatter):
+    """For terminals: the classic line, then request_id and the `fields` as key=value."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s %(message)s")
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        line = super().formatMessage(record)
+        request_id = getattr(record, "request_id", None)
+        if request_id is not None:
+            line += f" request_id={request_id}"
+        fields = getattr(record, "fields", None)
+        if fields:
+            line += "".join(f" {key}={json.dumps(value)}" for key, value in fields.items())
+        return line
+
+
+class _StderrHandler(logging.StreamHandler[TextIO]):
+    """Writes to whatever sys.stderr is when a record arrives (test runners swap it)."""
+
+    @property
+    def stream(self) -> TextIO:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _: TextIO) -> None:
+        return None
+
+
+def log_handler(log_format: LogFormat = "text", stream: TextIO | None = None) -> logging.Handler:
+    """Our handler: the chosen format, request ids, on `stream` (default: stderr)."""
+    handler: logging.Handler = _StderrHandler() if stream is None else logging.StreamHandler(stream)
+    handler.set_name(HANDLER_NAME)
+    handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
+    handler.addFilter(RequestIdFilter())
+    return handler
+
+
+def configure_logging(level: str, log_format: LogFormat = "text") -> None:
+    """Logs at `level` on stderr in `log_format`, with secret-bearing library loggers held back.
+
+    Replaces only a handler this function installed before, so test runners keep theirs.
+    """
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if h.get_name() == HANDLER_NAME]:
+        root.removeHandler(handler)
+    root.addHandler(log_handler(log_format))
+    root.setLevel(level.upper())
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def logging_config(level: str, log_format: LogFormat) -> dict[str, Any]:
+    """The same setup as configure_logging, as a dictConfig for uvicorn's `log_config`: each
+    worker process applies it when it starts, and uvicorn's own lines use our format too."""
+    upper = level.upper()
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "handlers": {HANDLER_NAME: {"()": f"{__name__}.log_handler", "log_format": log_format}},
+        "root": {"level": upper, "handlers": [HANDLER_NAME]},
+        "loggers": {
+            **{
+                name: {"level": upper, "handlers": [], "propagate": True}
+                for name in UVICORN_LOGGERS
+            },
+            **{name: {"level": "WARNING"} for name in QUIET_LOGGERS},
+        },
+    }

@@ -14,6 +14,7 @@ from app.config import ConfigError, Settings, load_settings
 from app.errors import install_error_handlers
 from app.lifespan import lifespan
 from app.middleware import BodyLimitMiddleware, NoStoreJSONResponse
+from app.observability import RequestObserver
 from app.routers import downloads, files, ops, uploads
 from app.web import mount_browser_assets
 
@@ -49,14 +50,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.router.routes.extend(module.router.routes)
     mount_browser_assets(app, settings)
     app.add_middleware(BodyLimitMiddleware)
+    # Outside the body limit, so its 413s carry an X-Request-ID and are counted too.
+    app.add_middleware(RequestObserver)
     if settings.cors_origins:
         # Outermost, so error answers carry CORS headers too and browsers can read their code.
         app.add_middleware(
             CORSMiddleware,
             allow_origins=settings.cors_origins,
             allow_methods=["GET", "POST", "DELETE"],
-            allow_headers=["Authorization", "Content-Type", "Idempotency-Key"],
-            expose_headers=["Location", "Retry-After"],
+            allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "X-Request-ID"],
+            expose_headers=["Location", "Retry-After", "X-Request-ID"],
             max_age=600,
         )
     app.openapi = functools.partial(_openapi_with_bearer, app)  # type: ignore[method-assign]

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
 from app.errors import RateLimited, RateLimiterUnavailable
+from app.observability import metrics
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -58,6 +59,7 @@ def _limits(per_minute: int, burst: int) -> tuple[float, float]:
 
 
 def _refuse(wait_seconds: float) -> RateLimited:
+    metrics().rate_limited.inc()
     retry_after = max(1, math.ceil(wait_seconds))
     return RateLimited(
         f"Too many requests; retry in {retry_after} s.", headers={"Retry-After": str(retry_after)}

@@ -42,6 +42,7 @@ from app.errors import (
 from app.filenames import download_headers
 from app.ledger import FileRecord, IdempotencyKeyTaken, Ledger
 from app.models import FileStatus, UploadMethod
+from app.observability import metrics
 from app.schemas import CreateUploadRequest
 from app.signer import PresignedPost, PresignedRequest, Signer
 from app.sniff import SNIFF_BYTES, check_magic
@@ -50,6 +51,13 @@ from app.storage import Storage, StoredPart
 log = logging.getLogger("s3gate.audit")
 
 IDEMPOTENCY_WINDOW = timedelta(hours=24)
+# The `outcome` of a completion that raised (any other error counts as "error").
+_FAILED_COMPLETIONS: dict[type[Exception], str] = {
+    UploadRejected: "rejected",
+    UploadIncomplete: "not_uploaded",
+    UploadExpired: "expired",
+    NotFound: "not_found",
+}
 _VISIBLE = (FileStatus.PENDING, FileStatus.AVAILABLE, FileStatus.REJECTED, FileStatus.EXPIRED)
 
 
@@ -149,6 +157,7 @@ class FileService:
         self._signer = signer
         self._storage = storage
         self._clock = clock
+        self._metrics = metrics()
 
     def _now(self) -> datetime:
         return datetime.fromtimestamp(self._clock(), UTC)
@@ -182,10 +191,9 @@ class FileService:
             ttl_seconds=self._settings.upload_url_ttl_seconds,
         )
 
-    @staticmethod
-    def _handed_out(ticket: UploadTicket) -> UploadTicket:
-        # The audit line is written when a URL leaves, not when it is signed: a refused create
-        # (quota, lost race) signs one that nobody ever sees.
+    def _handed_out(self, ticket: UploadTicket) -> UploadTicket:
+        # The audit line is written (and the URL counted) when a URL leaves, not when it is
+        # signed: a refused create (quota, lost race) signs one that nobody ever sees.
         log.info(
             "issued upload url file=%s owner=%s method=%s expires=%s",
             ticket.file.id,
@@ -193,6 +201,11 @@ class FileService:
             ticket.file.upload_method,
             ticket.upload.expires_at,
         )
+        if isinstance(ticket.upload, PresignedPost):
+            self._metrics.urls_issued["post"].inc()
+        elif isinstance(ticket.upload, PresignedRequest):
+            self._metrics.urls_issued["put"].inc()
+        # (A multipart plan carries no URL: its part URLs are counted as they are signed.)
         return ticket
 
     async def create_upload(
@@ -288,7 +301,21 @@ class FileService:
             max_pending=settings.quota_pending_uploads_per_owner or 2**31 - 1,
         )
         if not admitted:
+            self._metrics.quota_refusals[await self._full_quota(record)].inc()
             raise QuotaExceeded()
+
+    async def _full_quota(self, refused: FileRecord) -> str:
+        """Which quota refused the record: "bytes" or "pending_uploads" (for the metric)."""
+        settings = self._settings
+        if not settings.quota_pending_uploads_per_owner:
+            return "bytes"
+        if not settings.quota_bytes_per_owner:
+            return "pending_uploads"
+        # Both are set and the insert said only "no": ask the ledger which one is full now.
+        stored, _ = await self._ledger.usage(refused.owner_id)
+        return (
+            "bytes" if stored + refused.size > settings.quota_bytes_per_owner else "pending_uploads"
+        )
 
     async def _replay(
         self, principal: Principal, key: str, fingerprint: str | None
@@ -319,9 +346,19 @@ class FileService:
 
     async def complete_upload(self, principal: Principal, file_id: uuid.UUID) -> FileRecord:
         """Check the stored object against the declaration; make the file available or reject it."""
+        try:
+            record, outcome = await self._complete(principal, file_id)
+        except Exception as exc:
+            self._metrics.completions[_FAILED_COMPLETIONS.get(type(exc), "error")].inc()
+            raise
+        self._metrics.completions[outcome].inc()
+        return record
+
+    async def _complete(self, principal: Principal, file_id: uuid.UUID) -> tuple[FileRecord, str]:
+        """complete_upload's work; the file and the outcome: available or already_available."""
         record = await self._owned(principal, file_id)
         if record.status == FileStatus.AVAILABLE:
-            return record
+            return record, "already_available"
         if record.status == FileStatus.REJECTED:
             raise UploadRejected("This upload was already rejected; create a new upload.")
         if record.status == FileStatus.EXPIRED:
@@ -376,8 +413,8 @@ class FileService:
             completed_at=self._now().replace(microsecond=0),
         )
         if done is not None:
-            return done
-        return await self.complete_upload(principal, file_id)  # lost a race: answer as it ended
+            return done, "available"
+        return await self._complete(principal, file_id)  # lost a race: answer as it ended
 
     async def _assemble_parts(self, record: FileRecord) -> None:
         """Complete the store's multipart upload from the parts it lists (clients send no
@@ -434,6 +471,7 @@ class FileService:
         log.info(
             "issued part urls file=%s owner=%s parts=%d", record.id, record.owner_id, len(signed)
         )
+        self._metrics.urls_issued["part"].inc(len(signed))
         return signed
 
     async def stored_parts(
@@ -532,6 +570,7 @@ class FileService:
             principal.sub,
             download.expires_at,
         )
+        self._metrics.urls_issued["get"].inc()
         return download
 
     async def get_file(self, principal: Principal, file_id: uuid.UUID) -> FileRecord:

@@ -9,17 +9,20 @@ owner-scoped reads and compare-and-set status updates.
 from __future__ import annotations
 
 import contextlib
+import functools
 import uuid
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from time import perf_counter
+from typing import Any, TypeVar, cast
 
-from sqlalchemy import ClauseElement, bindparam, func, literal, select, text, update
+from sqlalchemy import ClauseElement, ScalarSelect, bindparam, func, literal, select, text, update
 
 from app.config import DatabaseSettings
 from app.ledger.drivers import Driver, DuplicateKey, Params, open_driver
 from app.models import FileStatus, files_table
+from app.observability import metrics
 
 _c = files_table.c
 _VISIBLE = _c.status != FileStatus.DELETED
@@ -52,6 +55,8 @@ class FileRecord:
 
 
 Records = list[FileRecord]  # (the Ledger.list method shadows `list` inside the class)
+Method = TypeVar("Method", bound=Callable[..., Awaitable[Any]])
+_TIMED: list[str] = []  # the `statement` label values: the timed Ledger methods' names
 
 
 class IdempotencyKeyTaken(Exception):
@@ -70,9 +75,10 @@ def _idempotency_race(record: FileRecord) -> Iterator[None]:
         raise IdempotencyKeyTaken from None
 
 
-def _insert_within_quota() -> ClauseElement:
+def _usage(owner_param: str) -> tuple[ScalarSelect[Any], ScalarSelect[Any]]:
+    """The owner's bytes held by pending and available files, and its pending uploads."""
     held = (literal(str(FileStatus.PENDING)), literal(str(FileStatus.AVAILABLE)))
-    owner = bindparam("owner_id", type_=_c.owner_id.type)
+    owner = bindparam(owner_param, type_=_c.owner_id.type)
     stored = (
         select(func.coalesce(func.sum(_c.size), 0))
         .where(_c.owner_id == owner, _c.status.in_(held))
@@ -83,6 +89,11 @@ def _insert_within_quota() -> ClauseElement:
         .where(_c.owner_id == owner, _c.status == literal(str(FileStatus.PENDING)))
         .scalar_subquery()
     )
+    return stored, pending
+
+
+def _insert_within_quota() -> ClauseElement:
+    stored, pending = _usage("owner_id")
     values = select(*(bindparam(name, type_=files_table.c[name].type) for name in _COLUMNS))
     values = values.where(
         stored + bindparam("size", type_=_c.size.type) <= bindparam("max_bytes"),
@@ -110,6 +121,7 @@ _STATEMENTS: dict[str, ClauseElement] = {
     # Usage is read from the ledger itself (pending and available files), so every status
     # change releases quota with no counter to keep in step.
     "insert_within_quota": _insert_within_quota(),
+    "usage": select(*_usage("owner")),
     "get_owned": _select_visible(scoped=True),
     "get_any": _select_visible(scoped=False),
     "by_idempotency_key": select(files_table).where(
@@ -161,11 +173,34 @@ _STATEMENTS: dict[str, ClauseElement] = {
 }
 
 
+def _timed(method: Method) -> Method:
+    """Time each call and count its failures, labelled with the method's name."""
+    name = method.__name__
+    _TIMED.append(name)
+
+    @functools.wraps(method)
+    async def timed(self: Ledger, /, *args: Any, **kwargs: Any) -> Any:
+        calls = self._calls[name]
+        started = perf_counter()
+        try:
+            return await method(self, *args, **kwargs)
+        except IdempotencyKeyTaken:
+            raise  # a concurrent request took the key first: answered as its replay
+        except BaseException:  # a call cancelled mid-way (a timed-out readiness check) too
+            calls.errors.inc()
+            raise
+        finally:
+            calls.duration.observe(perf_counter() - started)
+
+    return cast(Method, timed)
+
+
 class Ledger:
     """The SQL side of every use case: one statement per call, owner-scoped in SQL."""
 
     def __init__(self, driver: Driver) -> None:
         self._driver = driver
+        self._calls = {name: metrics().db_call(name) for name in _TIMED}
         self._compiled: dict[Any, tuple[str, dict[str, Any]]] = {}
         for name, statement in _STATEMENTS.items():
             self._compiled[name] = self._compile(statement)
@@ -179,11 +214,13 @@ class Ledger:
         """Release every connection."""
         await self._driver.close()
 
+    @_timed
     async def insert(self, record: FileRecord) -> None:
         """Add a new file; IdempotencyKeyTaken when its key lost a race."""
         with _idempotency_race(record):
             await self._execute("insert", {name: getattr(record, name) for name in _COLUMNS})
 
+    @_timed
     async def insert_within_quota(
         self, record: FileRecord, *, max_bytes: int, max_pending: int
     ) -> bool:
@@ -197,21 +234,33 @@ class Ledger:
             )
         return row is not None
 
+    @_timed
+    async def usage(self, owner: str) -> tuple[int, int]:
+        """The owner's bytes held by pending and available files, and its pending uploads."""
+        sql, defaults = self._compiled["usage"]
+        row = await self._driver.fetch_one(sql, self._bind({**defaults, "owner": owner}))
+        assert row is not None  # an aggregate always answers one row
+        return int(row[0]), int(row[1])
+
+    @_timed
     async def get(self, file_id: uuid.UUID, owner: str | None) -> FileRecord | None:
         """The file if it exists, is not deleted and (unless owner is None) is owner's."""
         if owner is None:
             return await self._one("get_any", {"file_id": file_id})
         return await self._one("get_owned", {"file_id": file_id, "owner": owner})
 
+    @_timed
     async def find_by_idempotency_key(self, owner: str, key: str) -> FileRecord | None:
         """The owner's file created with this Idempotency-Key, in any status."""
         return await self._one("by_idempotency_key", {"owner": owner, "key": key})
 
+    @_timed
     async def release_idempotency_key(self, owner: str, key: str, older_than: datetime) -> None:
         """Free a key whose replay window has passed, so it can name a new file."""
         params = {"owner": owner, "key": key, "older_than": older_than}
         await self._execute("release_idempotency_key", params)
 
+    @_timed
     async def transition(
         self,
         file_id: uuid.UUID,
@@ -240,23 +289,28 @@ class Ledger:
         params = {"file_id": file_id, "owner": owner, "to_status": str(to_status), **values}
         return await self._one(shape, params)
 
+    @_timed
     async def mark_purged(self, file_id: uuid.UUID, when: datetime) -> None:
         """Record that the store confirmed the object's removal."""
         await self._execute("mark_purged", {"file_id": file_id, "purged": when})
 
+    @_timed
     async def list(self, owner: str | None, *, limit: int, before: uuid.UUID | None) -> Records:
         """Visible files, newest first (UUIDv7 order), strictly older than `before`."""
         name = ("list_any" if owner is None else "list_owned") + ("_before" if before else "")
         return await self._all(name, {"owner": owner, "before": before, "limit": limit})
 
+    @_timed
     async def expire_stale(self, cutoff: datetime, limit: int) -> Records:
         """Mark up to `limit` pending uploads whose deadline is before `cutoff` expired."""
         return await self._all("expire_stale", {"cutoff": cutoff, "limit": limit})
 
+    @_timed
     async def unpurged(self, limit: int) -> Records:
         """Deleted or expired files whose object removal is not confirmed yet."""
         return await self._all("unpurged", {"limit": limit})
 
+    @_timed
     async def ping(self) -> None:
         """Raise unless the database answers a trivial query."""
         await self._execute("ping", {})

@@ -1,14 +1,15 @@
-"""Liveness and readiness probes (no authentication)."""
+"""Liveness and readiness probes and Prometheus metrics (no authentication)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Response
 
 from app.deps import StateDep
 from app.errors import NotReady, problem_responses
+from app.observability import exposition
 from app.schemas import HealthOut, ReadyOut
 
 router = APIRouter(tags=["operations"])
@@ -36,3 +37,15 @@ async def readyz(state: StateDep) -> ReadyOut:
     if failing:
         raise NotReady(f"Failing checks: {', '.join(failing)}.")
     return ReadyOut(status="ok", checks={"database": "ok", "verification_keys": "ok"})
+
+
+@router.get(
+    "/metrics",
+    summary="Prometheus metrics",
+    response_class=Response,
+    responses={200: {"description": "Prometheus text exposition", "content": {"text/plain": {}}}},
+)
+async def metrics() -> Response:
+    """Totals of every worker process of this server; reads no dependency."""
+    body, content_type = exposition()
+    return Response(body, media_type=content_type)

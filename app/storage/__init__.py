@@ -11,12 +11,14 @@ import hashlib
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from time import perf_counter
 from typing import TYPE_CHECKING, TypeVar
 
 import anyio.to_thread
 from botocore.exceptions import BotoCoreError, ClientError
 
 from app.errors import StorageUnavailable
+from app.observability import metrics
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -29,6 +31,17 @@ _MISSING_CODES = frozenset({"404", "NoSuchKey", "NotFound"})
 # Headers the signer binds into PUT URLs; a browser must be allowed to send them cross-origin.
 CORS_ALLOWED_HEADERS = ("content-type", "if-none-match", "x-amz-checksum-sha256")
 CORS_ALLOWED_METHODS = ("PUT", "POST", "GET", "HEAD")
+# The `operation` label values (and the names in log lines): Storage's own method names.
+OPERATIONS = (
+    "head",
+    "read_head",
+    "sha256",
+    "delete",
+    "create_multipart_upload",
+    "list_parts",
+    "complete_multipart_upload",
+    "abort_multipart_upload",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +68,7 @@ class Storage:
     def __init__(self, client: S3Client, bucket: str) -> None:
         self._client = client
         self._bucket = bucket
+        self._calls = {operation: metrics().storage_call(operation) for operation in OPERATIONS}
 
     async def head(self, key: str) -> ObjectInfo | None:
         """Size, type and stored SHA-256 of the object, or None if it is not there."""
@@ -74,7 +88,7 @@ class Storage:
                 checksum_sha256=head.get("ChecksumSHA256"),
             )
 
-        return await self._run("head_object", call)
+        return await self._run("head", call)
 
     async def read_head(self, key: str, length: int) -> bytes | None:
         """The first `length` bytes of the object, or None if it is not there."""
@@ -91,13 +105,11 @@ class Storage:
             with response["Body"] as body:
                 return body.read(length)
 
-        return await self._run("get_object", call)
+        return await self._run("read_head", call)
 
     async def delete(self, key: str) -> None:
         """Remove the object; removing an object that is not there is not an error."""
-        await self._run(
-            "delete_object", lambda: self._client.delete_object(Bucket=self._bucket, Key=key)
-        )
+        await self._run("delete", lambda: self._client.delete_object(Bucket=self._bucket, Key=key))
 
     async def create_multipart_upload(self, key: str, content_type: str) -> str:
         """Start a multipart upload whose object will have this type; its upload id."""
@@ -187,18 +199,24 @@ class Storage:
                     digest.update(chunk)
             return base64.b64encode(digest.digest()).decode()
 
-        return await self._run("get_object", call)
+        return await self._run("sha256", call)
 
     async def _run(self, operation: str, call: Callable[[], T]) -> T:
+        calls = self._calls[operation]
+        started = perf_counter()
         try:
             return await anyio.to_thread.run_sync(call)
         except ClientError as exc:
+            calls.errors.inc()
             # The error code says what failed; the message could quote request details.
             log.warning("s3 %s failed: %s", operation, _error_code(exc) or "ClientError")
             raise StorageUnavailable() from None
         except BotoCoreError as exc:
+            calls.errors.inc()
             log.warning("s3 %s failed: %s", operation, type(exc).__name__)
             raise StorageUnavailable() from None
+        finally:
+            calls.duration.observe(perf_counter() - started)
 
 
 def ensure_bucket(client: S3Client, bucket: str, cors_origins: Sequence[str]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import socket
 import threading
@@ -159,19 +160,49 @@ async def test_delete_while_store_is_down_leaves_an_orphan_marker(api: Api) -> N
     assert row.purged_at is None  # the cleanup job's cue that the object may still be there
 
 
+@pytest.fixture
+def root_logger_restored() -> Iterator[None]:
+    """configure_logging changes the process's root logger: put it back after the test."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    for handler in root.handlers[:]:
+        if handler not in handlers:
+            root.removeHandler(handler)
+    root.setLevel(level)
+
+
+@pytest.mark.parametrize("log_format", ["json", "text"])
+@pytest.mark.usefixtures("root_logger_restored")
 async def test_no_token_url_or_key_reaches_the_logs(
-    api: Api, s3_http: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+    api: Api,
+    s3_http: httpx.AsyncClient,
+    caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
+    log_format: str,
 ) -> None:
-    configure_logging("debug")
+    configure_logging("debug", "json" if log_format == "json" else "text")
     caplog.set_level(logging.DEBUG)
     owner = new_sub()
     file, upload = await api.upload(s3_http, owner, tiny_png(), content_type="image/png")
     await api.complete(owner, file["id"])
-    download = await api.client.get(f"/downloads/{file['id']}", headers=api.auth(owner))
+    download = await api.client.get(
+        f"/downloads/{file['id']}?disposition=inline", headers=api.auth(owner)
+    )
     await api.client.get("/files", headers={"Authorization": "Bearer garbage.token.here"})
+    exposition = (await api.client.get("/metrics")).text
 
     text = "\n".join(record.getMessage() for record in caplog.records)
+    written = capsys.readouterr().err  # the lines as our handler formatted them
     assert "issued upload url" in text  # the audit trail is there...
+    assert "issued upload url" in written
+    if log_format == "json":
+        lines = [json.loads(line) for line in written.splitlines()]
+        access = [line for line in lines if line["logger"] == "s3gate.access"]
+        routes = [line["route"] for line in access][-3:]
+        assert routes == ["/downloads/{file_id}", "/files", "/metrics"]
+        assert access[-3]["owner"] == owner
+    assert "disposition=inline" not in written  # no query string either
     secrets_seen = [
         api.auth(owner)["Authorization"].split()[1],
         upload["url"].split("X-Amz-Signature=")[1],
@@ -180,5 +211,7 @@ async def test_no_token_url_or_key_reaches_the_logs(
         "garbage.token.here",
         TEST_JWT_SECRET,
     ]
-    for secret in secrets_seen:  # ...and no secret is
+    for secret in secrets_seen:  # ...and no secret is, nor in the metrics
         assert secret not in text
+        assert secret not in written
+        assert secret not in exposition

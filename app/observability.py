@@ -1,0 +1,405 @@
+"""Prometheus metrics and the request observer (request id, access log line, HTTP metrics).
+
+Metric families are built on first use, not at import. Under `s3gate serve --workers N` (N > 1)
+PROMETHEUS_MULTIPROC_DIR names an empty directory before the workers start; each worker then
+writes its samples to files there and /metrics merges them, so whichever worker answers a
+scrape reports the totals of all.
+"""
+
+from __future__ import annotations
+
+import atexit
+import functools
+import logging
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from time import perf_counter
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+    values,
+)
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
+from starlette.routing import BaseRoute, Match
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.config import ConfigError
+from app.errors import AppError, problem_response
+from app.logs import RequestContext, bind_request, unbind_request
+
+log = logging.getLogger("s3gate.observability")
+access_log = logging.getLogger("s3gate.access")
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+HTTP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+STORAGE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+# SQLite answers in tens of microseconds, PostgreSQL in a few hundred.
+DB_BUCKETS = (
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+)
+
+URL_KINDS = ("put", "post", "part", "get")
+# What a call to POST /uploads/{id}/complete answered.
+COMPLETION_OUTCOMES = (
+    "available",  # verified now
+    "already_available",  # a repeat: answered from the ledger
+    "rejected",  # 422 upload_rejected (now, or repeated for a file rejected before)
+    "not_uploaded",  # 409 upload_incomplete: the object (or a part) is not in the store yet
+    "expired",  # 409 upload_expired
+    "not_found",  # 404
+    "error",  # 5xx: the store or the ledger failed
+)
+QUOTA_KINDS = ("bytes", "pending_uploads")
+
+UNMATCHED_ROUTE = "unmatched"
+OTHER_METHOD = "other"
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+_REQUEST_ID = re.compile(rb"[A-Za-z0-9._:-]{1,128}")
+_REQUEST_ID_HEADER = b"x-request-id"
+MAX_LOGGED_PATH = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class CallMetrics:
+    """The latency histogram and error counter of one operation (one label value)."""
+
+    duration: Histogram
+    errors: Counter
+
+
+class Metrics:
+    """Every s3gate metric, with the children for fixed label values made once."""
+
+    def __init__(self, registry: CollectorRegistry = REGISTRY) -> None:
+        self._registry = registry
+        self.http_requests = Counter(
+            "s3gate_http_requests",
+            "HTTP requests answered, by route template, method and status.",
+            ("route", "method", "status"),
+            registry=registry,
+        )
+        self.http_duration = Histogram(
+            "s3gate_http_request_duration_seconds",
+            "Time from the first byte of the request to the end of the answer.",
+            ("route", "method"),
+            buckets=HTTP_BUCKETS,
+            registry=registry,
+        )
+        urls_issued = Counter(
+            "s3gate_urls_issued",
+            "Presigned URLs handed out: put, post (form), part (multipart) and get.",
+            ("kind",),
+            registry=registry,
+        )
+        completions = Counter(
+            "s3gate_completions",
+            "Calls to complete an upload, by what they answered.",
+            ("outcome",),
+            registry=registry,
+        )
+        self._storage_duration = Histogram(
+            "s3gate_storage_call_duration_seconds",
+            "Object store calls, including the wait for a worker thread.",
+            ("operation",),
+            buckets=STORAGE_BUCKETS,
+            registry=registry,
+        )
+        self._storage_errors = Counter(
+            "s3gate_storage_errors",
+            "Object store calls that failed (answered 503 storage_unavailable).",
+            ("operation",),
+            registry=registry,
+        )
+        self._db_duration = Histogram(
+            "s3gate_db_call_duration_seconds",
+            "Ledger statements, by the Ledger method that ran them.",
+            ("statement",),
+            buckets=DB_BUCKETS,
+            registry=registry,
+        )
+        self._db_errors = Counter(
+            "s3gate_db_errors",
+            "Ledger statements that failed (the database refused, dropped or timed out).",
+            ("statement",),
+            registry=registry,
+        )
+        self.rate_limited = Counter(
+            "s3gate_rate_limited",
+            "Requests refused with 429 by the per-owner rate limit.",
+            registry=registry,
+        )
+        quota_refusals = Counter(
+            "s3gate_quota_refusals",
+            "Uploads refused with 403 quota_exceeded, by the quota that was full.",
+            ("kind",),
+            registry=registry,
+        )
+        self.workers = Gauge(
+            "s3gate_workers",
+            "Worker processes serving the API (live ones, summed over the server's workers).",
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
+        # Made up front: the series exist (at 0) before the first event, so rate() sees it.
+        self.urls_issued = {kind: urls_issued.labels(kind) for kind in URL_KINDS}
+        self.completions = {outcome: completions.labels(outcome) for outcome in COMPLETION_OUTCOMES}
+        self.quota_refusals = {kind: quota_refusals.labels(kind) for kind in QUOTA_KINDS}
+        self._http: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
+        self._calls: dict[tuple[str, str], CallMetrics] = {}
+
+        directory = os.environ.get(MULTIPROC_ENV)
+        self.multiprocess_dir: str | None = None
+        self._merged: CollectorRegistry | None = None
+        if directory and getattr(values.ValueClass, "_multiprocess", False):
+            self.multiprocess_dir = directory
+            self._merged = CollectorRegistry()
+            MultiProcessCollector(self._merged, path=directory)  # type: ignore[no-untyped-call]
+        elif directory:
+            log.warning(
+                "%s was set after prometheus_client was imported; /metrics reports this "
+                "process only",
+                MULTIPROC_ENV,
+            )
+
+    def http(self, route: str, method: str, status: int) -> tuple[Counter, Histogram]:
+        """The request counter and latency histogram children for one label combination."""
+        key = (route, method, status)
+        children = self._http.get(key)
+        if children is None:
+            children = (
+                self.http_requests.labels(route, method, str(status)),
+                self.http_duration.labels(route, method),
+            )
+            self._http[key] = children
+        return children
+
+    def storage_call(self, operation: str) -> CallMetrics:
+        return self._call("storage", operation)
+
+    def db_call(self, statement: str) -> CallMetrics:
+        return self._call("db", statement)
+
+    def _call(self, kind: str, name: str) -> CallMetrics:
+        calls = self._calls.get((kind, name))
+        if calls is None:
+            duration, errors = (
+                (self._storage_duration, self._storage_errors)
+                if kind == "storage"
+                else (self._db_duration, self._db_errors)
+            )
+            calls = CallMetrics(duration.labels(name), errors.labels(name))
+            self._calls[(kind, name)] = calls
+        return calls
+
+    def exposition(self) -> bytes:
+        """The text exposition: this process's registry, or every worker's files merged."""
+        if self._merged is None or self.multiprocess_dir is None:
+            return generate_latest(self._registry)
+        _forget_dead_workers(self.multiprocess_dir)
+        return generate_latest(self._merged)
+
+
+@functools.cache
+def metrics() -> Metrics:
+    """This process's metrics (built on first use)."""
+    # No `*_created` series: they double the exposition and only single-process mode has them.
+    disable_created_metrics()  # type: ignore[no-untyped-call]
+    return Metrics()
+
+
+def exposition() -> tuple[bytes, str]:
+    """The body and content type of a /metrics answer."""
+    return metrics().exposition(), CONTENT_TYPE_LATEST
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: the pid was reused, so ours is gone
+        return False
+    return True
+
+
+def _forget_dead_workers(directory: str) -> None:
+    # A worker that exits cleanly marks itself dead (worker_stopped); one that was killed
+    # cannot, so its live gauges are dropped here. Its counters stay: totals never go back.
+    for path in Path(directory).glob("gauge_live*_*.db"):
+        pid = path.stem.rsplit("_", 1)[-1]
+        if pid.isdigit() and not _pid_alive(int(pid)):
+            mark_process_dead(int(pid), directory)  # type: ignore[no-untyped-call]
+
+
+def worker_started() -> None:
+    """Count this process among the live workers."""
+    metrics().workers.inc()
+
+
+def worker_stopped() -> None:
+    """The reverse of worker_started, at shutdown."""
+    current = metrics()
+    current.workers.dec()
+    if current.multiprocess_dir is not None:
+        mark_process_dead(os.getpid(), current.multiprocess_dir)  # type: ignore[no-untyped-call]
+
+
+def share_metrics_between_workers(workers: int) -> str | None:
+    """Before uvicorn starts `workers` processes: point PROMETHEUS_MULTIPROC_DIR at an existing,
+    empty directory (a new private temp dir, removed at exit, unless the variable names one);
+    the directory, or None when one process serves alone with its own registry."""
+    configured = os.environ.get(MULTIPROC_ENV, "").strip()
+    if configured:
+        path = Path(configured)
+        try:
+            path.mkdir(mode=0o700, parents=True, exist_ok=True)
+            for stale in path.glob("*.db"):  # a previous run's samples would add to ours
+                stale.unlink()
+        except OSError as exc:
+            raise ConfigError(
+                f"{MULTIPROC_ENV}: cannot use {configured} ({exc.strerror})"
+            ) from None
+        return configured
+    os.environ.pop(MULTIPROC_ENV, None)  # set but empty would mean "the working directory"
+    if workers <= 1:
+        return None
+    # tempfile honours TMPDIR: on a read-only root filesystem that is the writable tmpfs.
+    created = tempfile.mkdtemp(prefix="s3gate-metrics-")
+    os.environ[MULTIPROC_ENV] = created
+    atexit.register(shutil.rmtree, created, ignore_errors=True)
+    return created
+
+
+def _incoming_request_id(headers: Iterable[tuple[bytes, bytes]]) -> bytes | None:
+    for name, value in headers:
+        if name == _REQUEST_ID_HEADER:
+            return value if _REQUEST_ID.fullmatch(value) else None
+    return None
+
+
+def _route_for(scope: Scope) -> BaseRoute | None:
+    """The route the router chose without saying so (a mount), or would have chosen for a
+    request answered before routing (the body limit's 413)."""
+    if "app_root_path" in scope:  # a mount moved root_path to its own prefix: match as the app
+        scope = {**scope, "root_path": scope["app_root_path"]}
+    app = scope.get("app")
+    partial = None
+    for route in getattr(app, "routes", ()):
+        match, _ = route.matches(scope)
+        if match is Match.FULL:
+            return route  # type: ignore[no-any-return]
+        if match is Match.PARTIAL and partial is None:
+            partial = route
+    return partial
+
+
+class RequestObserver:
+    """Pure ASGI: gives each request an id (the caller's X-Request-ID when well-formed),
+    echoes it on every answer, counts and times the request by route template, and writes
+    the `s3gate.access` line. Sits outside the body limit (its 413s get an id too) and inside
+    CORS.
+
+    Logged: method, route template, path without the query string, status, duration, owner
+    and client address. Never headers, the query string or bodies (tokens, signed URLs).
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self._metrics = metrics()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = perf_counter()
+        raw_id = _incoming_request_id(scope["headers"])
+        if raw_id is None:
+            request_id = os.urandom(16).hex()
+            raw_id = request_id.encode()
+        else:
+            request_id = raw_id.decode()
+        id_header = (_REQUEST_ID_HEADER, raw_id)
+        context = RequestContext(request_id)
+        token = bind_request(context)
+        status = 0
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", ()), id_header]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        except Exception:
+            if not status:
+                # Starlette's outermost middleware answers unhandled errors past this one; the
+                # same problem+json answered here carries the id. (The error is still logged
+                # by errors._on_unexpected, within this request's context.)
+                await problem_response(AppError())(scope, receive, send_with_id)
+            self._observe(scope, status, perf_counter() - started, context)
+            raise  # with the request still bound: the error's log lines carry its id
+        self._observe(scope, status, perf_counter() - started, context)
+        unbind_request(token)
+
+    def _observe(self, scope: Scope, status: int, seconds: float, context: RequestContext) -> None:
+        status = status or 500
+        route = scope.get("route")
+        if route is None and status != 404:
+            route = _route_for(scope)
+        template: str = (
+            getattr(route, "path_format", None) or getattr(route, "path", None) or UNMATCHED_ROUTE
+        )
+        method = scope["method"]
+        counter, histogram = self._metrics.http(
+            template, method if method in _METHODS else OTHER_METHOD, status
+        )
+        counter.inc()
+        histogram.observe(seconds)
+        if access_log.isEnabledFor(logging.INFO):
+            client = scope.get("client")
+            access_log.info(
+                "%s %s %s",
+                method,
+                template,
+                status,
+                extra={
+                    "fields": {
+                        "method": method,
+                        "route": template,
+                        "path": scope["path"][:MAX_LOGGED_PATH],
+                        "status": status,
+                        "duration_ms": round(seconds * 1000, 3),
+                        "owner": context.owner,
+                        "client_ip": client[0] if client else None,
+                    }
+                },
+            )

@@ -1,0 +1,212 @@
+"""The request observer, the log formats and the multiprocess metrics directory, in isolation."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import subprocess
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from prometheus_client import CollectorRegistry
+
+from app import observability
+from app.config import ConfigError
+from app.errors import PROBLEM_JSON, install_error_handlers
+from app.logs import RequestContext, bind_request, log_handler, unbind_request
+from app.middleware import BodyLimitMiddleware
+from app.observability import (
+    MULTIPROC_ENV,
+    Metrics,
+    RequestObserver,
+    share_metrics_between_workers,
+)
+
+
+@pytest.fixture
+def captured() -> Iterator[io.StringIO]:
+    buffer = io.StringIO()
+    handler = log_handler("json", stream=buffer)
+    root = logging.getLogger()
+    level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    yield buffer
+    root.removeHandler(handler)
+    root.setLevel(level)
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[httpx.AsyncClient]:
+    app = FastAPI()
+    install_error_handlers(app)
+
+    @app.get("/boom/{thing}")
+    async def boom(thing: str) -> None:
+        raise RuntimeError(f"secret-{thing}")
+
+    app.add_middleware(BodyLimitMiddleware)
+    app.add_middleware(RequestObserver)
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        yield client
+
+
+async def test_an_unhandled_error_answers_500_with_the_id_its_log_line_carries(
+    client: httpx.AsyncClient, captured: io.StringIO
+) -> None:
+    answer = await client.get("/boom/x", headers={"X-Request-ID": "r-500"})
+    assert answer.status_code == 500
+    assert answer.headers["content-type"] == PROBLEM_JSON
+    assert answer.json()["code"] == "internal_error"
+    assert answer.headers["x-request-id"] == "r-500"
+    lines = [json.loads(line) for line in captured.getvalue().splitlines()]
+    (error,) = [line for line in lines if line["logger"] == "s3gate.errors"]
+    assert error["request_id"] == "r-500"
+    assert "/boom/{thing}" in error["message"]
+    (access,) = [line for line in lines if line["logger"] == "s3gate.access"]
+    assert (access["route"], access["status"], access["request_id"]) == (
+        "/boom/{thing}",
+        500,
+        "r-500",
+    )
+
+
+@pytest.mark.parametrize(
+    ("sent", "kept"),
+    [
+        ("a" * 128, True),
+        ("A-z_0.9:x", True),
+        ("a" * 129, False),
+        ("a b", False),
+        ("a/b", False),
+        ("", False),
+    ],
+)
+async def test_an_incoming_request_id_is_kept_only_when_well_formed(
+    client: httpx.AsyncClient, sent: str, kept: bool
+) -> None:
+    answer = await client.get("/nowhere", headers={"X-Request-ID": sent})
+    echoed = answer.headers["x-request-id"]
+    assert (echoed == sent) is kept
+    if not kept:
+        assert len(echoed) == 32
+        assert int(echoed, 16) >= 0
+
+
+def test_json_lines_stay_one_line_and_carry_fields_and_exceptions() -> None:
+    buffer = io.StringIO()
+    logger = logging.getLogger("s3gate.test.json")
+    logger.addHandler(log_handler("json", stream=buffer))
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    token = bind_request(RequestContext("rid-1", owner="alice"))
+    try:
+        logger.info("forged\nline", extra={"fields": {"path": "/a\nb", "status": 200}})
+        try:
+            raise ValueError("boom")
+        except ValueError:
+            logger.exception("failed")
+    finally:
+        unbind_request(token)
+    logger.info("outside a request")
+    first, second, third = (json.loads(line) for line in buffer.getvalue().splitlines())
+    assert first["message"] == "forged\nline"
+    assert (first["path"], first["status"], first["request_id"]) == ("/a\nb", 200, "rid-1")
+    assert second["level"] == "error"
+    assert "ValueError: boom" in second["exception"]
+    assert third["request_id"] is None
+
+
+def test_text_lines_escape_fields_and_name_the_request() -> None:
+    buffer = io.StringIO()
+    logger = logging.getLogger("s3gate.test.text")
+    logger.addHandler(log_handler("text", stream=buffer))
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    token = bind_request(RequestContext("rid-2"))
+    try:
+        logger.info("GET /x 200", extra={"fields": {"path": "/a\nb", "owner": None}})
+    finally:
+        unbind_request(token)
+    (line,) = buffer.getvalue().splitlines()
+    assert line.endswith(
+        'INFO s3gate.test.text GET /x 200 request_id=rid-2 path="/a\\nb" owner=null'
+    )
+
+
+def test_a_configured_directory_is_created_or_emptied_of_samples(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    directory = tmp_path / "metrics"
+    monkeypatch.setenv(MULTIPROC_ENV, str(directory))
+    assert share_metrics_between_workers(1) == str(directory)
+    assert directory.is_dir()
+    (directory / "counter_123.db").write_bytes(b"old")
+    (directory / "keep.txt").write_text("not ours")
+    assert share_metrics_between_workers(4) == str(directory)
+    assert [p.name for p in directory.iterdir()] == ["keep.txt"]
+
+
+def test_an_unusable_directory_stops_startup_naming_the_variable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    taken = tmp_path / "a-file"
+    taken.write_text("")
+    monkeypatch.setenv(MULTIPROC_ENV, str(taken))
+    with pytest.raises(ConfigError, match=MULTIPROC_ENV):
+        share_metrics_between_workers(2)
+
+
+def test_several_workers_get_a_private_temp_directory_removed_at_exit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setattr("tempfile.tempdir", None)  # tempfile caches TMPDIR
+    monkeypatch.setenv(MULTIPROC_ENV, "")  # set but empty means unset (not the working dir)
+    at_exit: list[tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]] = []
+    monkeypatch.setattr(
+        observability.atexit, "register", lambda f, *a, **k: at_exit.append((f, a, k))
+    )
+    assert share_metrics_between_workers(1) is None
+    assert MULTIPROC_ENV not in os.environ
+
+    created = share_metrics_between_workers(2)
+    assert created is not None
+    assert Path(created).parent == tmp_path
+    assert os.environ[MULTIPROC_ENV] == created
+    assert Path(created).stat().st_mode & 0o077 == 0
+    (remove, args, kwargs) = at_exit[0]
+    remove(*args, **kwargs)
+    assert not Path(created).exists()
+
+
+def test_a_scrape_forgets_the_live_gauges_of_dead_workers(tmp_path: Path) -> None:
+    dead = subprocess.Popen(["true"])
+    dead.wait()  # exited and reaped: its pid names no process
+    for pid in (dead.pid, os.getpid()):
+        (tmp_path / f"gauge_livesum_{pid}.db").write_bytes(b"")
+        (tmp_path / f"counter_{pid}.db").write_bytes(b"")
+    observability._forget_dead_workers(str(tmp_path))
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [f"gauge_livesum_{os.getpid()}.db", f"counter_{dead.pid}.db", f"counter_{os.getpid()}.db"]
+    )
+
+
+def test_a_directory_set_too_late_is_reported_not_half_used(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # In this process prometheus_client was imported without the variable: values are per
+    # process, so /metrics must not read an (empty) directory instead.
+    monkeypatch.setenv(MULTIPROC_ENV, str(tmp_path))
+    metrics = Metrics(CollectorRegistry())
+    assert metrics.multiprocess_dir is None
+    assert MULTIPROC_ENV in caplog.text
+    metrics.urls_issued["get"].inc()
+    assert b's3gate_urls_issued_total{kind="get"} 1.0' in metrics.exposition()
