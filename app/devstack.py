@@ -68,7 +68,8 @@ def weed_binary() -> str:
     return found
 
 
-def _free_ports(count: int) -> list[int]:
+def free_ports(count: int) -> list[int]:
+    """`count` distinct ports free on 127.0.0.1 right now (held together while chosen)."""
     sockets = []
     try:
         for _ in range(count):
@@ -126,7 +127,7 @@ def embedded_s3(state_dir: Path, *, access_key: str, secret_key: str) -> Iterato
     }
     config_path.write_text(json.dumps(identities))
     config_path.chmod(0o600)
-    ports = _free_ports(2 * len(_PORT_FLAGS))
+    ports = free_ports(2 * len(_PORT_FLAGS))
     port_args = []
     for index, name in enumerate(_PORT_FLAGS):
         port_args += [

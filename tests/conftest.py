@@ -6,6 +6,8 @@ the ledger runs on SQLite and on PostgreSQL through the parametrised `database_u
 
 from __future__ import annotations
 
+import io
+import logging
 import os
 import secrets
 from collections.abc import AsyncIterator, Iterator
@@ -21,6 +23,7 @@ from sqlalchemy.engine import make_url
 from app.config import Settings
 from app.db import run_migrations
 from app.devstack import EmbeddedS3, embedded_s3
+from app.logs import log_handler
 from app.models import files_table
 from tests.support import TEST_JWT_SECRET, Api, running_app, sql_engine
 
@@ -190,3 +193,17 @@ async def s3_http() -> AsyncIterator[httpx.AsyncClient]:
     """A plain HTTP client, as a browser or mobile app would use against the store."""
     async with httpx.AsyncClient(timeout=10) as client:
         yield client
+
+
+@pytest.fixture
+def json_log() -> Iterator[io.StringIO]:
+    """s3gate's JSON log handler on the root logger at INFO, writing to a buffer."""
+    buffer = io.StringIO()
+    handler = log_handler("json", stream=buffer)
+    root = logging.getLogger()
+    level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    yield buffer
+    root.removeHandler(handler)
+    root.setLevel(level)

@@ -6,7 +6,7 @@ import base64
 import contextlib
 import hashlib
 import os
-import socket
+import subprocess
 import sys
 import time
 import uuid
@@ -22,7 +22,7 @@ from sqlalchemy import Engine, NullPool, create_engine
 from app.auth import mint_token
 from app.config import Settings
 from app.db import sync_url
-from app.devstack import EmbeddedS3
+from app.devstack import EmbeddedS3, free_ports
 from app.main import create_app
 
 TEST_JWT_SECRET = "test-secret-" + "x" * 40
@@ -144,10 +144,7 @@ S3GATE = str(Path(sys.executable).parent / "s3gate")
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    return free_ports(1)[0]
 
 
 def clean_env(**extra: str) -> dict[str, str]:
@@ -185,3 +182,19 @@ def answers(url: str) -> bool:
         return httpx.get(url, timeout=1).status_code == 200
     except httpx.HTTPError:
         return False
+
+
+def start_s3gate(
+    *args: str, env: dict[str, str], cwd: Path, stdout: Any = subprocess.PIPE
+) -> subprocess.Popen[str]:
+    """Start `s3gate ARGS` in its own process group (stop it with os.killpg), stderr merged
+    into `stdout`."""
+    return subprocess.Popen(
+        [S3GATE, *args],
+        env=env,
+        cwd=cwd,
+        text=True,
+        stdout=stdout,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )

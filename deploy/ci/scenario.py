@@ -26,7 +26,6 @@ import random
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -43,7 +42,7 @@ import psycopg
 from sqlalchemy.engine import make_url
 
 from app.auth import mint_token
-from app.devstack import EmbeddedS3, embedded_s3
+from app.devstack import EmbeddedS3, embedded_s3, free_ports
 
 REPO = Path(__file__).resolve().parents[2]
 HOST = "127.0.0.1"
@@ -61,19 +60,6 @@ class ScenarioError(Exception):
 
 def sha256_b64(data: bytes) -> str:
     return base64.b64encode(hashlib.sha256(data).digest()).decode()
-
-
-def free_ports(count: int) -> list[int]:
-    sockets = []
-    try:
-        for _ in range(count):
-            sock = socket.socket()
-            sock.bind((HOST, 0))
-            sockets.append(sock)
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
 
 
 def log(message: str) -> None:

@@ -27,6 +27,7 @@ from tests.support import (
     free_port,
     new_sub,
     s3gate_env,
+    start_s3gate,
     wait_until,
 )
 
@@ -125,14 +126,8 @@ def start_demo(
             **settings,
         )
         subprocess.run([S3GATE, "migrate"], env=env, check=True, capture_output=True)
-        process = subprocess.Popen(
-            [S3GATE, "serve", "--port", str(port)],
-            env=env,
-            cwd=workdir,
-            text=True,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
+        process = start_s3gate(
+            "serve", "--port", str(port), env=env, cwd=workdir, stdout=subprocess.DEVNULL
         )
         started.append(process)
         api = f"http://127.0.0.1:{port}"

@@ -29,6 +29,7 @@ from tests.support import (
     s3gate_env,
     sha256_b64,
     sql_engine,
+    start_s3gate,
     tiny_png,
     wait_until,
 )
@@ -47,15 +48,7 @@ def _serve(
         s3_server, bucket, S3GATE_DATABASE_URL=f"sqlite:///{tmp_path / 'ledger.db'}", **settings
     )
     subprocess.run([S3GATE, "migrate"], env=env, check=True, capture_output=True, cwd=tmp_path)
-    server = subprocess.Popen(
-        [S3GATE, "serve", "--port", str(port)],
-        env=env,
-        cwd=tmp_path,
-        text=True,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    server = start_s3gate("serve", "--port", str(port), env=env, cwd=tmp_path)
     reaper.append(server)
     api = f"http://127.0.0.1:{port}"
     wait_until(lambda: answers(f"{api}/readyz"))
@@ -170,14 +163,14 @@ def test_dev_command_serves_everything_and_ctrl_c_stops_it(
     tmp_path: Path, process_reaper: list[subprocess.Popen[str]]
 ) -> None:
     port = free_port()
-    dev = subprocess.Popen(
-        [S3GATE, "dev", "--port", str(port), "--state-dir", str(tmp_path / "state")],
+    dev = start_s3gate(
+        "dev",
+        "--port",
+        str(port),
+        "--state-dir",
+        str(tmp_path / "state"),
         env=clean_env(),
         cwd=tmp_path,
-        text=True,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
     )
     process_reaper.append(dev)
     assert dev.stdout is not None

@@ -7,11 +7,9 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
-import httpx
 import psycopg
 import pytest
 from alembic.script import ScriptDirectory
@@ -21,39 +19,19 @@ from sqlalchemy.engine import make_url
 from app import serving
 from app.db import MIGRATION_LOCK_KEY, alembic_config
 from app.devstack import EmbeddedS3
-from tests.support import TEST_JWT_SECRET, Api, sql_engine
+from tests.support import (
+    S3GATE,
+    Api,
+    answers,
+    clean_env,
+    free_port,
+    s3gate_env,
+    sql_engine,
+    start_s3gate,
+    wait_until,
+)
 
-S3GATE = str(Path(sys.executable).parent / "s3gate")
 CONCURRENT_MIGRATIONS = 6
-
-
-def _clean_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("S3GATE_", "AWS_"))}
-    env.update(extra)
-    return env
-
-
-def _wait_until(predicate: object, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():  # type: ignore[operator]
-            return
-        time.sleep(0.1)
-    raise AssertionError("timed out")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _answers(url: str) -> bool:
-    try:
-        return httpx.get(url, timeout=1).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 @pytest.mark.parametrize("empty_database_url", [pytest.param("postgres")], indirect=True)
@@ -68,7 +46,7 @@ def test_concurrent_migrate_commands_take_turns_and_all_succeed(empty_database_u
         migrations = [
             subprocess.Popen(
                 [S3GATE, "migrate"],
-                env=_clean_env(S3GATE_DATABASE_URL=empty_database_url),
+                env=clean_env(S3GATE_DATABASE_URL=empty_database_url),
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
                 text=True,
@@ -84,7 +62,7 @@ def test_concurrent_migrate_commands_take_turns_and_all_succeed(empty_database_u
             return row is not None and row[0] == CONCURRENT_MIGRATIONS
 
         try:
-            _wait_until(all_waiting, timeout=60)
+            wait_until(all_waiting, timeout=60)
         finally:
             holder.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK_KEY,))
             holder.commit()
@@ -105,32 +83,20 @@ def test_concurrent_migrate_commands_take_turns_and_all_succeed(empty_database_u
 def _start_serving(
     tmp_path: Path, s3_server: EmbeddedS3, bucket: str, **settings: str
 ) -> tuple[str, subprocess.Popen[str]]:
-    port = _free_port()
-    env = _clean_env(
+    port = free_port()
+    env = s3gate_env(
+        s3_server,
+        bucket,
         # A ledger nobody migrated: S3GATE_MIGRATE_ON_START does it.
         S3GATE_DATABASE_URL=f"sqlite:///{tmp_path / 'ledger.db'}",
-        S3GATE_S3_BUCKET=bucket,
-        S3GATE_S3_ENDPOINT_URL=s3_server.endpoint_url,
-        S3GATE_S3_ADDRESSING_STYLE="path",
-        S3GATE_JWT_SECRET=TEST_JWT_SECRET,
         S3GATE_PORT=str(port),
         S3GATE_MIGRATE_ON_START="true",
-        AWS_ACCESS_KEY_ID=s3_server.access_key,
-        AWS_SECRET_ACCESS_KEY=s3_server.secret_key,
         **settings,
     )
-    server = subprocess.Popen(
-        [S3GATE, "serve"],
-        env=env,
-        cwd=tmp_path,
-        text=True,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    server = start_s3gate("serve", env=env, cwd=tmp_path)
     api = f"http://127.0.0.1:{port}"
     try:
-        _wait_until(lambda: _answers(f"{api}/healthz"))
+        wait_until(lambda: answers(f"{api}/healthz"))
     except AssertionError:
         os.killpg(server.pid, signal.SIGKILL)
         raise AssertionError(server.communicate()[0]) from None

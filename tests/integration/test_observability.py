@@ -5,13 +5,11 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-import logging
 import os
 import re
 import signal
 import subprocess
 import uuid
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -22,7 +20,6 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 
 from app.devstack import EmbeddedS3
-from app.logs import log_handler
 from tests.support import (
     S3GATE,
     Api,
@@ -32,6 +29,7 @@ from tests.support import (
     running_app,
     s3gate_env,
     sha256_b64,
+    start_s3gate,
     tiny_png,
     wait_until,
 )
@@ -83,20 +81,6 @@ class Delta:
 
     def __call__(self, name: str, **labels: str) -> float:
         return value(self.after, name, **labels) - value(self.before, name, **labels)
-
-
-@pytest.fixture
-def json_log() -> Iterator[io.StringIO]:
-    """Our JSON handler on the root logger at INFO, writing to a buffer."""
-    buffer = io.StringIO()
-    handler = log_handler("json", stream=buffer)
-    root = logging.getLogger()
-    level = root.level
-    root.addHandler(handler)
-    root.setLevel(logging.INFO)
-    yield buffer
-    root.removeHandler(handler)
-    root.setLevel(level)
 
 
 def log_lines(buffer: io.StringIO) -> list[dict[str, Any]]:
@@ -460,13 +444,8 @@ def test_several_workers_report_the_same_totals_whicheveranswers(
     subprocess.run([S3GATE, "migrate"], env=env, check=True, capture_output=True, cwd=tmp_path)
     output = tmp_path / "server.log"
     with output.open("w") as sink:
-        server = subprocess.Popen(
-            [S3GATE, "serve", "--port", str(port), "--workers", "2"],
-            env=env,
-            cwd=tmp_path,
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
+        server = start_s3gate(
+            "serve", "--port", str(port), "--workers", "2", env=env, cwd=tmp_path, stdout=sink
         )
     api = f"http://127.0.0.1:{port}"
     try:

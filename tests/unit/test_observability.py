@@ -7,7 +7,7 @@ import json
 import logging
 import os
 import subprocess
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,19 +30,6 @@ from app.observability import (
 
 
 @pytest.fixture
-def captured() -> Iterator[io.StringIO]:
-    buffer = io.StringIO()
-    handler = log_handler("json", stream=buffer)
-    root = logging.getLogger()
-    level = root.level
-    root.addHandler(handler)
-    root.setLevel(logging.INFO)
-    yield buffer
-    root.removeHandler(handler)
-    root.setLevel(level)
-
-
-@pytest.fixture
 async def client() -> AsyncIterator[httpx.AsyncClient]:
     app = FastAPI()
     install_error_handlers(app)
@@ -59,14 +46,14 @@ async def client() -> AsyncIterator[httpx.AsyncClient]:
 
 
 async def test_an_unhandled_error_answers_500_with_the_id_its_log_line_carries(
-    client: httpx.AsyncClient, captured: io.StringIO
+    client: httpx.AsyncClient, json_log: io.StringIO
 ) -> None:
     answer = await client.get("/boom/x", headers={"X-Request-ID": "r-500"})
     assert answer.status_code == 500
     assert answer.headers["content-type"] == PROBLEM_JSON
     assert answer.json()["code"] == "internal_error"
     assert answer.headers["x-request-id"] == "r-500"
-    lines = [json.loads(line) for line in captured.getvalue().splitlines()]
+    lines = [json.loads(line) for line in json_log.getvalue().splitlines()]
     (error,) = [line for line in lines if line["logger"] == "s3gate.errors"]
     assert error["request_id"] == "r-500"
     assert "/boom/{thing}" in error["message"]
