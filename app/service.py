@@ -194,18 +194,25 @@ class FileService:
     def _handed_out(self, ticket: UploadTicket) -> UploadTicket:
         # The audit line is written (and the URL counted) when a URL leaves, not when it is
         # signed: a refused create (quota, lost race) signs one that nobody ever sees.
-        log.info(
-            "issued upload url file=%s owner=%s method=%s expires=%s",
-            ticket.file.id,
-            ticket.file.owner_id,
-            ticket.file.upload_method,
-            ticket.upload.expires_at,
-        )
-        if isinstance(ticket.upload, PresignedPost):
-            self._metrics.urls_issued["post"].inc()
-        elif isinstance(ticket.upload, PresignedRequest):
-            self._metrics.urls_issued["put"].inc()
-        # (A multipart plan carries no URL: its part URLs are counted as they are signed.)
+        if isinstance(ticket.upload, PresignedPost | PresignedRequest):
+            log.info(
+                "issued upload url file=%s owner=%s method=%s expires=%s",
+                ticket.file.id,
+                ticket.file.owner_id,
+                ticket.file.upload_method,
+                ticket.upload.expires_at,
+            )
+            kind = "post" if isinstance(ticket.upload, PresignedPost) else "put"
+            self._metrics.urls_issued[kind].inc()
+        else:
+            # A multipart plan carries no URL: its part URLs are logged and counted as signed.
+            log.info(
+                "created multipart upload file=%s owner=%s parts=%d deadline=%s",
+                ticket.file.id,
+                ticket.file.owner_id,
+                ticket.upload.part_count,
+                ticket.upload.expires_at,
+            )
         return ticket
 
     async def create_upload(

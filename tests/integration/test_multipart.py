@@ -4,6 +4,7 @@ store's own state, server-side completion, whole-file checksum, abort and reapin
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -209,3 +210,21 @@ def test_part_plans_stay_within_s3_limits(size: int) -> None:
     assert len(sizes) <= 10_000
     assert all(5 * MIB <= s <= 5 * 1024**3 for s in sizes[:-1])
     assert 0 < sizes[-1] <= part_size
+
+
+async def test_audit_log_accounts_for_the_plan_and_each_part_url(
+    api: Api, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="s3gate.audit")
+    owner = new_sub()
+    created = await _create(api, owner, os.urandom(1024))  # one part
+    file_id = created["file"]["id"]
+    assert (await _part_urls(api, owner, file_id, [1])).status_code == 200
+    lines = [r.getMessage() for r in caplog.records if file_id in r.getMessage()]
+    # The plan carries no URL, so it is no "issued upload url"; the part URLs are.
+    assert [line.split(" file=")[0] for line in lines] == [
+        "created multipart upload",
+        "issued part urls",
+    ]
+    assert "parts=1" in lines[0]
+    assert "parts=1" in lines[1]
