@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import uvicorn
 
 from app.auth import TokenVerifier, mint_token
-from app.config import AuthSettings, ConfigError, DatabaseSettings, Settings, load_settings
+from app.config import AuthSettings, ConfigError, MigrateSettings, Settings, load_settings
 from app.db import run_migrations
 from app.logs import configure_logging, logging_config
 from app.serving import run_server
@@ -58,8 +58,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_migrate(_: argparse.Namespace) -> int:
-    settings = load_settings(DatabaseSettings)
-    configure_logging("info")
+    settings = load_settings(MigrateSettings)
+    configure_logging(settings.log_level, settings.log_format)
     run_migrations(settings.database_url)
     print("ledger schema is up to date")
     return 0

@@ -65,6 +65,20 @@ class DatabaseSettings(BaseSettings):
     database_pool_size: int = Field(default=10, ge=1, le=200)
 
 
+class LoggingSettings(BaseSettings):
+    """How every command logs: lines (one per request in `s3gate.access`, plus audit and
+    errors) as JSON objects on stderr, or `text` for a terminal."""
+
+    model_config = _MODEL_CONFIG
+
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["json", "text"] = "json"
+
+
+class MigrateSettings(DatabaseSettings, LoggingSettings):
+    """What `s3gate migrate` reads."""
+
+
 class AuthSettings(BaseSettings):
     """What it takes to verify (and, in development, mint) the callers' JWTs."""
 
@@ -175,7 +189,7 @@ class AuthSettings(BaseSettings):
         return self
 
 
-class Settings(DatabaseSettings, AuthSettings):
+class Settings(DatabaseSettings, LoggingSettings, AuthSettings):
     """Everything `s3gate serve` needs."""
 
     s3_bucket: str
@@ -232,11 +246,6 @@ class Settings(DatabaseSettings, AuthSettings):
     # client at /client/s3gate.js is always served.
     demo: bool = False
     root_path: str = ""
-    log_level: Literal["debug", "info", "warning", "error"] = "info"
-
-    # Observability: log lines (one per request in `s3gate.access`, plus audit and errors) as
-    # JSON objects on stderr, or `text` for a terminal. Metrics are always at /metrics.
-    log_format: Literal["json", "text"] = "json"
 
     # Deployment: how `s3gate serve` runs, so a container is configured by its environment
     # (command-line flags win). Proxy headers are trusted only from the listed addresses or

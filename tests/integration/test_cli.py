@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import importlib.util
 import os
 import re
@@ -129,6 +130,9 @@ def test_migrate_command_creates_the_ledger(tmp_path: Path) -> None:
     with engine.connect() as conn:
         assert "files" in inspect(conn).get_table_names()
     engine.dispose()
+    # Logs in the deployment's format (JSON by default), like `serve`.
+    lines = [json.loads(line) for line in result.stderr.splitlines()]
+    assert any(line["message"].startswith("Running upgrade") for line in lines)
 
 
 def test_serve_runs_the_api_over_real_http(
