@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -412,3 +413,9 @@ def test_a_key_that_cannot_serve_the_algorithm_stops_app_creation(public_pem: st
     with pytest.raises(ConfigError, match="S3GATE_JWT_PUBLIC_KEY") as refused:
         create_app(settings)
     assert "BEGIN" not in str(refused.value)
+
+
+def test_env_example_lists_every_setting_and_nothing_else() -> None:
+    example = (Path(__file__).resolve().parents[2] / ".env.example").read_text()
+    listed = set(re.findall(r"^#?\s*(S3GATE_[A-Z0-9_]+)=", example, re.MULTILINE))
+    assert listed == {f"S3GATE_{name.upper()}" for name in Settings.model_fields}
