@@ -264,3 +264,36 @@ def _resume_records(page: Any) -> int:
         "Object.keys(localStorage).filter((k) => k.startsWith('s3gate.upload.v1:')).length"
     )
     return count
+
+
+def test_a_put_refused_with_403_is_retried_with_a_fresh_url(
+    demo: DemoServer, page: Any, sub: str, tmp_path: Path
+) -> None:
+    # S3 answers 403 to a URL that expired (or to a clock that ran past it): the client asks
+    # for a fresh URL by replaying its create with the same Idempotency-Key, and sends again.
+    small = _random_file(tmp_path, "refused-once.bin", 3000)
+    creates = _requests(page, "POST", f"{demo.api}/uploads")
+    origin = demo.api
+
+    refused: list[str] = []
+
+    def refuse_first(route: Any) -> None:
+        if route.request.method != "PUT" or refused:
+            route.continue_()
+            return
+        refused.append(route.request.url)
+        route.fulfill(
+            status=403,
+            headers={"Access-Control-Allow-Origin": origin, "Content-Type": "application/xml"},
+            body="<Error><Code>AccessDenied</Code><Message>Request has expired</Message></Error>",
+        )
+
+    page.goto(demo.demo_url(sub))
+    page.route(f"{demo.s3.endpoint_url}/**", refuse_first)
+    page.set_input_files("#files", str(small))
+    file_id = _wait_done(page, "refused-once.bin")
+    assert len(refused) == 1
+    assert [url for url in creates if url.endswith("/uploads")] == [f"{demo.api}/uploads"] * 2
+    assert _downloaded(demo, sub, file_id) == _sha256(small)
+    (only,) = demo.files(sub)
+    assert only["id"] == file_id

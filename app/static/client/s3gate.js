@@ -68,7 +68,8 @@ export class S3gateClient {
       await this.#sendParts(file, created, progress, opts);
     } else if (created.upload.method === "PUT") {
       // A fresh URL comes from replaying the create with the same Idempotency-Key.
-      const refresh = async () => (created = await this.#create(body, created.key, opts)).upload;
+      const refresh = async () =>
+        (created = await this.#create(created.body, created.key, opts)).upload;
       await sendWithRetries(created.upload, file, refresh, (n) => progress.set(0, n), opts);
     } else {
       throw new S3gateError(`unexpected upload method ${created.upload.method}`, {
@@ -158,7 +159,7 @@ export class S3gateClient {
       body,
       headers: { "Idempotency-Key": key },
     });
-    return { ...answer, key };
+    return { ...answer, key, body }; // replaying needs this very key and body
   }
 
   async #sendParts(file, created, progress, opts) {
