@@ -78,6 +78,13 @@ class Api:
             "/uploads", json=body, headers={**self.auth(sub), **(headers or {})}
         )
 
+    async def created(self, sub: str, body: dict[str, Any]) -> dict[str, Any]:
+        """POST /uploads that must answer 201; its JSON ({"file", "upload"})."""
+        created = await self.create(sub, body)
+        assert created.status_code == 201, created.text
+        answer: dict[str, Any] = created.json()
+        return answer
+
     async def upload(
         self,
         s3_http: httpx.AsyncClient,
@@ -96,12 +103,11 @@ class Api:
         }
         if checksum:
             body["checksum_sha256"] = sha256_b64(data)
-        created = await self.create(sub, body)
-        assert created.status_code == 201, created.text
-        upload = created.json()["upload"]
+        created = await self.created(sub, body)
+        upload = created["upload"]
         put = await s3_http.put(upload["url"], content=data, headers=upload["headers"])
         assert put.status_code == 200, put.text
-        return created.json()["file"], upload
+        return created["file"], upload
 
     async def complete(self, sub: str, file_id: str, *, admin: bool = False) -> httpx.Response:
         return await self.client.post(
@@ -197,4 +203,13 @@ def start_s3gate(
         stdout=stdout,
         stderr=subprocess.STDOUT,
         start_new_session=True,
+    )
+
+
+def run_s3gate(
+    *args: str, env: dict[str, str], cwd: Path | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """Run `s3gate ARGS` to completion; stdout and stderr captured as text."""
+    return subprocess.run(
+        [S3GATE, *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout
     )

@@ -21,11 +21,11 @@ from app.auth import mint_token
 from app.devstack import EmbeddedS3
 from app.storage import ensure_bucket
 from tests.support import (
-    S3GATE,
     TEST_JWT_SECRET,
     answers,
     free_port,
     new_sub,
+    run_s3gate,
     s3gate_env,
     start_s3gate,
     wait_until,
@@ -125,7 +125,8 @@ def start_demo(
             S3GATE_PART_SIZE=str(5 * MiB),
             **settings,
         )
-        subprocess.run([S3GATE, "migrate"], env=env, check=True, capture_output=True)
+        migrated = run_s3gate("migrate", env=env, cwd=workdir)
+        assert migrated.returncode == 0, migrated.stderr
         process = start_s3gate(
             "serve", "--port", str(port), env=env, cwd=workdir, stdout=subprocess.DEVNULL
         )

@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import secrets
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,8 +13,8 @@ import pytest
 from app.config import Settings
 from app.devstack import EmbeddedS3
 from app.storage.posture import check_bucket, iam_policy, setup_bucket
+from tests.support import run_s3gate
 
-S3GATE = str(Path(sys.executable).parent / "s3gate")
 ORIGIN = "https://app.example.com"
 
 
@@ -135,15 +134,7 @@ def test_the_commands_exit_non_zero_on_a_problem_and_zero_once_set_up(
     }
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [S3GATE, *args],
-            env=env,
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+        return run_s3gate(*args, env=env, cwd=tmp_path, timeout=60)
 
     before = run("bucket", "check")
     assert before.returncode == 1, before.stdout + before.stderr

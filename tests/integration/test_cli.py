@@ -27,6 +27,7 @@ from tests.support import (
     answers,
     clean_env,
     free_port,
+    run_s3gate,
     s3gate_env,
     sha256_b64,
     sql_engine,
@@ -48,7 +49,8 @@ def _serve(
     env = s3gate_env(
         s3_server, bucket, S3GATE_DATABASE_URL=f"sqlite:///{tmp_path / 'ledger.db'}", **settings
     )
-    subprocess.run([S3GATE, "migrate"], env=env, check=True, capture_output=True, cwd=tmp_path)
+    migrated = run_s3gate("migrate", env=env, cwd=tmp_path)
+    assert migrated.returncode == 0, migrated.stderr
     server = start_s3gate("serve", "--port", str(port), env=env, cwd=tmp_path)
     reaper.append(server)
     api = f"http://127.0.0.1:{port}"
@@ -69,32 +71,25 @@ def process_reaper() -> Iterator[list[subprocess.Popen[str]]]:
 def test_token_command_mints_a_token_the_service_accepts(tmp_path: Path) -> None:
     secret_file = tmp_path / "secret"
     secret_file.write_text(TEST_JWT_SECRET + "\n")
-    result = subprocess.run(
-        [
-            S3GATE,
-            "token",
-            "--sub",
-            "alice",
-            "--admin",
-            "--ttl",
-            "600",
-            "--secret-file",
-            str(secret_file),
-        ],
-        capture_output=True,
-        text=True,
+    result = run_s3gate(
+        "token",
+        "--sub",
+        "alice",
+        "--admin",
+        "--ttl",
+        "600",
+        "--secret-file",
+        str(secret_file),
         env=clean_env(),
-        check=True,
     )
+    assert result.returncode == 0, result.stderr
     verifier = TokenVerifier(AuthSettings(_env_file=None, jwt_secret=TEST_JWT_SECRET))  # type: ignore[call-arg, arg-type]
     principal = asyncio.run(verifier.verify(result.stdout.strip()))
     assert (principal.sub, principal.is_admin) == ("alice", True)
 
 
 def test_token_command_without_a_secret_fails_clearly() -> None:
-    result = subprocess.run(
-        [S3GATE, "token", "--sub", "alice"], capture_output=True, text=True, env=clean_env()
-    )
+    result = run_s3gate("token", "--sub", "alice", env=clean_env())
     assert result.returncode == 2
     assert "S3GATE_JWT_SECRET" in result.stderr
     assert "Traceback" not in result.stderr
@@ -118,13 +113,7 @@ def test_bad_configuration_stops_startup_naming_the_variable(command: list[str])
 
 def test_migrate_command_creates_the_ledger(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'ledger.db'}"
-    result = subprocess.run(
-        [S3GATE, "migrate"],
-        capture_output=True,
-        text=True,
-        env=clean_env(S3GATE_DATABASE_URL=url),
-        cwd=tmp_path,
-    )
+    result = run_s3gate("migrate", env=clean_env(S3GATE_DATABASE_URL=url), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     engine = sql_engine(url)
     with engine.connect() as conn:
@@ -242,39 +231,19 @@ def test_upload_and_download_commands_move_real_bytes(
     small.write_text("hello from the command line\n")
     large.write_bytes(os.urandom(12 * 1024 * 1024))  # > threshold: three 5 MiB parts
     for source in (small, large):
-        uploaded = subprocess.run(
-            [S3GATE, "upload", str(source)],
-            env=client_env,
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
+        uploaded = run_s3gate("upload", str(source), env=client_env, cwd=tmp_path)
         assert uploaded.returncode == 0, uploaded.stderr
         assert "100%" in uploaded.stderr  # progress on the terminal
         file_id = uploaded.stdout.strip()
         target = tmp_path / f"copy-of-{source.name}"
-        downloaded = subprocess.run(
-            [S3GATE, "download", file_id, "-o", str(target)],
-            env=client_env,
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
+        downloaded = run_s3gate(
+            "download", file_id, "-o", str(target), env=client_env, cwd=tmp_path
         )
         assert downloaded.returncode == 0, downloaded.stderr
         assert target.read_bytes() == source.read_bytes()
 
-    missing_token = subprocess.run(
-        [S3GATE, "upload", str(small)],
-        env=clean_env(S3GATE_API_URL=api),
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
+    missing_token = run_s3gate(
+        "upload", str(small), env=clean_env(S3GATE_API_URL=api), cwd=tmp_path, timeout=30
     )
     assert missing_token.returncode == 2
     assert "S3GATE_TOKEN" in missing_token.stderr

@@ -23,10 +23,7 @@ async def _create_form(api: Api, owner: str, data: bytes, **extra: Any) -> dict[
         "form": True,
         **extra,
     }
-    created = await api.create(owner, body)
-    assert created.status_code == 201, created.text
-    answer: dict[str, Any] = created.json()
-    return answer
+    return await api.created(owner, body)
 
 
 async def _post(

@@ -30,10 +30,7 @@ async def _create(api: Api, owner: str, data: bytes, **extra: Any) -> dict[str, 
         "multipart": True,
         **extra,
     }
-    created = await api.create(owner, body)
-    assert created.status_code == 201, created.text
-    answer: dict[str, Any] = created.json()
-    return answer
+    return await api.created(owner, body)
 
 
 async def _part_urls(api: Api, owner: str, file_id: str, numbers: list[int]) -> httpx.Response:

@@ -21,11 +21,11 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from app.devstack import EmbeddedS3
 from tests.support import (
-    S3GATE,
     Api,
     answers,
     free_port,
     new_sub,
+    run_s3gate,
     running_app,
     s3gate_env,
     sha256_b64,
@@ -441,7 +441,8 @@ def test_several_workers_report_the_same_totals_whicheveranswers(
         S3GATE_DATABASE_URL=f"sqlite:///{tmp_path / 'ledger.db'}",
     )
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    subprocess.run([S3GATE, "migrate"], env=env, check=True, capture_output=True, cwd=tmp_path)
+    migrated = run_s3gate("migrate", env=env, cwd=tmp_path)
+    assert migrated.returncode == 0, migrated.stderr
     output = tmp_path / "server.log"
     with output.open("w") as sink:
         server = start_s3gate(

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import subprocess
-import sys
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -19,9 +17,8 @@ from app.config import Settings
 from app.devstack import EmbeddedS3
 from app.lifespan import open_service
 from app.models import files_table
-from tests.support import Api, new_sub, object_exists, running_app, sql_engine
+from tests.support import Api, new_sub, object_exists, run_s3gate, running_app, sql_engine
 
-S3GATE = str(Path(sys.executable).parent / "s3gate")
 BODY = {"filename": "a.txt", "content_type": "text/plain", "size": 5}
 
 
@@ -183,14 +180,6 @@ def test_reap_command_runs_one_pass(api: Api, tmp_path: Path) -> None:
         "AWS_ACCESS_KEY_ID": os.environ["AWS_ACCESS_KEY_ID"],
         "AWS_SECRET_ACCESS_KEY": os.environ["AWS_SECRET_ACCESS_KEY"],
     }
-    result = subprocess.run(
-        [S3GATE, "reap", "--batch-size", "50"],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = run_s3gate("reap", "--batch-size", "50", env=env, cwd=tmp_path, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("expired=")
