@@ -74,7 +74,10 @@ def cmd_reap(args: argparse.Namespace) -> int:
     async def run() -> int:
         async with open_service(settings) as (_, service):
             report = await service.reap(batch_size=args.batch_size or settings.reaper_batch_size)
-        print(f"expired={report.expired} purged={report.purged} failed={report.failed}")
+        print(
+            f"expired={report.expired} purged={report.purged} failed={report.failed} "
+            f"watched={report.watched}"
+        )
         return 1 if report.failed else 0
 
     return asyncio.run(run())

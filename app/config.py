@@ -203,6 +203,12 @@ class Settings(DatabaseSettings, LoggingSettings, AuthSettings):
     download_url_ttl_seconds: int = Field(default=60, ge=1, le=MAX_URL_TTL_SECONDS)
     # An upload that S3 accepted just before its URL expired may take a while to arrive.
     completion_grace_seconds: int = Field(default=3600, ge=0, le=MAX_URL_TTL_SECONDS)
+    # How far the store's clock may run behind ours (`s3gate bucket check` measures it): an
+    # upload URL may still write until its expiry plus the grace plus this, so until then an
+    # ended file's object is deleted again on every reaper pass and its bytes count as held.
+    store_clock_skew_seconds: int = Field(default=300, ge=0, le=3600)
+    # Whole-object reads (hashing at completion) at once per process.
+    hash_concurrency: int = Field(default=4, ge=1, le=64)
     max_file_size: int = Field(default=SINGLE_PUT_MAX_BYTES, ge=1, le=MAX_OBJECT_BYTES)
     # Files above the threshold (or declared "multipart": true) upload in parts of part_size
     # (grown when needed to stay within 10,000 parts); part URLs can be asked for again until

@@ -128,6 +128,14 @@ class UploadIncomplete(AppError):
     default_detail = "The object is not in the store yet; upload it, then complete again."
 
 
+class VerificationInProgress(UploadIncomplete):
+    """Another completion of this file is verifying its object right now."""
+
+    default_detail = (
+        "Another request is verifying this upload right now; call complete again shortly."
+    )
+
+
 class UploadExpired(AppError):
     status, code, title = 409, "upload_expired", "Upload expired"
     default_detail = "The upload deadline has passed; create a new upload."

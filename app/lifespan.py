@@ -119,7 +119,7 @@ async def open_service(settings: Settings) -> AsyncIterator[tuple[Ledger, FileSe
         settings,
         ledger,
         Signer(signing_client, credentials, settings.s3_bucket, engine=settings.signer),
-        Storage(storage_client, settings.s3_bucket),
+        Storage(storage_client, settings.s3_bucket, hash_concurrency=settings.hash_concurrency),
     )
     refresher = (
         asyncio.create_task(_keep_credentials_fresh(credentials))

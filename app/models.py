@@ -97,6 +97,12 @@ class FileRow(Base):
     upload_method: Mapped[str] = mapped_column(String(16), server_default=UploadMethod.PUT)
     multipart_upload_id: Mapped[str | None] = mapped_column(String(1024))
     part_size: Mapped[int | None] = mapped_column(BigInteger)
+    # Where the upload URL or policy writes, when that is not object_key: a form policy cannot
+    # be create-only, so its bytes land here and only a verified copy is made at object_key.
+    upload_key: Mapped[str | None] = mapped_column(String(1024))
+    # While set and in the future, one completion is verifying this file (renewed as it runs);
+    # any other completion answers 409 instead of reading the object again.
+    verify_lease_until: Mapped[datetime | None] = mapped_column(UtcDateTime())
 
     __table_args__ = (
         CheckConstraint(
@@ -105,6 +111,7 @@ class FileRow(Base):
         CheckConstraint("size > 0", name="size_positive"),
         CheckConstraint("upload_method IN ('put', 'form', 'multipart')", name="upload_method"),
         UniqueConstraint("object_key"),
+        UniqueConstraint("upload_key"),
         # NULL keys never collide, so only requests that sent Idempotency-Key are constrained.
         UniqueConstraint("owner_id", "idempotency_key"),
         Index(None, "owner_id", "id"),

@@ -72,6 +72,7 @@ COMPLETION_OUTCOMES = (
     "already_available",  # a repeat: answered from the ledger
     "rejected",  # 422 upload_rejected (now, or repeated for a file rejected before)
     "not_uploaded",  # 409 upload_incomplete: the object (or a part) is not in the store yet
+    "in_progress",  # 409 upload_incomplete: another completion is verifying the file
     "expired",  # 409 upload_expired
     "not_found",  # 404
     "error",  # 5xx: the store or the ledger failed

@@ -89,7 +89,9 @@ class CreateUploadRequest(BaseModel):
     form: bool = Field(
         default=False,
         description="Answer with an HTML-form presigned POST (for clients that cannot set "
-        "headers) instead of a PUT.",
+        "headers) instead of a PUT. The policy writes to an upload key of its own; `complete` "
+        "copies the verified bytes to the file's key, which no policy names, so posting again "
+        "later never changes the file.",
     )
     multipart: bool = Field(
         default=False,

@@ -6,18 +6,20 @@ that says `available` without its object, nor an object that no row accounts for
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
+import contextlib
 import dataclasses
 import hashlib
 import json
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Literal
+from typing import Literal, NoReturn
 
 import uuid6
 
@@ -38,6 +40,7 @@ from app.errors import (
     UploadIncomplete,
     UploadRejected,
     ValidationFailed,
+    VerificationInProgress,
 )
 from app.filenames import download_headers
 from app.ledger import FileRecord, IdempotencyKeyTaken, Ledger
@@ -46,7 +49,7 @@ from app.observability import metrics
 from app.schemas import CreateUploadRequest
 from app.signer import PresignedPost, PresignedRequest, Signer
 from app.sniff import SNIFF_BYTES, check_magic
-from app.storage import Storage, StoredPart
+from app.storage import ObjectInfo, Storage, StoredPart
 
 log = logging.getLogger("s3gate.audit")
 
@@ -55,10 +58,14 @@ IDEMPOTENCY_WINDOW = timedelta(hours=24)
 _FAILED_COMPLETIONS: dict[type[Exception], str] = {
     UploadRejected: "rejected",
     UploadIncomplete: "not_uploaded",
+    VerificationInProgress: "in_progress",
     UploadExpired: "expired",
     NotFound: "not_found",
 }
 _VISIBLE = (FileStatus.PENDING, FileStatus.AVAILABLE, FileStatus.REJECTED, FileStatus.EXPIRED)
+# A completion holds the file's verification lease this long, renewed a third of the way
+# through, so a crashed completion blocks the next one for a minute at most.
+VERIFY_LEASE_SECONDS = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,8 +85,9 @@ class UploadTicket:
 @dataclass(frozen=True, slots=True)
 class ReapReport:
     expired: int  # pending uploads past their deadline, now expired
-    purged: int  # objects confirmed gone (expired, deleted)
+    purged: int  # objects confirmed gone for good (no URL can write them again)
     failed: int  # objects the store did not delete this time (retried next run)
+    watched: int = 0  # objects deleted again whose upload URL may still write: next run too
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +100,33 @@ def object_key(prefix: str, owner: str, file_id: uuid.UUID) -> str:
     """The object key: server data only (owner hash + file id), never client text."""
     owner_hash = hashlib.sha256(owner.encode()).hexdigest()[:32]
     return f"{prefix}{owner_hash}/{file_id}"
+
+
+def form_upload_key(key: str) -> str:
+    """Where a form upload's policy writes: a POST cannot be create-only, so the verified
+    bytes are copied from here to the file's own key, which no policy names."""
+    return f"{key}.upload"
+
+
+def declaration_mismatch(record: FileRecord, info: ObjectInfo) -> str | None:
+    """Why the stored object's size, type or headers break the declaration, or None."""
+    if info.size != record.size:
+        return f"stored size {info.size} differs from the declared {record.size} bytes"
+    if _media_type(info.content_type) != record.content_type:
+        return "stored content type differs from the declared one"
+    if info.foreign_headers:
+        # Sent unsigned with the upload, they would be served with every download.
+        return f"the object carries headers s3gate did not sign: {', '.join(info.foreign_headers)}"
+    return None
+
+
+def checksum_mismatch(declared: str | None, stored: str | None) -> str | None:
+    """Why the stored SHA-256 does not prove the declared one, or None."""
+    if declared is None or stored == declared:
+        return None
+    if stored is None:
+        return "the store holds no SHA-256 for this object"
+    return "stored SHA-256 differs from the declared checksum"
 
 
 def part_plan(size: int, preferred: int) -> int:
@@ -151,16 +186,25 @@ class FileService:
         storage: Storage,
         *,
         clock: Callable[[], float] = time.time,
+        verify_lease_seconds: float = VERIFY_LEASE_SECONDS,
     ) -> None:
         self._settings = settings
         self._ledger = ledger
         self._signer = signer
         self._storage = storage
         self._clock = clock
+        self._lease = timedelta(seconds=verify_lease_seconds)
         self._metrics = metrics()
 
     def _now(self) -> datetime:
         return datetime.fromtimestamp(self._clock(), UTC)
+
+    def _writable_until(self, record: FileRecord) -> datetime:
+        """Until when an upload URL or policy of the record may still store an object: S3
+        admits a request that started before expiry (by the store's own clock)."""
+        settings = self._settings
+        margin = settings.completion_grace_seconds + settings.store_clock_skew_seconds
+        return record.upload_expires_at + timedelta(seconds=margin)
 
     @staticmethod
     def _scope(principal: Principal) -> str | None:
@@ -184,7 +228,7 @@ class FileService:
             else self._signer.presign_put
         )
         return sign(
-            record.object_key,
+            record.upload_key or record.object_key,
             content_type=record.content_type,
             content_length=record.size,
             checksum_sha256=record.checksum_sha256,
@@ -259,7 +303,11 @@ class FileService:
             upload_method=UploadMethod.FORM if request.form else UploadMethod.PUT,
             multipart_upload_id=None,
             part_size=None,
+            upload_key=None,
+            verify_lease_until=None,
         )
+        if request.form:
+            draft = dataclasses.replace(draft, upload_key=form_upload_key(draft.object_key))
         if multipart:
             draft = await self._start_multipart(draft, now)
         # Signing is pure CPU; the row then records the URL's real expiry.
@@ -374,54 +422,109 @@ class FileService:
         if self._now() > record.upload_expires_at + grace:
             raise UploadExpired()
 
+        async with self._verification_lease(record) as claimed:
+            if not claimed:
+                current = await self._owned(principal, file_id)
+                if current.status == FileStatus.PENDING:
+                    raise VerificationInProgress()
+                return await self._complete(principal, file_id)  # answer as it ended
+            done = await self._verify(record)
+        if done is not None:
+            return done, "available"
+        return await self._complete(principal, file_id)  # lost a race: answer as it ended
+
+    @contextlib.asynccontextmanager
+    async def _verification_lease(self, record: FileRecord) -> AsyncIterator[bool]:
+        """Hold the file's verification lease while the block runs (False: another
+        completion holds it), so however many completions arrive, across every replica,
+        the object is read and checked once at a time."""
+        now = self._now()
+        lease = [now + self._lease]
+        if await self._ledger.claim_verification(record.id, now, lease[0]) is None:
+            yield False
+            return
+        renewer = asyncio.create_task(self._renew_lease(record.id, lease))
+        try:
+            yield True
+        finally:
+            renewer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renewer
+            try:  # a status change has cleared it already; otherwise free it for the next
+                await self._ledger.move_lease(record.id, lease[0], None)
+            except AppError:
+                log.warning("verification lease of file=%s left to run out", record.id)
+
+    async def _renew_lease(self, file_id: uuid.UUID, lease: list[datetime]) -> None:
+        while True:
+            await asyncio.sleep(self._lease.total_seconds() / 3)
+            renewed = self._now() + self._lease
+            if not await self._ledger.move_lease(file_id, lease[0], renewed):
+                return  # lost it; the final compare-and-set decides who answers
+            lease[0] = renewed
+
+    async def _verify(self, record: FileRecord) -> FileRecord | None:
+        """Check the stored object; the available file, or None if the row moved on first."""
         if record.multipart_upload_id is not None:
             await self._assemble_parts(record)
-        info = await self._storage.head(record.object_key)
+        target = record.upload_key or record.object_key
+        info = await self._storage.head(target)
         if info is None:
             raise UploadIncomplete()
-        stored_sha256 = info.checksum_sha256
-        if record.multipart_upload_id is not None and record.checksum_sha256 is not None:
-            # The store's checksum of a multipart object is one of part checksums, so the
-            # declared whole-file SHA-256 is checked by reading the object through once.
-            stored_sha256 = await self._storage.sha256(record.object_key)
-        reason = None
-        if info.size != record.size:
-            reason = f"stored size {info.size} differs from the declared {record.size} bytes"
-        elif _media_type(info.content_type) != record.content_type:
-            reason = "stored content type differs from the declared one"
-        elif record.checksum_sha256 is not None and stored_sha256 != record.checksum_sha256:
-            reason = (
-                "the store holds no SHA-256 for this object"
-                if stored_sha256 is None
-                else "stored SHA-256 differs from the declared checksum"
-            )
-        else:
-            head = await self._storage.read_head(record.object_key, min(SNIFF_BYTES, record.size))
+        reason = declaration_mismatch(record, info)
+        if reason is None and record.checksum_sha256 is not None:
+            stored_sha256 = info.checksum_sha256
+            if record.multipart_upload_id is not None:
+                # The store's checksum of a multipart object is one of part checksums, so the
+                # declared whole-file SHA-256 is checked by reading the object through once.
+                stored_sha256 = await self._storage.sha256(target)
+            reason = checksum_mismatch(record.checksum_sha256, stored_sha256)
+        if reason is None:
+            head = await self._storage.read_head(target, min(SNIFF_BYTES, record.size))
             if head is None:
                 raise UploadIncomplete()
             reason = check_magic(record.content_type, head, record.size)
-
         if reason is not None:
-            await self._storage.delete(record.object_key)  # before the row says so: no orphan
-            await self._ledger.transition(
-                record.id,
-                record.owner_id,
-                from_status=FileStatus.PENDING,
-                to_status=FileStatus.REJECTED,
-            )
-            log.info("rejected upload file=%s owner=%s", record.id, record.owner_id)
-            raise UploadRejected(f"The uploaded bytes do not match the declaration: {reason}.")
-
-        done = await self._ledger.transition(
+            await self._reject(record, target, reason)
+        if record.upload_key is not None:
+            await self._promote(record, info)
+        return await self._ledger.transition(
             record.id,
             record.owner_id,
             from_status=FileStatus.PENDING,
             to_status=FileStatus.AVAILABLE,
             completed_at=self._now().replace(microsecond=0),
+            verify_lease_until=None,
         )
-        if done is not None:
-            return done, "available"
-        return await self._complete(principal, file_id)  # lost a race: answer as it ended
+
+    async def _reject(self, record: FileRecord, target: str, reason: str) -> NoReturn:
+        await self._storage.delete(target)  # before the row says so: no orphan
+        # The row keeps purged_at empty: a late request through the still-valid URL could
+        # store the object again, so the reaper deletes it again until no URL can.
+        await self._ledger.transition(
+            record.id,
+            record.owner_id,
+            from_status=FileStatus.PENDING,
+            to_status=FileStatus.REJECTED,
+            verify_lease_until=None,
+        )
+        log.info("rejected upload file=%s owner=%s", record.id, record.owner_id)
+        raise UploadRejected(f"The uploaded bytes do not match the declaration: {reason}.")
+
+    async def _promote(self, record: FileRecord, verified: ObjectInfo) -> None:
+        """Copy the verified form upload to the file's own key, with only its declared type."""
+        assert record.upload_key is not None
+        copied = await self._storage.copy(
+            record.upload_key,
+            record.object_key,
+            if_match=verified.etag or "",
+            content_type=record.content_type,
+        )
+        if not copied:  # posted again between the check and the copy: check what is there now
+            raise UploadIncomplete("The upload changed while it was verified; complete again.")
+        # The reaper deletes it again (purged_at stays empty) until the policy has run out.
+        with contextlib.suppress(AppError):
+            await self._storage.delete(record.upload_key)
 
     async def _assemble_parts(self, record: FileRecord) -> None:
         """Complete the store's multipart upload from the parts it lists (clients send no
@@ -530,6 +633,7 @@ class FileService:
             from_status=from_status,
             to_status=FileStatus.DELETED,
             deleted_at=now,
+            purged_at=None,  # an available form upload's may be set: its own key is there
         )
         if removed is None:
             current = await self._ledger.get(record.id, self._scope(principal))
@@ -537,14 +641,21 @@ class FileService:
                 raise NotFound()
             raise NotPending()
         try:
-            await self._purge_object(record)
+            await self._purge_object(removed)
         except AppError:
             log.warning("object of deleted file=%s left for cleanup", record.id)
             return
-        await self._ledger.mark_purged(record.id, now)
+        if now > self._writable_until(removed):
+            await self._ledger.mark_purged(record.id, now)
+        # else: its upload URL could store the object again; the reaper deletes it until not
 
     async def _purge_object(self, record: FileRecord) -> None:
-        """Remove the object and, for multipart uploads, the parts the store still holds."""
+        """Remove what the record's URLs may have stored: for an available file only the
+        form upload's copy, else its object and, for multipart, the parts the store holds."""
+        if record.upload_key is not None:
+            await self._storage.delete(record.upload_key)
+        if record.status == FileStatus.AVAILABLE:
+            return
         if record.multipart_upload_id is not None:
             await self._storage.abort_multipart_upload(
                 record.object_key, record.multipart_upload_id
@@ -601,17 +712,29 @@ class FileService:
         # Completion is accepted until deadline + grace, so only rows past both expire.
         grace = timedelta(seconds=self._settings.completion_grace_seconds)
         expired = await self._ledger.expire_stale(self._now() - grace, batch_size)
-        # Every expired row (this run's and earlier) and every delete the store missed.
+        # Every ended row (this run's and earlier) whose object is not gone for good: deletes
+        # the store missed, and objects a still-valid upload URL could write again.
         leftovers = await self._ledger.unpurged(batch_size * 2)
-        purged = failed = 0
+        purged = failed = watched = 0
         for record in leftovers:
+            # Read before the delete: nothing the URL admits can land after this moment.
+            settled = self._now() > self._writable_until(record)
             try:
                 await self._purge_object(record)
             except AppError:
                 failed += 1
                 continue
+            if not settled:
+                watched += 1
+                continue
             await self._ledger.mark_purged(record.id, self._now())
             purged += 1
         if expired or purged or failed:
-            log.info("reaper: expired=%d purged=%d failed=%d", len(expired), purged, failed)
-        return ReapReport(expired=len(expired), purged=purged, failed=failed)
+            log.info(
+                "reaper: expired=%d purged=%d failed=%d watched=%d",
+                len(expired),
+                purged,
+                failed,
+                watched,
+            )
+        return ReapReport(expired=len(expired), purged=purged, failed=failed, watched=watched)

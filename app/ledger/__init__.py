@@ -17,7 +17,18 @@ from datetime import datetime
 from time import perf_counter
 from typing import Any, TypeVar, cast
 
-from sqlalchemy import ClauseElement, ScalarSelect, bindparam, func, literal, select, text, update
+from sqlalchemy import (
+    ClauseElement,
+    ScalarSelect,
+    and_,
+    bindparam,
+    func,
+    literal,
+    or_,
+    select,
+    text,
+    update,
+)
 
 from app.config import DatabaseSettings
 from app.ledger.drivers import Driver, DuplicateKey, Params, open_driver
@@ -26,9 +37,17 @@ from app.observability import metrics
 
 _c = files_table.c
 _VISIBLE = _c.status != FileStatus.DELETED
+_ENDED = (FileStatus.DELETED, FileStatus.EXPIRED, FileStatus.REJECTED)
 _COLUMNS = tuple(files_table.c.keys())
 _DATETIME_COLUMNS = frozenset(
-    ("created_at", "upload_expires_at", "completed_at", "deleted_at", "purged_at")
+    (
+        "created_at",
+        "upload_expires_at",
+        "completed_at",
+        "deleted_at",
+        "purged_at",
+        "verify_lease_until",
+    )
 )
 
 
@@ -52,6 +71,8 @@ class FileRecord:
     upload_method: str
     multipart_upload_id: str | None
     part_size: int | None
+    upload_key: str | None
+    verify_lease_until: datetime | None
 
 
 Records = list[FileRecord]  # (the Ledger.list method shadows `list` inside the class)
@@ -76,12 +97,13 @@ def _idempotency_race(record: FileRecord) -> Iterator[None]:
 
 
 def _usage(owner_param: str) -> tuple[ScalarSelect[Any], ScalarSelect[Any]]:
-    """The owner's bytes held by pending and available files, and its pending uploads."""
+    """The owner's bytes held by pending and available files and by files whose object may
+    still be (re)written through a live URL (not yet purged), and its pending uploads."""
     held = (literal(str(FileStatus.PENDING)), literal(str(FileStatus.AVAILABLE)))
     owner = bindparam(owner_param, type_=_c.owner_id.type)
     stored = (
         select(func.coalesce(func.sum(_c.size), 0))
-        .where(_c.owner_id == owner, _c.status.in_(held))
+        .where(_c.owner_id == owner, or_(_c.status.in_(held), _c.purged_at.is_(None)))
         .scalar_subquery()
     )
     pending = (
@@ -162,14 +184,32 @@ _STATEMENTS: dict[str, ClauseElement] = {
     )
     .values(status=literal(str(FileStatus.EXPIRED)))
     .returning(*files_table.c),
-    # Gone from the API but not yet confirmed gone from the bucket.
+    # Files with an object to remove that is not yet confirmed gone for good: deleted, expired
+    # and rejected files (their object), and available form uploads (their upload_key copy).
     "unpurged": select(files_table)
     .where(
-        _c.status.in_([literal(str(FileStatus.DELETED)), literal(str(FileStatus.EXPIRED))]),
         _c.purged_at.is_(None),
+        or_(
+            _c.status.in_([literal(str(status)) for status in _ENDED]),
+            and_(_c.status == literal(str(FileStatus.AVAILABLE)), _c.upload_key.is_not(None)),
+        ),
     )
     .order_by(_c.id)
     .limit(bindparam("limit")),
+    # One completion at a time: the lease is taken only when free or run out.
+    "claim_verification": update(files_table)
+    .where(
+        _c.id == bindparam("file_id"),
+        _c.status == literal(str(FileStatus.PENDING)),
+        or_(_c.verify_lease_until.is_(None), _c.verify_lease_until < bindparam("now")),
+    )
+    .values(verify_lease_until=bindparam("until"))
+    .returning(*files_table.c),
+    # Renew or release a lease, only while it is still the one this completion holds.
+    "move_lease": update(files_table)
+    .where(_c.id == bindparam("file_id"), _c.verify_lease_until == bindparam("held"))
+    .values(verify_lease_until=bindparam("until"))
+    .returning(_c.id),
 }
 
 
@@ -290,6 +330,24 @@ class Ledger:
         return await self._one(shape, params)
 
     @_timed
+    async def claim_verification(
+        self, file_id: uuid.UUID, now: datetime, until: datetime
+    ) -> FileRecord | None:
+        """Take the pending file's verification lease until `until`; None if another
+        completion holds a lease that has not run out (or the file is no longer pending)."""
+        return await self._one(
+            "claim_verification", {"file_id": file_id, "now": now, "until": until}
+        )
+
+    @_timed
+    async def move_lease(self, file_id: uuid.UUID, held: datetime, until: datetime | None) -> bool:
+        """Renew (or, with None, release) the lease this completion holds; False if it is
+        no longer held (it ran out and another completion took it, or the file moved on)."""
+        sql, defaults = self._compiled["move_lease"]
+        params = {**defaults, "file_id": file_id, "held": held, "until": until}
+        return await self._driver.fetch_one(sql, self._bind(params)) is not None
+
+    @_timed
     async def mark_purged(self, file_id: uuid.UUID, when: datetime) -> None:
         """Record that the store confirmed the object's removal."""
         await self._execute("mark_purged", {"file_id": file_id, "purged": when})
@@ -307,7 +365,7 @@ class Ledger:
 
     @_timed
     async def unpurged(self, limit: int) -> Records:
-        """Deleted or expired files whose object removal is not confirmed yet."""
+        """Files whose object removal is not confirmed for good yet (see _STATEMENTS)."""
         return await self._all("unpurged", {"limit": limit})
 
     @_timed

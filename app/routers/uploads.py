@@ -139,13 +139,21 @@ async def sign_parts(
     response_model=StoredPartsOut,
     summary="List the parts the store already holds (resume after a crash)",
     responses=problem_responses(
-        *_AUTH_ERRORS, NotFound, NotMultipart, NotPending, UploadExpired, StorageUnavailable
+        *_AUTH_ERRORS,
+        NotFound,
+        NotMultipart,
+        NotPending,
+        UploadExpired,
+        StorageUnavailable,
+        RateLimited,
+        RateLimiterUnavailable,
     ),
 )
 async def stored_parts(
-    file_id: FileIdDep, principal: PrincipalDep, service: ServiceDep
+    file_id: FileIdDep, principal: LimitedPrincipalDep, service: ServiceDep
 ) -> Response:
-    """Upload the parts that are missing here, then complete."""
+    """Upload the parts that are missing here, then complete. Each call asks the store, so it
+    counts against the caller's rate limit."""
     plan, parts = await service.stored_parts(principal, file_id)
     return ModelResponse(
         StoredPartsOut(
@@ -161,13 +169,23 @@ async def stored_parts(
     response_model=FileOut,
     summary="Verify the stored object and make the file available",
     responses=problem_responses(
-        *_AUTH_ERRORS, NotFound, UploadIncomplete, UploadExpired, UploadRejected, StorageUnavailable
+        *_AUTH_ERRORS,
+        NotFound,
+        UploadIncomplete,
+        UploadExpired,
+        UploadRejected,
+        StorageUnavailable,
+        RateLimited,
+        RateLimiterUnavailable,
     ),
 )
 async def complete_upload(
-    file_id: FileIdDep, principal: PrincipalDep, service: ServiceDep
+    file_id: FileIdDep, principal: LimitedPrincipalDep, service: ServiceDep
 ) -> Response:
-    """Asks the store, never the client: size, type, checksum and leading bytes must match."""
+    """Asks the store, never the client: size, type, checksum, leading bytes and stored
+    headers must match. One completion verifies a file at a time (across replicas); another
+    arriving meanwhile answers 409 `upload_incomplete` ("verification in progress") without
+    reading the object. Counts against the caller's rate limit (it reads the store)."""
     return ModelResponse(FileOut.model_validate(await service.complete_upload(principal, file_id)))
 
 

@@ -6,13 +6,14 @@ a store that is down turns into a quick 503, never a hung request.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from time import perf_counter
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio.to_thread
 from botocore.exceptions import BotoCoreError, ClientError
@@ -41,6 +42,19 @@ OPERATIONS = (
     "list_parts",
     "complete_multipart_upload",
     "abort_multipart_upload",
+    "copy",
+)
+# What HeadObject names the representation headers and metadata that an uploader can add to
+# an object unsigned (S3 stores extra headers sent with a presigned PUT or fields of a POST),
+# with the header each stands for. s3gate itself sets none of them.
+_FOREIGN_HEAD_FIELDS = (
+    ("ContentEncoding", "Content-Encoding"),
+    ("CacheControl", "Cache-Control"),
+    ("ContentDisposition", "Content-Disposition"),
+    ("ContentLanguage", "Content-Language"),
+    ("ExpiresString", "Expires"),
+    ("Expires", "Expires"),
+    ("WebsiteRedirectLocation", "x-amz-website-redirect-location"),
 )
 
 
@@ -56,6 +70,15 @@ class ObjectInfo:
     size: int
     content_type: str | None
     checksum_sha256: str | None
+    etag: str | None = None
+    # Headers and metadata stored with the object that s3gate never sets (see above).
+    foreign_headers: tuple[str, ...] = ()
+
+
+def unsigned_headers(head: Any) -> tuple[str, ...]:
+    found = [header for field, header in _FOREIGN_HEAD_FIELDS if head.get(field)]
+    found += [f"x-amz-meta-{name}" for name in sorted(head.get("Metadata") or {})]
+    return tuple(dict.fromkeys(found))
 
 
 def _error_code(exc: ClientError) -> str:
@@ -65,9 +88,12 @@ def _error_code(exc: ClientError) -> str:
 class Storage:
     """Network calls on the bucket; every failure of the store becomes StorageUnavailable."""
 
-    def __init__(self, client: S3Client, bucket: str) -> None:
+    def __init__(self, client: S3Client, bucket: str, *, hash_concurrency: int = 4) -> None:
         self._client = client
         self._bucket = bucket
+        # Whole-object reads hold a worker thread and the network for as long as the object
+        # takes to stream: this many at once per process, the rest wait their turn.
+        self._hashing = asyncio.Semaphore(hash_concurrency)
         self._calls = {operation: metrics().storage_call(operation) for operation in OPERATIONS}
 
     async def head(self, key: str) -> ObjectInfo | None:
@@ -86,6 +112,8 @@ class Storage:
                 size=int(head["ContentLength"]),
                 content_type=head.get("ContentType"),
                 checksum_sha256=head.get("ChecksumSHA256"),
+                etag=head.get("ETag"),
+                foreign_headers=unsigned_headers(head),
             )
 
         return await self._run("head", call)
@@ -199,7 +227,30 @@ class Storage:
                     digest.update(chunk)
             return base64.b64encode(digest.digest()).decode()
 
-        return await self._run("sha256", call)
+        async with self._hashing:
+            return await self._run("sha256", call)
+
+    async def copy(self, source: str, target: str, *, if_match: str, content_type: str) -> bool:
+        """Copy the object at `source` to `target` with only this Content-Type (no other
+        header or metadata); False if `source` is gone or no longer has ETag `if_match`."""
+
+        def call() -> bool:
+            try:
+                self._client.copy_object(
+                    Bucket=self._bucket,
+                    Key=target,
+                    CopySource={"Bucket": self._bucket, "Key": source},
+                    CopySourceIfMatch=if_match,
+                    MetadataDirective="REPLACE",
+                    ContentType=content_type,
+                )
+            except ClientError as exc:
+                if _error_code(exc) in _MISSING_CODES | {"PreconditionFailed", "412"}:
+                    return False
+                raise
+            return True
+
+        return await self._run("copy", call)
 
     async def _run(self, operation: str, call: Callable[[], T]) -> T:
         calls = self._calls[operation]

@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
+from app.lifespan import open_service
 from tests.support import Api, new_sub, running_app
 
 
@@ -54,13 +55,19 @@ async def test_concurrent_creates_never_overshoot_the_byte_quota(api: Api) -> No
     assert sorted(a.status_code for a in answers) == [201] * 3 + [403] * 9
 
 
-async def test_quota_is_released_when_a_file_is_deleted_or_abandoned(
+async def test_quota_is_released_when_a_deleted_or_abandoned_files_urls_have_run_out(
     api: Api, s3_http: httpx.AsyncClient
 ) -> None:
     owner = new_sub()
-    async with running_app(
-        _quota(api, quota_bytes_per_owner=100, quota_pending_uploads_per_owner=1)
-    ) as client:
+    settings = _quota(
+        api,
+        quota_bytes_per_owner=100,
+        quota_pending_uploads_per_owner=1,
+        upload_url_ttl_seconds=2,
+        completion_grace_seconds=0,
+        store_clock_skew_seconds=0,
+    )
+    async with running_app(settings) as client:
         first = await client.post("/uploads", json=_body(size=60), headers=api.auth(owner))
         assert first.status_code == 201
         # one pending upload at a time
@@ -83,6 +90,12 @@ async def test_quota_is_released_when_a_file_is_deleted_or_abandoned(
         assert (
             await client.delete(f"/files/{file_id}", headers=api.auth(owner))
         ).status_code == 204
+        # Their upload URLs could still store bytes: those bytes still count.
+        held = await client.post("/uploads", json=_body(size=100), headers=api.auth(owner))
+        assert held.json()["code"] == "quota_exceeded"
+        await asyncio.sleep(2.2)
+        async with open_service(settings) as (_, service):
+            await service.reap()
         again = await client.post("/uploads", json=_body(size=100), headers=api.auth(owner))
     assert again.status_code == 201
 

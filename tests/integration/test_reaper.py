@@ -23,7 +23,13 @@ BODY = {"filename": "a.txt", "content_type": "text/plain", "size": 5}
 
 
 def _stale(settings: Settings) -> Settings:
-    return settings.model_copy(update={"upload_url_ttl_seconds": 1, "completion_grace_seconds": 0})
+    return settings.model_copy(
+        update={
+            "upload_url_ttl_seconds": 1,
+            "completion_grace_seconds": 0,
+            "store_clock_skew_seconds": 0,
+        }
+    )
 
 
 def _key(upload: dict[str, Any]) -> str:
@@ -82,25 +88,26 @@ async def test_the_reaper_finishes_a_delete_that_met_a_store_outage(
     api: Api, s3_http: httpx.AsyncClient, s3_server: EmbeddedS3
 ) -> None:
     owner = new_sub()
-    file, upload = await api.upload(s3_http, owner, b"orphan", content_type="text/plain")
-    down = api.settings.model_copy(
+    file_id, key = await _stale_upload_with_bytes(api, s3_http, owner)
+    down = _stale(api.settings).model_copy(
         update={"s3_endpoint_url": "http://127.0.0.1:9", "storage_max_attempts": 1}
     )
     async with running_app(down) as client:
         assert (
-            await client.delete(f"/files/{file['id']}", headers=api.auth(owner))
+            await client.delete(f"/files/{file_id}", headers=api.auth(owner))
         ).status_code == 204
-    assert object_exists(s3_server, api.settings.s3_bucket, _key(upload))  # left behind
+    assert object_exists(s3_server, api.settings.s3_bucket, key)  # left behind
 
-    async with open_service(api.settings) as (_, service):
+    await asyncio.sleep(1.1)  # its upload URL has expired: no request can store it again
+    async with open_service(_stale(api.settings)) as (_, service):
         report = await service.reap()
     assert report.purged >= 1
-    assert not object_exists(s3_server, api.settings.s3_bucket, _key(upload))
+    assert not object_exists(s3_server, api.settings.s3_bucket, key)
     engine = sql_engine(api.settings.database_url)
     try:
         with engine.connect() as conn:
             purged = conn.execute(
-                select(files_table.c.purged_at).where(files_table.c.id == uuid.UUID(file["id"]))
+                select(files_table.c.purged_at).where(files_table.c.id == uuid.UUID(file_id))
             ).scalar_one()
     finally:
         engine.dispose()

@@ -3,21 +3,28 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import re
 import uuid
+from datetime import UTC, datetime
 
 import pytest
 import uuid6
 
 from app.errors import ValidationFailed
+from app.ledger import FileRecord
 from app.schemas import CreateUploadRequest
 from app.service import (
+    checksum_mismatch,
     content_type_allowed,
+    declaration_mismatch,
     decode_cursor,
     encode_cursor,
+    form_upload_key,
     object_key,
     request_fingerprint,
 )
+from app.storage import ObjectInfo, unsigned_headers
 
 CHECKSUM = "n4bQgYhMfWWaL+qgxVrQFaO/TxsrC4Is0V1sFbDwCgg="
 OTHER_CHECKSUM = base64.b64encode(bytes(range(32))).decode()
@@ -162,3 +169,90 @@ def test_invalid_cursor_is_a_validation_failure(cursor: str) -> None:
     assert info.value.status == 422
     assert info.value.errors == [{"loc": ["query", "cursor"], "msg": "invalid cursor"}]
     assert info.value.__cause__ is None
+
+
+def test_headers_an_uploader_can_add_unsigned_are_named_from_a_head_answer() -> None:
+    head = {
+        "ContentLength": 5,
+        "ContentType": "text/plain",
+        "ContentEncoding": "gzip",
+        "CacheControl": "public",
+        "ContentDisposition": "inline",
+        "ContentLanguage": "de",
+        "ExpiresString": "Wed, 21 Oct 2037 07:28:00 GMT",
+        "Expires": "2037-10-21T07:28:00Z",
+        "WebsiteRedirectLocation": "https://example.com/",
+        "Metadata": {"b": "2", "a": "1"},
+    }
+    assert unsigned_headers(head) == (
+        "Content-Encoding",
+        "Cache-Control",
+        "Content-Disposition",
+        "Content-Language",
+        "Expires",
+        "x-amz-website-redirect-location",
+        "x-amz-meta-a",
+        "x-amz-meta-b",
+    )
+    assert unsigned_headers({"ContentLength": 5, "ContentType": "text/plain", "Metadata": {}}) == ()
+
+
+def _record(**values: object) -> FileRecord:
+    now = datetime(2026, 12, 2, tzinfo=UTC)
+    base = FileRecord(
+        id=FILE_ID,
+        owner_id="alice",
+        object_key="uploads/k",
+        filename="a.pdf",
+        content_type="application/pdf",
+        size=10,
+        checksum_sha256=CHECKSUM,
+        status="pending",
+        idempotency_key=None,
+        request_hash=None,
+        created_at=now,
+        upload_expires_at=now,
+        completed_at=None,
+        deleted_at=None,
+        purged_at=None,
+        upload_method="put",
+        multipart_upload_id=None,
+        part_size=None,
+        upload_key=None,
+        verify_lease_until=None,
+    )
+    return dataclasses.replace(base, **values)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("info", "reason"),
+    [
+        (ObjectInfo(10, "application/pdf", CHECKSUM), None),
+        (ObjectInfo(10, "Application/PDF; charset=x", CHECKSUM), None),
+        (ObjectInfo(11, "application/pdf", CHECKSUM), "stored size 11 differs"),
+        (ObjectInfo(10, "text/html", CHECKSUM), "stored content type differs"),
+        (ObjectInfo(10, None, CHECKSUM), "stored content type differs"),
+        (
+            ObjectInfo(10, "application/pdf", CHECKSUM, foreign_headers=("Cache-Control",)),
+            "headers s3gate did not sign: Cache-Control",
+        ),
+    ],
+)
+def test_the_declaration_verdict_names_what_the_stored_object_breaks(
+    info: ObjectInfo, reason: str | None
+) -> None:
+    verdict = declaration_mismatch(_record(), info)
+    assert verdict == reason if reason is None else reason in (verdict or "")
+
+
+def test_the_checksum_verdict_needs_the_declared_digest_proved() -> None:
+    assert checksum_mismatch(None, None) is None
+    assert checksum_mismatch(CHECKSUM, CHECKSUM) is None
+    assert "holds no SHA-256" in (checksum_mismatch(CHECKSUM, None) or "")
+    assert "differs" in (checksum_mismatch(CHECKSUM, OTHER_CHECKSUM) or "")
+
+
+def test_a_form_uploads_key_is_its_files_key_with_a_suffix_no_other_key_has() -> None:
+    key = object_key("uploads/", "alice", FILE_ID)
+    assert form_upload_key(key) == f"{key}.upload"
+    assert form_upload_key(key) != object_key("uploads/", "alice", uuid6.uuid7())

@@ -6,11 +6,14 @@ presigned URL allows. Only the mapping done by app.storage is under test.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
+import io
+import threading
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 import boto3
 import pytest
@@ -53,15 +56,17 @@ async def test_head_of_missing_object_is_none(storage: Storage) -> None:
 
 
 async def test_head_reports_size_and_content_type(storage: Storage, s3: Any) -> None:
-    s3.put_object(Bucket=BUCKET, Key="k", Body=DATA, ContentType="image/png")
+    put = s3.put_object(Bucket=BUCKET, Key="k", Body=DATA, ContentType="image/png")
     info = await storage.head("k")
-    assert info == ObjectInfo(size=len(DATA), content_type="image/png", checksum_sha256=None)
+    assert info == ObjectInfo(
+        size=len(DATA), content_type="image/png", checksum_sha256=None, etag=put["ETag"]
+    )
 
 
 async def test_head_reports_the_stored_sha256(storage: Storage, s3: Any) -> None:
     checksum = sha256_b64(DATA)
     # moto stores a checksum only when the algorithm is named too.
-    s3.put_object(
+    put = s3.put_object(
         Bucket=BUCKET,
         Key="k",
         Body=DATA,
@@ -71,7 +76,38 @@ async def test_head_reports_the_stored_sha256(storage: Storage, s3: Any) -> None
     )
     assert s3.head_object(Bucket=BUCKET, Key="k", ChecksumMode="ENABLED")["ChecksumSHA256"]
     info = await storage.head("k")
-    assert info == ObjectInfo(size=len(DATA), content_type="image/png", checksum_sha256=checksum)
+    assert info == ObjectInfo(
+        size=len(DATA), content_type="image/png", checksum_sha256=checksum, etag=put["ETag"]
+    )
+
+
+async def test_whole_object_reads_wait_for_the_process_wide_hashing_limit() -> None:
+    running = peak = 0
+    lock = threading.Lock()
+    release = threading.Event()
+
+    class SlowBody(io.BytesIO):
+        def read(self, size: int | None = -1) -> bytes:
+            nonlocal running, peak
+            with lock:
+                running += 1
+                peak = max(peak, running)
+            release.wait(5)
+            with lock:
+                running -= 1
+            return b""
+
+    class Client:
+        def get_object(self, **_: Any) -> dict[str, Any]:
+            return {"Body": SlowBody()}
+
+    storage = Storage(cast(Any, Client()), BUCKET, hash_concurrency=2)
+    reads = [asyncio.create_task(storage.sha256(f"k{i}")) for i in range(6)]
+    await asyncio.sleep(0.3)
+    assert peak == 2  # the other four wait without holding a worker thread
+    release.set()
+    assert len(await asyncio.gather(*reads)) == 6
+    assert peak == 2
 
 
 async def test_head_in_a_missing_bucket_is_storage_unavailable(s3: Any) -> None:
