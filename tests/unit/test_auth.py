@@ -306,6 +306,19 @@ async def test_float_exp_is_accepted() -> None:
     assert await verifier().verify(encode(claims(exp=NOW + 0.5 + 600)))
 
 
+@pytest.mark.parametrize(
+    "extra",
+    [{"exp": 10**400}, {"nbf": -(10**400)}, {"iat": 10**309}],
+    ids=["exp-10e400", "nbf-minus-10e400", "iat-10e309"],
+)
+async def test_integer_time_claims_beyond_float_range_are_rejected(extra: dict[str, Any]) -> None:
+    v = verifier()
+    token = encode(claims(**extra))
+    with pytest.raises(InvalidToken):
+        await v.verify(token)
+    assert token not in v._verified
+
+
 # --- sub ---------------------------------------------------------------------------------------
 
 
@@ -321,6 +334,73 @@ async def test_bad_sub_is_rejected(sub: Any) -> None:
 
 async def test_sub_of_255_chars_is_accepted() -> None:
     assert (await verifier().verify(encode(claims(sub="a" * 255)))).sub == "a" * 255
+
+
+@pytest.mark.parametrize(
+    "sub",
+    [
+        "\ud800",
+        "al\udc00ice",
+        "al\nice",
+        "alice\r\n",
+        "al\x1fice",
+        "al\x7fice",
+        "al\u0085ice",
+        "al\u2028ice",
+        "al\u2029ice",
+        "al\u202eecila",
+        "al\u200bice",
+        "\ufeffalice",
+    ],
+    ids=[
+        "lone-high-surrogate",
+        "lone-low-surrogate",
+        "newline",
+        "crlf",
+        "unit-separator",
+        "del",
+        "next-line-c1",
+        "line-separator",
+        "paragraph-separator",
+        "bidi-override",
+        "zero-width-space",
+        "byte-order-mark",
+    ],
+)
+async def test_sub_that_cannot_be_stored_or_would_forge_log_lines_is_rejected(sub: str) -> None:
+    v = verifier()
+    token = encode(claims(sub=sub))
+    with pytest.raises(InvalidToken):
+        await v.verify(token)
+    assert token not in v._verified
+
+
+@pytest.mark.parametrize(
+    "sub", ["jürgen", "用户-42", "auth0|5f7c8ec7c33c6c004bbafe82", "alice smith", "a\u00a0b", "🙂"]
+)
+async def test_sub_of_printable_unicode_is_accepted(sub: str) -> None:
+    assert (await verifier().verify(encode(claims(sub=sub)))).sub == sub
+
+
+async def test_an_unexpected_error_in_a_claim_check_is_invalid_token_logged_without_the_token(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    v = verifier()
+    token = encode(claims())
+    failure = RuntimeError(f"a future claim check failed on {token}")
+    with (
+        mock.patch.object(TokenVerifier, "_is_admin", side_effect=failure),
+        caplog.at_level(logging.WARNING, logger="s3gate.auth"),
+        pytest.raises(InvalidToken),
+    ):
+        await v.verify(token)
+    assert [r.levelno for r in caplog.records] == [logging.WARNING]
+    assert "RuntimeError" in caplog.text
+    assert token not in caplog.text
+    assert token not in v._verified  # refused, so not remembered: the next call checks again
+    with mock.patch("app.auth.jws.verify", wraps=jws.verify) as checked:
+        assert (await v.verify(token)).sub == "alice"
+    assert checked.call_count == 1
 
 
 async def test_duplicate_claim_names_are_rejected() -> None:
