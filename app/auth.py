@@ -311,9 +311,14 @@ class TokenVerifier:
     def _is_admin(self, claims: dict[str, Any]) -> bool:
         wanted = self._settings.admin_scope
         scope = claims.get("scope")
-        if isinstance(scope, str) and wanted in scope.split():
+        # RFC 6749 §3.3: scope tokens are separated by SP alone. str.split() also splits on
+        # U+00A0, U+3000, U+001F, U+0085..., which made "files:read\u00a0s3gate:admin" admin.
+        if isinstance(scope, str) and wanted in scope.split(" "):
             return True
-        roles = claims.get("roles")
+        roles_claim = self._settings.admin_roles_claim
+        if roles_claim is None:
+            return False
+        roles = claims.get(roles_claim)
         return (
             isinstance(roles, list)
             and all(isinstance(role, str) for role in roles)
@@ -472,11 +477,14 @@ class TokenVerifier:
 
 def bearer_description(settings: AuthSettings) -> str:
     """The OpenAPI text of the bearer scheme: the claims this deployment requires."""
+    claim = settings.admin_roles_claim
+    roles = f", or an element of the list `{claim}`" if claim is not None else ""
     return (
         "A JWT issued by your identity provider. `sub` (the owner id) is 1-255 printable "
         "characters: no control, lone surrogate, line/paragraph separator or invisible format "
         "character. `exp` (and `nbf`/`iat` when present) are finite numbers. "
-        "Any other token is 401 `invalid_token`."
+        "Any other token is 401 `invalid_token`. "
+        f"Admin: `{settings.admin_scope}` as one of the space-separated tokens of `scope`{roles}."
     )
 
 

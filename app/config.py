@@ -29,6 +29,8 @@ _CONTENT_TYPE_PATTERN = re.compile(
 _KEY_PREFIX_PATTERN = re.compile(r"([A-Za-z0-9._-]+/)*")
 _BUCKET_PATTERN = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 _IPV4 = re.compile(r"\d+\.\d+\.\d+\.\d+")
+# RFC 6749 §3.3: scope-token = 1*NQCHAR, NQCHAR = %x21 / %x23-5B / %x5D-7E.
+_SCOPE_TOKEN_PATTERN = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+")
 
 CsvList = Annotated[list[str], NoDecode]
 SettingsT = TypeVar("SettingsT", bound=BaseSettings)
@@ -94,13 +96,38 @@ class AuthSettings(BaseSettings):
     jwt_jwks_cache_seconds: int = Field(default=3600, ge=10, le=7 * 24 * 3600)
     jwt_jwks_cooldown_seconds: int = Field(default=60, ge=1, le=3600)
     admin_scope: str = Field(default="s3gate:admin", min_length=1)
+    # The claim (a list of strings) whose exact element equal to admin_scope also makes a
+    # caller admin; unset, only `scope` does.
+    admin_roles_claim: str | None = None
 
     @field_validator(
-        "jwt_secret", "jwt_public_key", "jwt_jwks_url", "jwt_issuer", "jwt_audience", mode="before"
+        "jwt_secret",
+        "jwt_public_key",
+        "jwt_jwks_url",
+        "jwt_issuer",
+        "jwt_audience",
+        "admin_roles_claim",
+        mode="before",
     )
     @classmethod
     def _blank_is_unset(cls, value: Any) -> Any:
         return _empty_to_none(value)
+
+    @field_validator("admin_scope", mode="after")
+    @classmethod
+    def _one_scope_token(cls, value: str) -> str:
+        # Scopes are split on spaces (RFC 6749 §3.3), so any other value could never match.
+        if not _SCOPE_TOKEN_PATTERN.fullmatch(value):
+            raise ValueError('must be one scope token: printable ASCII, no space, " or \\')
+        return value
+
+    @field_validator("admin_roles_claim", mode="after")
+    @classmethod
+    def _claim_name(cls, value: str | None) -> str | None:
+        # A name with stray whitespace would silently never be found in any token.
+        if value is not None and value != value.strip():
+            raise ValueError("must be a claim name without leading or trailing whitespace")
+        return value
 
     @field_validator("jwt_algorithms", mode="before")
     @classmethod

@@ -24,6 +24,7 @@ from app.auth import (
     VERIFIED_CACHE_SECONDS,
     Principal,
     TokenVerifier,
+    bearer_description,
     mint_token,
 )
 from app.config import AuthSettings, ConfigError
@@ -206,7 +207,45 @@ async def test_admin_scope_among_other_scopes_makes_admin() -> None:
 
 async def test_admin_role_in_roles_list_makes_admin() -> None:
     token = encode(claims(roles=["user", "s3gate:admin"]))
+    assert (await verifier(admin_roles_claim="roles").verify(token)).is_admin
+
+
+async def test_roles_grant_nothing_unless_a_roles_claim_is_configured() -> None:
+    token = encode(claims(roles=["user", "s3gate:admin"]))
+    assert await verifier().verify(token) == Principal(sub="alice", is_admin=False)
+
+
+async def test_the_configured_roles_claim_is_the_only_one_read() -> None:
+    v = verifier(admin_roles_claim="groups")
+    assert (await v.verify(encode(claims(groups=["s3gate:admin"])))).is_admin
+    assert not (await v.verify(encode(claims(roles=["s3gate:admin"])))).is_admin
+
+
+@pytest.mark.parametrize(
+    "role", ["s3gate:admin ", "S3GATE:ADMIN", "files:read s3gate:admin", "s3gate:admin\u00a0"]
+)
+async def test_a_role_grants_admin_only_when_exactly_equal(role: str) -> None:
+    token = encode(claims(roles=["user", role]))
+    assert not (await verifier(admin_roles_claim="roles").verify(token)).is_admin
+
+
+@pytest.mark.parametrize(
+    "separator", ["\u00a0", "\u3000", "\u001f", "\u0085", "\t", "\n", "\u2028", "\u2003"]
+)
+async def test_scope_is_split_on_space_only(separator: str) -> None:
+    token = encode(claims(scope=f"files:read{separator}s3gate:admin"))
+    assert await verifier().verify(token) == Principal(sub="alice", is_admin=False)
+
+
+async def test_scope_with_repeated_or_edge_spaces_still_finds_the_admin_token() -> None:
+    token = encode(claims(scope="  files:read   s3gate:admin "))
     assert (await verifier().verify(token)).is_admin
+
+
+def test_the_openapi_bearer_text_names_the_admin_claims_this_deployment_reads() -> None:
+    assert "`roles`" not in bearer_description(settings())
+    assert "`roles`" in bearer_description(settings(admin_roles_claim="roles"))
+    assert "`ops`" in bearer_description(settings(admin_scope="ops"))
 
 
 async def test_custom_admin_scope_is_honoured() -> None:
@@ -228,7 +267,7 @@ async def test_custom_admin_scope_is_honoured() -> None:
 async def test_admin_claims_of_wrong_shape_are_not_admin_but_still_valid(
     extra: dict[str, Any],
 ) -> None:
-    principal = await verifier().verify(encode(claims(**extra)))
+    principal = await verifier(admin_roles_claim="roles").verify(encode(claims(**extra)))
     assert principal == Principal(sub="alice", is_admin=False)
 
 

@@ -199,6 +199,43 @@ def test_public_key_path_that_does_not_exist_is_refused(tmp_path: Path) -> None:
         make(jwt_secret=None, jwt_public_key=str(tmp_path / "missing.pem"))
 
 
+# --- admin ----------------------------------------------------------------------------------------
+
+
+def test_no_roles_claim_grants_admin_by_default() -> None:
+    assert make().admin_roles_claim is None
+
+
+def test_roles_claim_from_environment_is_read_and_blank_means_unset(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("S3GATE_ADMIN_ROLES_CLAIM", "roles")
+    assert (
+        Settings(_env_file=None, s3_bucket=BUCKET, jwt_secret=SECRET).admin_roles_claim == "roles"
+    )
+    monkeypatch.setenv("S3GATE_ADMIN_ROLES_CLAIM", "  ")
+    assert Settings(_env_file=None, s3_bucket=BUCKET, jwt_secret=SECRET).admin_roles_claim is None
+
+
+def test_roles_claim_with_stray_whitespace_is_refused() -> None:
+    with pytest.raises(ConfigError, match="S3GATE_ADMIN_ROLES_CLAIM"):
+        load_settings(
+            Settings,
+            _env_file=None,
+            s3_bucket=BUCKET,
+            jwt_secret=SECRET,
+            admin_roles_claim="roles ",
+        )
+
+
+@pytest.mark.parametrize("scope", ["s3gate admin", "s3gate:admin\n", "adm\u00a0in", "ädmin", 'a"b'])
+def test_admin_scope_that_is_not_one_scope_token_is_refused(scope: str) -> None:
+    with pytest.raises(ConfigError, match="S3GATE_ADMIN_SCOPE"):
+        load_settings(
+            Settings, _env_file=None, s3_bucket=BUCKET, jwt_secret=SECRET, admin_scope=scope
+        )
+
+
 # --- content types, CORS, endpoints --------------------------------------------------------------
 
 
