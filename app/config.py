@@ -92,6 +92,9 @@ class AuthSettings(BaseSettings):
     jwt_algorithms: CsvList = Field(default_factory=list)
     jwt_issuer: str | None = None
     jwt_audience: str | None = None
+    # A public key or JWKS is usually an identity provider's, signing tokens for many
+    # applications; without an audience check any of their tokens is accepted here.
+    jwt_audience_optional: bool = False
     jwt_leeway_seconds: int = Field(default=30, ge=0, le=3600)
     jwt_jwks_cache_seconds: int = Field(default=3600, ge=10, le=7 * 24 * 3600)
     jwt_jwks_cooldown_seconds: int = Field(default=60, ge=1, le=3600)
@@ -212,6 +215,14 @@ class AuthSettings(BaseSettings):
         secret = self.jwt_secret.get_secret_value() if self.jwt_secret else None
         if secret is not None and len(secret.encode()) < MIN_HMAC_SECRET_BYTES:
             raise ValueError(f"S3GATE_JWT_SECRET: needs {MIN_HMAC_SECRET_BYTES} bytes or more")
+        # An HMAC secret is the service's own: only its own issuer can mint tokens with it.
+        if not hmac_mode and self.jwt_audience is None and not self.jwt_audience_optional:
+            raise ValueError(
+                "S3GATE_JWT_AUDIENCE: required with S3GATE_JWT_PUBLIC_KEY or S3GATE_JWT_JWKS_URL "
+                "(an identity provider's key also signs tokens meant for other applications); "
+                "set S3GATE_JWT_AUDIENCE_OPTIONAL=true only if every token this key signs is "
+                "for this service"
+            )
         object.__setattr__(self, "jwt_algorithms", algorithms)
         return self
 
