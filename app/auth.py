@@ -8,6 +8,7 @@ import logging
 import math
 import re
 import time
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeGuard
@@ -42,6 +43,11 @@ _COMPACT_JWS = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
 _KeysByAlg = dict[str, Key]
 _KidIndex = dict[str, dict[str, list[Key]]]
 _PUBLIC_MEMBERS = {"RSA": ("n", "e"), "EC": ("crv", "x", "y")}
+# A `sub` is stored in the ledger, logged and hashed into object keys, so it may hold none of:
+# controls (Cc: NUL, newline, DEL, C1 such as U+0085), surrogates (Cs: not encodable as UTF-8),
+# line/paragraph separators (Zl, Zp: break text log lines), or invisible format characters
+# (Cf: bidi overrides reorder a log line, zero-width characters make two owners look alike).
+_SUB_FORBIDDEN_CATEGORIES = frozenset({"Cc", "Cs", "Cf", "Zl", "Zp"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +66,19 @@ def _is_number(value: object) -> TypeGuard[int | float]:
     # bool is an int subclass; JSON true must not pass as a timestamp.
     if isinstance(value, bool) or not isinstance(value, int | float):
         return False
-    return math.isfinite(value)
+    try:
+        return math.isfinite(value)
+    # A JSON integer beyond float range (10**400) is no interoperable number (RFC 8259 §6).
+    except OverflowError:
+        return False
+
+
+def _is_valid_sub(value: object) -> TypeGuard[str]:
+    if not isinstance(value, str) or not 0 < len(value) <= MAX_SUB_CHARS:
+        return False
+    if value.isascii():
+        return value.isprintable()  # the common case; in ASCII only Cc is unprintable
+    return not any(unicodedata.category(char) in _SUB_FORBIDDEN_CATEGORIES for char in value)
 
 
 def _reject_constant(name: str) -> Any:
@@ -211,7 +229,16 @@ class TokenVerifier:
             raise InvalidToken()
         keys = await self._keys_for(alg, kid)
         claims = self._verified_claims(token, alg, keys)
-        principal = self._principal(claims)
+        try:
+            principal = self._principal(claims)
+        except InvalidToken:
+            raise
+        # Claims are attacker-shaped values: a check that trips over one nobody foresaw must
+        # still refuse the token, never answer 500. The type name only: messages can quote claims.
+        except Exception as exc:
+            log.warning("token refused: a claim check raised %s", type(exc).__name__)
+            raise InvalidToken() from None
+        # Only now, with every check passed, may the token be remembered.
         self._remember(token, principal, claims["exp"])
         return principal
 
@@ -268,7 +295,7 @@ class TokenVerifier:
                 if not _is_number(value) or value > now + self._leeway:
                     raise InvalidToken()
         sub = claims.get("sub")
-        if not isinstance(sub, str) or not sub or len(sub) > MAX_SUB_CHARS or "\x00" in sub:
+        if not _is_valid_sub(sub):
             raise InvalidToken()
         if settings.jwt_issuer is not None and claims.get("iss") != settings.jwt_issuer:
             raise InvalidToken()
@@ -284,9 +311,14 @@ class TokenVerifier:
     def _is_admin(self, claims: dict[str, Any]) -> bool:
         wanted = self._settings.admin_scope
         scope = claims.get("scope")
-        if isinstance(scope, str) and wanted in scope.split():
+        # RFC 6749 §3.3: scope tokens are separated by SP alone. str.split() also splits on
+        # U+00A0, U+3000, U+001F, U+0085..., which made "files:read\u00a0s3gate:admin" admin.
+        if isinstance(scope, str) and wanted in scope.split(" "):
             return True
-        roles = claims.get("roles")
+        roles_claim = self._settings.admin_roles_claim
+        if roles_claim is None:
+            return False
+        roles = claims.get(roles_claim)
         return (
             isinstance(roles, list)
             and all(isinstance(role, str) for role in roles)
@@ -441,6 +473,19 @@ class TokenVerifier:
             log.warning(
                 "JWKS fetch from %s failed (%s); no keys loaded", self._jwks_log_url, reason
             )
+
+
+def bearer_description(settings: AuthSettings) -> str:
+    """The OpenAPI text of the bearer scheme: the claims this deployment requires."""
+    claim = settings.admin_roles_claim
+    roles = f", or an element of the list `{claim}`" if claim is not None else ""
+    return (
+        "A JWT issued by your identity provider. `sub` (the owner id) is 1-255 printable "
+        "characters: no control, lone surrogate, line/paragraph separator or invisible format "
+        "character. `exp` (and `nbf`/`iat` when present) are finite numbers. "
+        "Any other token is 401 `invalid_token`. "
+        f"Admin: `{settings.admin_scope}` as one of the space-separated tokens of `scope`{roles}."
+    )
 
 
 def mint_token(

@@ -29,6 +29,8 @@ _CONTENT_TYPE_PATTERN = re.compile(
 _KEY_PREFIX_PATTERN = re.compile(r"([A-Za-z0-9._-]+/)*")
 _BUCKET_PATTERN = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 _IPV4 = re.compile(r"\d+\.\d+\.\d+\.\d+")
+# RFC 6749 §3.3: scope-token = 1*NQCHAR, NQCHAR = %x21 / %x23-5B / %x5D-7E.
+_SCOPE_TOKEN_PATTERN = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+")
 
 CsvList = Annotated[list[str], NoDecode]
 SettingsT = TypeVar("SettingsT", bound=BaseSettings)
@@ -90,17 +92,45 @@ class AuthSettings(BaseSettings):
     jwt_algorithms: CsvList = Field(default_factory=list)
     jwt_issuer: str | None = None
     jwt_audience: str | None = None
+    # A public key or JWKS is usually an identity provider's, signing tokens for many
+    # applications; without an audience check any of their tokens is accepted here.
+    jwt_audience_optional: bool = False
     jwt_leeway_seconds: int = Field(default=30, ge=0, le=3600)
     jwt_jwks_cache_seconds: int = Field(default=3600, ge=10, le=7 * 24 * 3600)
     jwt_jwks_cooldown_seconds: int = Field(default=60, ge=1, le=3600)
     admin_scope: str = Field(default="s3gate:admin", min_length=1)
+    # The claim (a list of strings) whose exact element equal to admin_scope also makes a
+    # caller admin; unset, only `scope` does.
+    admin_roles_claim: str | None = None
 
     @field_validator(
-        "jwt_secret", "jwt_public_key", "jwt_jwks_url", "jwt_issuer", "jwt_audience", mode="before"
+        "jwt_secret",
+        "jwt_public_key",
+        "jwt_jwks_url",
+        "jwt_issuer",
+        "jwt_audience",
+        "admin_roles_claim",
+        mode="before",
     )
     @classmethod
     def _blank_is_unset(cls, value: Any) -> Any:
         return _empty_to_none(value)
+
+    @field_validator("admin_scope", mode="after")
+    @classmethod
+    def _one_scope_token(cls, value: str) -> str:
+        # Scopes are split on spaces (RFC 6749 §3.3), so any other value could never match.
+        if not _SCOPE_TOKEN_PATTERN.fullmatch(value):
+            raise ValueError('must be one scope token: printable ASCII, no space, " or \\')
+        return value
+
+    @field_validator("admin_roles_claim", mode="after")
+    @classmethod
+    def _claim_name(cls, value: str | None) -> str | None:
+        # A name with stray whitespace would silently never be found in any token.
+        if value is not None and value != value.strip():
+            raise ValueError("must be a claim name without leading or trailing whitespace")
+        return value
 
     @field_validator("jwt_algorithms", mode="before")
     @classmethod
@@ -185,6 +215,14 @@ class AuthSettings(BaseSettings):
         secret = self.jwt_secret.get_secret_value() if self.jwt_secret else None
         if secret is not None and len(secret.encode()) < MIN_HMAC_SECRET_BYTES:
             raise ValueError(f"S3GATE_JWT_SECRET: needs {MIN_HMAC_SECRET_BYTES} bytes or more")
+        # An HMAC secret is the service's own: only its own issuer can mint tokens with it.
+        if not hmac_mode and self.jwt_audience is None and not self.jwt_audience_optional:
+            raise ValueError(
+                "S3GATE_JWT_AUDIENCE: required with S3GATE_JWT_PUBLIC_KEY or S3GATE_JWT_JWKS_URL "
+                "(an identity provider's key also signs tokens meant for other applications); "
+                "set S3GATE_JWT_AUDIENCE_OPTIONAL=true only if every token this key signs is "
+                "for this service"
+            )
         object.__setattr__(self, "jwt_algorithms", algorithms)
         return self
 

@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
 
-from app.auth import TokenVerifier
+from app.auth import TokenVerifier, bearer_description
 from app.config import ConfigError, Settings, load_settings
 from app.errors import install_error_handlers
 from app.lifespan import lifespan
@@ -87,7 +87,7 @@ def _openapi_with_bearer(app: FastAPI) -> dict[str, Any]:
                 "type": "http",
                 "scheme": "bearer",
                 "bearerFormat": "JWT",
-                "description": "A JWT issued by your identity provider.",
+                "description": bearer_description(app.state.settings),
             }
         }
         for path, operations in schema.get("paths", {}).items():

@@ -5,6 +5,8 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
+import hmac
+import json
 import os
 import subprocess
 import sys
@@ -113,6 +115,18 @@ class Api:
         return await self.client.post(
             f"/uploads/{file_id}/complete", headers=self.auth(sub, admin=admin)
         )
+
+
+def hs256_token(claims: dict[str, Any], secret: str = TEST_JWT_SECRET) -> str:
+    """An HS256 JWT signed by hand, so a test can send claims that mint_token cannot make."""
+
+    def b64url(data: bytes) -> str:
+        return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+    header = b64url(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
+    signing_input = f"{header}.{b64url(json.dumps(claims).encode())}"
+    signature = hmac.new(secret.encode(), signing_input.encode(), hashlib.sha256).digest()
+    return f"{signing_input}.{b64url(signature)}"
 
 
 def sha256_b64(data: bytes) -> str:

@@ -111,6 +111,18 @@ def test_bad_configuration_stops_startup_naming_the_variable(command: list[str])
     assert TEST_JWT_SECRET not in result.stderr + result.stdout
 
 
+def test_jwks_without_audience_stops_serve_naming_jwt_audience() -> None:
+    env = clean_env(
+        S3GATE_S3_BUCKET="bucket",
+        S3GATE_JWT_JWKS_URL="https://idp.example/.well-known/jwks.json",
+        S3GATE_PORT=str(free_port()),
+    )
+    result = run_s3gate("serve", env=env, timeout=20)
+    assert result.returncode != 0
+    assert "S3GATE_JWT_AUDIENCE" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_migrate_command_creates_the_ledger(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'ledger.db'}"
     result = run_s3gate("migrate", env=clean_env(S3GATE_DATABASE_URL=url), cwd=tmp_path)

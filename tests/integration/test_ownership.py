@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import time
 import uuid
+from typing import Any
 
 import httpx
 import pytest
 
-from tests.support import Api, new_sub
+from tests.support import Api, hs256_token, new_sub, running_app
 
 ROUTES = [
     ("GET", "/files/{id}"),
@@ -96,3 +98,38 @@ async def test_admin_without_owner_lists_their_own_files(
     await api.upload(s3_http, owner, b"x", content_type="text/plain")
     listing = await api.client.get("/files", headers=api.auth(admin, admin=True))
     assert listing.json()["items"] == []
+
+
+def _bearer(sub: str, **claims: Any) -> dict[str, str]:
+    now = int(time.time())
+    token = hs256_token({"sub": sub, "iat": now, "exp": now + 600, **claims})
+    return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.mark.parametrize("separator", ["\u00a0", "\u3000", "\u001f", "\u0085"])
+async def test_admin_scope_glued_by_unicode_whitespace_is_not_admin(
+    api: Api, s3_http: httpx.AsyncClient, separator: str
+) -> None:
+    owner = new_sub()
+    await api.upload(s3_http, owner, b"one", content_type="text/plain")
+    headers = _bearer(new_sub(), scope=f"files:read{separator}s3gate:admin")
+    refused = await api.client.get(f"/files?owner={owner}", headers=headers)
+    assert refused.status_code == 403
+    assert refused.json()["code"] == "forbidden"
+
+
+async def test_roles_make_admin_only_through_the_configured_roles_claim(
+    api: Api, s3_http: httpx.AsyncClient
+) -> None:
+    owner = new_sub()
+    await api.upload(s3_http, owner, b"one", content_type="text/plain")
+    headers = _bearer(new_sub(), roles=["s3gate:admin"])
+    refused = await api.client.get(f"/files?owner={owner}", headers=headers)
+    assert refused.status_code == 403
+    assert refused.json()["code"] == "forbidden"
+
+    with_roles = api.settings.model_copy(update={"admin_roles_claim": "roles"})
+    async with running_app(with_roles) as client:
+        listing = await client.get(f"/files?owner={owner}", headers=headers)
+    assert listing.status_code == 200
+    assert len(listing.json()["items"]) == 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -12,7 +13,15 @@ from sqlalchemy import func, select
 
 from app.devstack import EmbeddedS3
 from app.models import files_table
-from tests.support import Api, new_sub, object_exists, running_app, sha256_b64, sql_engine
+from tests.support import (
+    Api,
+    hs256_token,
+    new_sub,
+    object_exists,
+    running_app,
+    sha256_b64,
+    sql_engine,
+)
 
 GOOD = {"filename": "a.txt", "content_type": "text/plain", "size": 5}
 
@@ -139,6 +148,32 @@ async def test_bad_token_is_401_invalid_token(api: Api, header: str) -> None:
     answer = await api.client.get("/files", headers={"Authorization": header})
     _problem(answer, 401, "invalid_token")
     assert answer.headers["www-authenticate"] == 'Bearer error="invalid_token"'
+
+
+@pytest.mark.parametrize(
+    "claims",
+    [
+        {"sub": "\ud800"},
+        {"sub": "al\nice"},
+        {"exp": 10**400},
+        {"nbf": -(10**400)},
+        {"iat": 10**309},
+    ],
+    ids=["sub-lone-surrogate", "sub-newline", "exp-10e400", "nbf-minus-10e400", "iat-10e309"],
+)
+async def test_signed_token_with_unusable_claims_is_401_invalid_token(
+    api: Api, claims: dict[str, Any]
+) -> None:
+    now = int(time.time())
+    token = hs256_token({"sub": new_sub(), "iat": now, "exp": now + 600, **claims})
+    headers = {"Authorization": f"Bearer {token}"}
+    for answer in (
+        await api.client.post("/uploads", json=GOOD, headers=headers),
+        await api.client.get("/files", headers=headers),
+    ):
+        _problem(answer, 401, "invalid_token")
+        assert answer.headers["www-authenticate"] == 'Bearer error="invalid_token"'
+        assert token not in answer.text
 
 
 # --- idempotency ------------------------------------------------------------------------------

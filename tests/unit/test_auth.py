@@ -24,6 +24,7 @@ from app.auth import (
     VERIFIED_CACHE_SECONDS,
     Principal,
     TokenVerifier,
+    bearer_description,
     mint_token,
 )
 from app.config import AuthSettings, ConfigError
@@ -100,6 +101,9 @@ _DROP = object()
 def settings(**kwargs: Any) -> AuthSettings:
     if not {"jwt_secret", "jwt_public_key", "jwt_jwks_url"} & kwargs.keys():
         kwargs["jwt_secret"] = SECRET
+    elif "jwt_audience" not in kwargs:
+        # The key tests sign tokens without `aud`; the audience rule is tested in test_config.
+        kwargs.setdefault("jwt_audience_optional", True)
     return AuthSettings(_env_file=None, **kwargs)
 
 
@@ -206,7 +210,45 @@ async def test_admin_scope_among_other_scopes_makes_admin() -> None:
 
 async def test_admin_role_in_roles_list_makes_admin() -> None:
     token = encode(claims(roles=["user", "s3gate:admin"]))
+    assert (await verifier(admin_roles_claim="roles").verify(token)).is_admin
+
+
+async def test_roles_grant_nothing_unless_a_roles_claim_is_configured() -> None:
+    token = encode(claims(roles=["user", "s3gate:admin"]))
+    assert await verifier().verify(token) == Principal(sub="alice", is_admin=False)
+
+
+async def test_the_configured_roles_claim_is_the_only_one_read() -> None:
+    v = verifier(admin_roles_claim="groups")
+    assert (await v.verify(encode(claims(groups=["s3gate:admin"])))).is_admin
+    assert not (await v.verify(encode(claims(roles=["s3gate:admin"])))).is_admin
+
+
+@pytest.mark.parametrize(
+    "role", ["s3gate:admin ", "S3GATE:ADMIN", "files:read s3gate:admin", "s3gate:admin\u00a0"]
+)
+async def test_a_role_grants_admin_only_when_exactly_equal(role: str) -> None:
+    token = encode(claims(roles=["user", role]))
+    assert not (await verifier(admin_roles_claim="roles").verify(token)).is_admin
+
+
+@pytest.mark.parametrize(
+    "separator", ["\u00a0", "\u3000", "\u001f", "\u0085", "\t", "\n", "\u2028", "\u2003"]
+)
+async def test_scope_is_split_on_space_only(separator: str) -> None:
+    token = encode(claims(scope=f"files:read{separator}s3gate:admin"))
+    assert await verifier().verify(token) == Principal(sub="alice", is_admin=False)
+
+
+async def test_scope_with_repeated_or_edge_spaces_still_finds_the_admin_token() -> None:
+    token = encode(claims(scope="  files:read   s3gate:admin "))
     assert (await verifier().verify(token)).is_admin
+
+
+def test_the_openapi_bearer_text_names_the_admin_claims_this_deployment_reads() -> None:
+    assert "`roles`" not in bearer_description(settings())
+    assert "`roles`" in bearer_description(settings(admin_roles_claim="roles"))
+    assert "`ops`" in bearer_description(settings(admin_scope="ops"))
 
 
 async def test_custom_admin_scope_is_honoured() -> None:
@@ -228,7 +270,7 @@ async def test_custom_admin_scope_is_honoured() -> None:
 async def test_admin_claims_of_wrong_shape_are_not_admin_but_still_valid(
     extra: dict[str, Any],
 ) -> None:
-    principal = await verifier().verify(encode(claims(**extra)))
+    principal = await verifier(admin_roles_claim="roles").verify(encode(claims(**extra)))
     assert principal == Principal(sub="alice", is_admin=False)
 
 
@@ -306,6 +348,19 @@ async def test_float_exp_is_accepted() -> None:
     assert await verifier().verify(encode(claims(exp=NOW + 0.5 + 600)))
 
 
+@pytest.mark.parametrize(
+    "extra",
+    [{"exp": 10**400}, {"nbf": -(10**400)}, {"iat": 10**309}],
+    ids=["exp-10e400", "nbf-minus-10e400", "iat-10e309"],
+)
+async def test_integer_time_claims_beyond_float_range_are_rejected(extra: dict[str, Any]) -> None:
+    v = verifier()
+    token = encode(claims(**extra))
+    with pytest.raises(InvalidToken):
+        await v.verify(token)
+    assert token not in v._verified
+
+
 # --- sub ---------------------------------------------------------------------------------------
 
 
@@ -321,6 +376,73 @@ async def test_bad_sub_is_rejected(sub: Any) -> None:
 
 async def test_sub_of_255_chars_is_accepted() -> None:
     assert (await verifier().verify(encode(claims(sub="a" * 255)))).sub == "a" * 255
+
+
+@pytest.mark.parametrize(
+    "sub",
+    [
+        "\ud800",
+        "al\udc00ice",
+        "al\nice",
+        "alice\r\n",
+        "al\x1fice",
+        "al\x7fice",
+        "al\u0085ice",
+        "al\u2028ice",
+        "al\u2029ice",
+        "al\u202eecila",
+        "al\u200bice",
+        "\ufeffalice",
+    ],
+    ids=[
+        "lone-high-surrogate",
+        "lone-low-surrogate",
+        "newline",
+        "crlf",
+        "unit-separator",
+        "del",
+        "next-line-c1",
+        "line-separator",
+        "paragraph-separator",
+        "bidi-override",
+        "zero-width-space",
+        "byte-order-mark",
+    ],
+)
+async def test_sub_that_cannot_be_stored_or_would_forge_log_lines_is_rejected(sub: str) -> None:
+    v = verifier()
+    token = encode(claims(sub=sub))
+    with pytest.raises(InvalidToken):
+        await v.verify(token)
+    assert token not in v._verified
+
+
+@pytest.mark.parametrize(
+    "sub", ["jürgen", "用户-42", "auth0|5f7c8ec7c33c6c004bbafe82", "alice smith", "a\u00a0b", "🙂"]
+)
+async def test_sub_of_printable_unicode_is_accepted(sub: str) -> None:
+    assert (await verifier().verify(encode(claims(sub=sub)))).sub == sub
+
+
+async def test_an_unexpected_error_in_a_claim_check_is_invalid_token_logged_without_the_token(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    v = verifier()
+    token = encode(claims())
+    failure = RuntimeError(f"a future claim check failed on {token}")
+    with (
+        mock.patch.object(TokenVerifier, "_is_admin", side_effect=failure),
+        caplog.at_level(logging.WARNING, logger="s3gate.auth"),
+        pytest.raises(InvalidToken),
+    ):
+        await v.verify(token)
+    assert [r.levelno for r in caplog.records] == [logging.WARNING]
+    assert "RuntimeError" in caplog.text
+    assert token not in caplog.text
+    assert token not in v._verified  # refused, so not remembered: the next call checks again
+    with mock.patch("app.auth.jws.verify", wraps=jws.verify) as checked:
+        assert (await v.verify(token)).sub == "alice"
+    assert checked.call_count == 1
 
 
 async def test_duplicate_claim_names_are_rejected() -> None:

@@ -15,6 +15,7 @@ from app.config import ConfigError, Settings, load_settings
 
 SECRET = "k" * 40
 BUCKET = "my-bucket"
+AUDIENCE = "s3gate"
 
 
 @pytest.fixture(scope="module")
@@ -28,9 +29,14 @@ def public_pem() -> str:
 
 
 def make(**overrides: Any) -> Settings:
-    """Settings with only what the test passes (plus a bucket and a secret unless overridden)."""
+    """Settings with only what the test passes (plus a bucket and a secret unless overridden;
+    an audience when the secret is replaced by a public key or JWKS, which require one)."""
     values: dict[str, Any] = {"s3_bucket": BUCKET, "jwt_secret": SECRET}
     values.update(overrides)
+    if values["jwt_secret"] is None and not {"jwt_audience", "jwt_audience_optional"} & set(
+        overrides
+    ):
+        values["jwt_audience"] = AUDIENCE
     values = {k: v for k, v in values.items() if v is not None}
     return Settings(_env_file=None, **values)
 
@@ -189,6 +195,7 @@ def test_public_key_path_from_environment_is_read(
     path = tmp_path / "jwt.pem"
     path.write_text(public_pem, encoding="ascii")
     monkeypatch.setenv("S3GATE_JWT_PUBLIC_KEY", str(path))
+    monkeypatch.setenv("S3GATE_JWT_AUDIENCE", AUDIENCE)
     settings = Settings(_env_file=None, s3_bucket=BUCKET)
     assert settings.jwt_public_key is not None
     assert settings.jwt_public_key.get_secret_value() == public_pem
@@ -197,6 +204,83 @@ def test_public_key_path_from_environment_is_read(
 def test_public_key_path_that_does_not_exist_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValidationError, match="not a readable PEM file"):
         make(jwt_secret=None, jwt_public_key=str(tmp_path / "missing.pem"))
+
+
+# --- admin ----------------------------------------------------------------------------------------
+
+
+def test_no_roles_claim_grants_admin_by_default() -> None:
+    assert make().admin_roles_claim is None
+
+
+def test_roles_claim_from_environment_is_read_and_blank_means_unset(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("S3GATE_ADMIN_ROLES_CLAIM", "roles")
+    assert (
+        Settings(_env_file=None, s3_bucket=BUCKET, jwt_secret=SECRET).admin_roles_claim == "roles"
+    )
+    monkeypatch.setenv("S3GATE_ADMIN_ROLES_CLAIM", "  ")
+    assert Settings(_env_file=None, s3_bucket=BUCKET, jwt_secret=SECRET).admin_roles_claim is None
+
+
+def test_roles_claim_with_stray_whitespace_is_refused() -> None:
+    with pytest.raises(ConfigError, match="S3GATE_ADMIN_ROLES_CLAIM"):
+        load_settings(
+            Settings,
+            _env_file=None,
+            s3_bucket=BUCKET,
+            jwt_secret=SECRET,
+            admin_roles_claim="roles ",
+        )
+
+
+@pytest.mark.parametrize("scope", ["s3gate admin", "s3gate:admin\n", "adm\u00a0in", "ädmin", 'a"b'])
+def test_admin_scope_that_is_not_one_scope_token_is_refused(scope: str) -> None:
+    with pytest.raises(ConfigError, match="S3GATE_ADMIN_SCOPE"):
+        load_settings(
+            Settings, _env_file=None, s3_bucket=BUCKET, jwt_secret=SECRET, admin_scope=scope
+        )
+
+
+# --- audience ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("source", ["public-key", "jwks"])
+def test_public_key_or_jwks_without_audience_is_refused_naming_jwt_audience(
+    public_pem: str, source: str
+) -> None:
+    key = (
+        {"jwt_public_key": public_pem}
+        if source == "public-key"
+        else {"jwt_jwks_url": "https://idp.example/jwks"}
+    )
+    with pytest.raises(ConfigError, match="S3GATE_JWT_AUDIENCE") as refused:
+        load_settings(Settings, _env_file=None, s3_bucket=BUCKET, **key)
+    assert "S3GATE_JWT_AUDIENCE_OPTIONAL=true" in str(refused.value)
+    assert "BEGIN" not in str(refused.value)
+
+
+def test_public_key_with_audience_is_accepted(public_pem: str) -> None:
+    settings = make(jwt_secret=None, jwt_public_key=public_pem, jwt_audience="files-api")
+    assert settings.jwt_audience == "files-api"
+    assert not settings.jwt_audience_optional
+
+
+def test_audience_optional_from_environment_lets_jwks_run_without_audience(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("S3GATE_JWT_JWKS_URL", "https://idp.example/jwks")
+    monkeypatch.setenv("S3GATE_JWT_AUDIENCE_OPTIONAL", "true")
+    settings = Settings(_env_file=None, s3_bucket=BUCKET)
+    assert settings.jwt_audience is None
+    assert settings.jwt_audience_optional
+
+
+def test_hmac_secret_needs_no_audience() -> None:
+    settings = make()
+    assert settings.jwt_audience is None
+    assert not settings.jwt_audience_optional
 
 
 # --- content types, CORS, endpoints --------------------------------------------------------------
