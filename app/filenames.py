@@ -26,39 +26,36 @@ _MAX_EXTENSION_CHARS = 16
 # RFC 8187 attr-char minus ALPHA / DIGIT and "-" "." "_" "~", which quote() never escapes.
 _ATTR_CHAR_EXTRA = "!#$&+^`|"
 
-# Script-capable types: a browser that renders any of these at the bucket's origin may run
-# script there, so they are never served inline or under their declared type.
-SCRIPT_CAPABLE_TYPES: frozenset[str] = frozenset(
+# The only types served inline and under their declared type: browsers show them as an image,
+# a media player, plain text, a JSON viewer or a PDF viewer, none of which runs the file's script
+# at the bucket's origin. Everything else (HTML, XML, SVG, JavaScript, and any type that makes a
+# browser sniff the bytes for HTML) is served as an octet-stream attachment.
+INLINE_TYPES: frozenset[str] = frozenset(
     {
-        # HTML and XML documents (XML can pull in XHTML namespaces or XSLT that emits HTML).
-        "text/html",
-        "application/xhtml+xml",
-        "image/svg+xml",
-        "text/xml",
-        "application/xml",
-        "text/xsl",
-        "application/xslt+xml",
-        # Every "JavaScript MIME type essence match" of the WHATWG MIME Sniffing standard.
-        "application/ecmascript",
-        "application/javascript",
-        "application/x-ecmascript",
-        "application/x-javascript",
-        "text/ecmascript",
-        "text/javascript",
-        "text/javascript1.0",
-        "text/javascript1.1",
-        "text/javascript1.2",
-        "text/javascript1.3",
-        "text/javascript1.4",
-        "text/javascript1.5",
-        "text/jscript",
-        "text/livescript",
-        "text/x-ecmascript",
-        "text/x-javascript",
-        # Browsers render each part under its own type, so it can smuggle an HTML part.
-        "multipart/x-mixed-replace",
+        # Raster formats browsers decode as pictures; SVG is a document that can run script.
+        "image/png",
+        "image/apng",
+        "image/jpeg",
+        "image/gif",
+        "image/webp",
+        "image/avif",
+        "image/bmp",
+        "text/plain",
+        "application/json",
+        "application/pdf",
     }
 )
+INLINE_TYPE_FAMILIES = ("video/", "audio/")
+
+# The essences for which browsers run the MIME-sniffing "unknown type" rules (WHATWG MIME
+# Sniffing), which may find HTML in the bytes: refused at upload unless listed exactly.
+SNIFFED_TYPES: frozenset[str] = frozenset(
+    {"unknown/unknown", "application/unknown", "application/x-unknown-content-type"}
+)
+
+# Signed into every download URL: otherwise S3 answers with whatever Cache-Control the object
+# was stored with, which an uploader chooses and which could let a shared cache keep the file.
+DOWNLOAD_CACHE_CONTROL = "private, no-store"
 
 _SAFE_DOWNLOAD_TYPE = "application/octet-stream"
 # RFC 9110 token characters on both sides of the slash.
@@ -122,11 +119,10 @@ def _media_type_essence(content_type: str) -> str:
     return content_type.split(";", 1)[0].strip().lower()
 
 
-def is_script_capable(content_type: str) -> bool:
-    """Tell whether a browser could run script from a response of this content type."""
+def is_inline_safe(content_type: str) -> bool:
+    """Tell whether a browser may render a response of this content type inline."""
     essence = _media_type_essence(content_type)
-    # Any "+xml" type (RFC 7303 §4.2) may be rendered as XML, with the same risks as text/xml.
-    return essence in SCRIPT_CAPABLE_TYPES or essence.endswith("+xml")
+    return essence in INLINE_TYPES or essence.startswith(INLINE_TYPE_FAMILIES)
 
 
 def download_headers(
@@ -138,6 +134,6 @@ def download_headers(
         content_type.isascii() and content_type.isprintable()
     )
     # A malformed type would let the browser sniff the bytes, which is as risky as HTML.
-    if malformed or is_script_capable(essence):
+    if malformed or not is_inline_safe(essence):
         return _SAFE_DOWNLOAD_TYPE, content_disposition(filename, "attachment")
     return content_type, content_disposition(filename, disposition)

@@ -188,21 +188,25 @@ class Signer:
         *,
         response_content_type: str,
         response_content_disposition: str,
+        response_cache_control: str,
         ttl_seconds: int,
     ) -> PresignedRequest:
-        """A GET URL whose response carries our Content-Type and Content-Disposition."""
+        """A GET URL whose response carries our Content-Type, Content-Disposition and
+        Cache-Control, whatever metadata the object was stored with."""
         if self._endpoint is None:
             params = {
                 "Bucket": self._bucket,
                 "Key": key,
                 "ResponseContentType": response_content_type,
                 "ResponseContentDisposition": response_content_disposition,
+                "ResponseCacheControl": response_cache_control,
             }
             url, expires_at = self._presign_boto3("get_object", params, ttl_seconds)
         else:
             query = (
                 ("response-content-type", response_content_type),
                 ("response-content-disposition", response_content_disposition),
+                ("response-cache-control", response_cache_control),
             )
             url, expires_at = self._presign_direct("GET", key, {}, query, ttl_seconds)
         return PresignedRequest(url, "GET", MappingProxyType({}), expires_at)

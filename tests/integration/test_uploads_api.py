@@ -128,6 +128,33 @@ async def test_content_type_outside_the_allow_list_is_415(api: Api) -> None:
     assert allowed.status_code == 201
 
 
+SNIFFED = ["unknown/unknown", "application/unknown", "application/x-unknown-content-type"]
+
+
+@pytest.mark.parametrize("content_type", SNIFFED)
+@pytest.mark.parametrize("patterns", [["*/*"], ["application/*", "unknown/*"]])
+async def test_a_sniffed_type_matched_only_by_a_wildcard_is_422(
+    api: Api, content_type: str, patterns: list[str]
+) -> None:
+    wildcards = api.settings.model_copy(update={"allowed_content_types": patterns})
+    async with running_app(wildcards) as client:
+        refused = await client.post(
+            "/uploads", json={**GOOD, "content_type": content_type}, headers=api.auth(new_sub())
+        )
+    problem = _problem(refused, 422, "validation_error")
+    assert problem["errors"][0]["loc"] == ["body", "content_type"]
+
+
+@pytest.mark.parametrize("content_type", SNIFFED)
+async def test_a_sniffed_type_listed_exactly_is_admitted(api: Api, content_type: str) -> None:
+    listed = api.settings.model_copy(update={"allowed_content_types": ["*/*", content_type]})
+    async with running_app(listed) as client:
+        admitted = await client.post(
+            "/uploads", json={**GOOD, "content_type": content_type}, headers=api.auth(new_sub())
+        )
+    assert admitted.status_code == 201, admitted.text
+
+
 async def test_missing_token_is_401_missing_token(api: Api) -> None:
     answer = await api.client.post("/uploads", json=GOOD)
     _problem(answer, 401, "missing_token")

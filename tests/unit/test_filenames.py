@@ -11,7 +11,7 @@ from typing import Literal
 import pytest
 
 from app.filenames import (
-    SCRIPT_CAPABLE_TYPES,
+    INLINE_TYPES,
     content_disposition,
     download_headers,
     normalize_filename,
@@ -327,10 +327,25 @@ def test_random_unicode_never_breaks_the_header() -> None:
         "Text/JScript",
         "multipart/x-mixed-replace; boundary=x",
         " text/html ",
+        # The "unknown type" essences make browsers sniff the bytes, which may find HTML.
+        "unknown/unknown",
+        "application/unknown",
+        "application/x-unknown-content-type",
+        # Not on the inline allow-list, so downloaded whatever is asked.
+        "application/octet-stream",
+        "application/zip",
+        "text/csv",
+        "text/vtt",
+        "text/markdown",
+        "image/tiff",
+        "image/x-icon",
+        "image/heic",
+        "font/woff2",
+        "application/vnd.ms-excel",
     ],
 )
 @pytest.mark.parametrize("disposition", ["inline", "attachment"])
-def test_download_headers_forces_script_capable_types_to_octet_stream_attachment(
+def test_download_headers_serves_types_off_the_inline_list_as_octet_stream_attachment(
     content_type: str, disposition: Literal["attachment", "inline"]
 ) -> None:
     served_type, served_disposition = download_headers(content_type, disposition, "x.html")
@@ -354,12 +369,19 @@ def test_download_headers_treats_malformed_types_as_unsafe(content_type: str) ->
         ("image/png", "attachment"),
         ("application/pdf", "inline"),
         ("application/json", "inline"),
+        ("application/json", "attachment"),
         ("text/plain; charset=utf-8", "inline"),
-        ("text/vtt", "inline"),
+        ("image/jpeg", "inline"),
+        ("image/gif", "inline"),
+        ("image/webp", "inline"),
+        ("image/avif", "inline"),
         ("video/mp4", "inline"),
+        ("video/webm", "attachment"),
+        ("audio/mpeg", "inline"),
+        ("Audio/Ogg", "inline"),
     ],
 )
-def test_download_headers_keeps_other_types_as_declared(
+def test_download_headers_keeps_inline_allow_listed_types_as_declared(
     content_type: str, disposition: Literal["attachment", "inline"]
 ) -> None:
     served_type, served_disposition = download_headers(content_type, disposition, "Résumé 2026.pdf")
@@ -367,11 +389,12 @@ def test_download_headers_keeps_other_types_as_declared(
     assert served_disposition == content_disposition("Résumé 2026.pdf", disposition)
 
 
-def test_script_capable_types_are_lowercase_essences() -> None:
-    for media_type in SCRIPT_CAPABLE_TYPES:
+def test_inline_types_are_lowercase_essences_and_never_scriptable_images() -> None:
+    for media_type in INLINE_TYPES:
         assert media_type == media_type.lower().strip()
         assert ";" not in media_type
         assert media_type.count("/") == 1
+    assert "image/svg+xml" not in INLINE_TYPES
 
 
 def test_download_headers_fallback_name_is_nfc_round_trip() -> None:
