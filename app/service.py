@@ -159,6 +159,11 @@ class FileService:
         self._clock = clock
         self._metrics = metrics()
 
+    @property
+    def storage_origin(self) -> str:
+        """Where the URLs handed out point: the origin browsers send bytes to and fetch from."""
+        return self._signer.origin
+
     def _now(self) -> datetime:
         return datetime.fromtimestamp(self._clock(), UTC)
 

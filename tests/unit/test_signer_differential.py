@@ -15,6 +15,7 @@ import string
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from unittest import mock
+from urllib.parse import urlsplit
 
 import boto3
 import pytest
@@ -184,3 +185,21 @@ def test_the_signing_key_is_reused_within_a_day() -> None:
         )
     assert first == 5  # 4 to derive the day's key + 1 signature
     assert hmac_new.call_count - first == 1  # later URLs: the signature only
+
+
+@pytest.mark.parametrize(("endpoint", "region", "style", "bucket"), SETUPS)
+def test_both_engines_report_the_origin_their_urls_start_with(
+    endpoint: str | None, region: str, style: str, bucket: str
+) -> None:
+    for signer in _signers(endpoint, region, style, bucket, None):
+        url = signer.presign_get(
+            "uploads/k",
+            response_content_type="text/plain",
+            response_content_disposition="attachment",
+            response_cache_control="no-store",
+            ttl_seconds=60,
+        ).url
+        assert "*" not in signer.origin
+        assert url.startswith(signer.origin + "/")
+        parts = urlsplit(url)
+        assert signer.origin == f"{parts.scheme}://{parts.netloc}"
