@@ -15,6 +15,40 @@ MAX_FILENAME_BYTES = 255
 # Zl/Zp: U+2028/U+2029 act as line breaks in many renderers and log viewers.
 _FORBIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
 
+# Default_Ignorable_Code_Point (DerivedCoreProperties.txt, Unicode 14.0, the version Python
+# 3.11's unicodedata implements, which has no lookup for this property): characters renderers
+# draw as nothing, such as the Hangul fillers, the combining grapheme joiner and the variation
+# selectors, which pass the category rule above (Lo, Mn) yet make two names look the same.
+DEFAULT_IGNORABLE_RANGES: tuple[tuple[int, int], ...] = (
+    (0x00AD, 0x00AD),
+    (0x034F, 0x034F),
+    (0x061C, 0x061C),
+    (0x115F, 0x1160),
+    (0x17B4, 0x17B5),
+    (0x180B, 0x180F),
+    (0x200B, 0x200F),
+    (0x202A, 0x202E),
+    (0x2060, 0x206F),
+    (0x3164, 0x3164),
+    (0xFE00, 0xFE0F),
+    (0xFEFF, 0xFEFF),
+    (0xFFA0, 0xFFA0),
+    (0xFFF0, 0xFFF8),
+    (0x1BCA0, 0x1BCA3),
+    (0x1D173, 0x1D17A),
+    (0xE0000, 0xE0FFF),
+)
+_DEFAULT_IGNORABLE = re.compile(
+    "[" + "".join(f"{chr(lo)}-{chr(hi)}" for lo, hi in DEFAULT_IGNORABLE_RANGES) + "]"
+)
+# Inside emoji (UTS #51) two invisible characters are part of what is drawn: U+200D joins
+# pictographs ("👨‍👩‍👧") and U+FE0F asks for emoji presentation ("❤️", keycaps "1️⃣").
+_ZWJ = "\u200d"
+_VS16 = "\ufe0f"
+_KEYCAP = "\u20e3"
+_KEYCAP_BASES = frozenset("#*0123456789")
+_EMOJI_MODIFIERS = range(0x1F3FB, 0x1F400)  # skin tones, which may stand before a ZWJ
+
 # Besides non-printable ASCII, these are replaced in the quoted fallback: '"' and '\\' would need
 # quoted-pair escaping that several user agents get wrong, ';' and ',' trip naive header
 # splitters, and some browsers percent-decode the plain `filename` parameter.
@@ -69,7 +103,7 @@ def normalize_filename(raw: str) -> str:
     if not name:
         raise ValueError("filename must not be empty")
     # Checked before the byte length, since encoding a lone surrogate would raise.
-    if any(unicodedata.category(ch) in _FORBIDDEN_CATEGORIES for ch in name):
+    if any(_invisible(name, i) for i in range(len(name))):
         raise ValueError("filename contains control, formatting or invisible characters")
     if len(name.encode("utf-8")) > MAX_FILENAME_BYTES:
         raise ValueError(f"filename must be at most {MAX_FILENAME_BYTES} bytes of UTF-8")
@@ -80,6 +114,33 @@ def normalize_filename(raw: str) -> str:
     if name.isspace():
         raise ValueError("filename must not be only whitespace")
     return name
+
+
+def _pictograph(ch: str) -> bool:
+    # Every element of an emoji ZWJ sequence is a symbol (So) that is visible on its own.
+    return unicodedata.category(ch) == "So"
+
+
+def _inside_emoji(name: str, i: int) -> bool:
+    """Whether the ZWJ or VS16 at name[i] belongs to an emoji sequence."""
+    ch, after = name[i], name[i + 1 : i + 2]
+    if ch == _VS16:
+        before = name[i - 1] if i else ""
+        return bool(before) and (
+            _pictograph(before) or (before in _KEYCAP_BASES and after == _KEYCAP)
+        )
+    if ch == _ZWJ:
+        j = i - 1
+        while j >= 0 and (name[j] == _VS16 or ord(name[j]) in _EMOJI_MODIFIERS):
+            j -= 1
+        return j >= 0 and _pictograph(name[j]) and bool(after) and _pictograph(after)
+    return False
+
+
+def _invisible(name: str, i: int) -> bool:
+    ch = name[i]
+    hidden = unicodedata.category(ch) in _FORBIDDEN_CATEGORIES or bool(_DEFAULT_IGNORABLE.match(ch))
+    return hidden and not _inside_emoji(name, i)
 
 
 def _without_surrogates(text: str) -> str:

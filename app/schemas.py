@@ -78,7 +78,16 @@ class CreateUploadRequest(BaseModel):
         },
     )
 
-    filename: Annotated[str, Field(max_length=1024), AfterValidator(_filename)]
+    filename: Annotated[
+        str,
+        Field(
+            max_length=1024,
+            description="1 to 255 bytes of UTF-8 after NFC; no path separators, controls, "
+            "format characters or other Default_Ignorable code points (Hangul fillers, "
+            "variation selectors, joiners), except ZWJ and VS16 inside emoji.",
+        ),
+        AfterValidator(_filename),
+    ]
     content_type: Annotated[
         str,
         Field(

@@ -68,6 +68,12 @@ async def test_object_key_never_contains_client_text(api: Api) -> None:
         ({**GOOD, "filename": "a/b.txt"}, ["body", "filename"]),
         ({**GOOD, "filename": "evil\u202etxt.exe"}, ["body", "filename"]),
         ({**GOOD, "filename": "x" * 256}, ["body", "filename"]),
+        ({**GOOD, "filename": "\u3164.pdf"}, ["body", "filename"]),  # Hangul filler
+        ({**GOOD, "filename": "a\u115fb.txt"}, ["body", "filename"]),
+        ({**GOOD, "filename": "a\u1160b"}, ["body", "filename"]),
+        ({**GOOD, "filename": "a\uffa0b"}, ["body", "filename"]),
+        ({**GOOD, "filename": "a\u034fb"}, ["body", "filename"]),  # combining grapheme joiner
+        ({**GOOD, "filename": "a\u2060b"}, ["body", "filename"]),  # word joiner
         ({**GOOD, "checksum_sha256": "not-base64"}, ["body", "checksum_sha256"]),
         ({"filename": "a.txt", "size": 5}, ["body", "content_type"]),
     ],
@@ -77,6 +83,16 @@ async def test_invalid_body_is_422_validation_error(
 ) -> None:
     problem = _problem(await api.create(new_sub(), body), 422, "validation_error")
     assert loc in [error["loc"] for error in problem["errors"]]
+
+
+@pytest.mark.parametrize(
+    "filename",
+    ["\U0001f468\u200d\U0001f469\u200d\U0001f467.png", "\u2764\ufe0f.txt"],
+    ids=["zwj-family", "heart-vs16"],
+)
+async def test_emoji_filenames_keep_their_joiners(api: Api, filename: str) -> None:
+    created = await api.created(new_sub(), {**GOOD, "filename": filename})
+    assert created["file"]["filename"] == filename
 
 
 async def test_malformed_json_is_422(api: Api) -> None:
