@@ -15,6 +15,40 @@ MAX_FILENAME_BYTES = 255
 # Zl/Zp: U+2028/U+2029 act as line breaks in many renderers and log viewers.
 _FORBIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
 
+# Default_Ignorable_Code_Point (DerivedCoreProperties.txt, Unicode 14.0, the version Python
+# 3.11's unicodedata implements, which has no lookup for this property): characters renderers
+# draw as nothing, such as the Hangul fillers, the combining grapheme joiner and the variation
+# selectors, which pass the category rule above (Lo, Mn) yet make two names look the same.
+DEFAULT_IGNORABLE_RANGES: tuple[tuple[int, int], ...] = (
+    (0x00AD, 0x00AD),
+    (0x034F, 0x034F),
+    (0x061C, 0x061C),
+    (0x115F, 0x1160),
+    (0x17B4, 0x17B5),
+    (0x180B, 0x180F),
+    (0x200B, 0x200F),
+    (0x202A, 0x202E),
+    (0x2060, 0x206F),
+    (0x3164, 0x3164),
+    (0xFE00, 0xFE0F),
+    (0xFEFF, 0xFEFF),
+    (0xFFA0, 0xFFA0),
+    (0xFFF0, 0xFFF8),
+    (0x1BCA0, 0x1BCA3),
+    (0x1D173, 0x1D17A),
+    (0xE0000, 0xE0FFF),
+)
+_DEFAULT_IGNORABLE = re.compile(
+    "[" + "".join(f"{chr(lo)}-{chr(hi)}" for lo, hi in DEFAULT_IGNORABLE_RANGES) + "]"
+)
+# Inside emoji (UTS #51) two invisible characters are part of what is drawn: U+200D joins
+# pictographs ("👨‍👩‍👧") and U+FE0F asks for emoji presentation ("❤️", keycaps "1️⃣").
+_ZWJ = "\u200d"
+_VS16 = "\ufe0f"
+_KEYCAP = "\u20e3"
+_KEYCAP_BASES = frozenset("#*0123456789")
+_EMOJI_MODIFIERS = range(0x1F3FB, 0x1F400)  # skin tones, which may stand before a ZWJ
+
 # Besides non-printable ASCII, these are replaced in the quoted fallback: '"' and '\\' would need
 # quoted-pair escaping that several user agents get wrong, ';' and ',' trip naive header
 # splitters, and some browsers percent-decode the plain `filename` parameter.
@@ -26,39 +60,36 @@ _MAX_EXTENSION_CHARS = 16
 # RFC 8187 attr-char minus ALPHA / DIGIT and "-" "." "_" "~", which quote() never escapes.
 _ATTR_CHAR_EXTRA = "!#$&+^`|"
 
-# Script-capable types: a browser that renders any of these at the bucket's origin may run
-# script there, so they are never served inline or under their declared type.
-SCRIPT_CAPABLE_TYPES: frozenset[str] = frozenset(
+# The only types served inline and under their declared type: browsers show them as an image,
+# a media player, plain text, a JSON viewer or a PDF viewer, none of which runs the file's script
+# at the bucket's origin. Everything else (HTML, XML, SVG, JavaScript, and any type that makes a
+# browser sniff the bytes for HTML) is served as an octet-stream attachment.
+INLINE_TYPES: frozenset[str] = frozenset(
     {
-        # HTML and XML documents (XML can pull in XHTML namespaces or XSLT that emits HTML).
-        "text/html",
-        "application/xhtml+xml",
-        "image/svg+xml",
-        "text/xml",
-        "application/xml",
-        "text/xsl",
-        "application/xslt+xml",
-        # Every "JavaScript MIME type essence match" of the WHATWG MIME Sniffing standard.
-        "application/ecmascript",
-        "application/javascript",
-        "application/x-ecmascript",
-        "application/x-javascript",
-        "text/ecmascript",
-        "text/javascript",
-        "text/javascript1.0",
-        "text/javascript1.1",
-        "text/javascript1.2",
-        "text/javascript1.3",
-        "text/javascript1.4",
-        "text/javascript1.5",
-        "text/jscript",
-        "text/livescript",
-        "text/x-ecmascript",
-        "text/x-javascript",
-        # Browsers render each part under its own type, so it can smuggle an HTML part.
-        "multipart/x-mixed-replace",
+        # Raster formats browsers decode as pictures; SVG is a document that can run script.
+        "image/png",
+        "image/apng",
+        "image/jpeg",
+        "image/gif",
+        "image/webp",
+        "image/avif",
+        "image/bmp",
+        "text/plain",
+        "application/json",
+        "application/pdf",
     }
 )
+INLINE_TYPE_FAMILIES = ("video/", "audio/")
+
+# The essences for which browsers run the MIME-sniffing "unknown type" rules (WHATWG MIME
+# Sniffing), which may find HTML in the bytes: refused at upload unless listed exactly.
+SNIFFED_TYPES: frozenset[str] = frozenset(
+    {"unknown/unknown", "application/unknown", "application/x-unknown-content-type"}
+)
+
+# Signed into every download URL: otherwise S3 answers with whatever Cache-Control the object
+# was stored with, which an uploader chooses and which could let a shared cache keep the file.
+DOWNLOAD_CACHE_CONTROL = "private, no-store"
 
 _SAFE_DOWNLOAD_TYPE = "application/octet-stream"
 # RFC 9110 token characters on both sides of the slash.
@@ -72,7 +103,7 @@ def normalize_filename(raw: str) -> str:
     if not name:
         raise ValueError("filename must not be empty")
     # Checked before the byte length, since encoding a lone surrogate would raise.
-    if any(unicodedata.category(ch) in _FORBIDDEN_CATEGORIES for ch in name):
+    if any(_invisible(name, i) for i in range(len(name))):
         raise ValueError("filename contains control, formatting or invisible characters")
     if len(name.encode("utf-8")) > MAX_FILENAME_BYTES:
         raise ValueError(f"filename must be at most {MAX_FILENAME_BYTES} bytes of UTF-8")
@@ -83,6 +114,33 @@ def normalize_filename(raw: str) -> str:
     if name.isspace():
         raise ValueError("filename must not be only whitespace")
     return name
+
+
+def _pictograph(ch: str) -> bool:
+    # Every element of an emoji ZWJ sequence is a symbol (So) that is visible on its own.
+    return unicodedata.category(ch) == "So"
+
+
+def _inside_emoji(name: str, i: int) -> bool:
+    """Whether the ZWJ or VS16 at name[i] belongs to an emoji sequence."""
+    ch, after = name[i], name[i + 1 : i + 2]
+    if ch == _VS16:
+        before = name[i - 1] if i else ""
+        return bool(before) and (
+            _pictograph(before) or (before in _KEYCAP_BASES and after == _KEYCAP)
+        )
+    if ch == _ZWJ:
+        j = i - 1
+        while j >= 0 and (name[j] == _VS16 or ord(name[j]) in _EMOJI_MODIFIERS):
+            j -= 1
+        return j >= 0 and _pictograph(name[j]) and bool(after) and _pictograph(after)
+    return False
+
+
+def _invisible(name: str, i: int) -> bool:
+    ch = name[i]
+    hidden = unicodedata.category(ch) in _FORBIDDEN_CATEGORIES or bool(_DEFAULT_IGNORABLE.match(ch))
+    return hidden and not _inside_emoji(name, i)
 
 
 def _without_surrogates(text: str) -> str:
@@ -122,11 +180,10 @@ def _media_type_essence(content_type: str) -> str:
     return content_type.split(";", 1)[0].strip().lower()
 
 
-def is_script_capable(content_type: str) -> bool:
-    """Tell whether a browser could run script from a response of this content type."""
+def is_inline_safe(content_type: str) -> bool:
+    """Tell whether a browser may render a response of this content type inline."""
     essence = _media_type_essence(content_type)
-    # Any "+xml" type (RFC 7303 §4.2) may be rendered as XML, with the same risks as text/xml.
-    return essence in SCRIPT_CAPABLE_TYPES or essence.endswith("+xml")
+    return essence in INLINE_TYPES or essence.startswith(INLINE_TYPE_FAMILIES)
 
 
 def download_headers(
@@ -138,6 +195,6 @@ def download_headers(
         content_type.isascii() and content_type.isprintable()
     )
     # A malformed type would let the browser sniff the bytes, which is as risky as HTML.
-    if malformed or is_script_capable(essence):
+    if malformed or not is_inline_safe(essence):
         return _SAFE_DOWNLOAD_TYPE, content_disposition(filename, "attachment")
     return content_type, content_disposition(filename, disposition)

@@ -78,8 +78,27 @@ class CreateUploadRequest(BaseModel):
         },
     )
 
-    filename: Annotated[str, Field(max_length=1024), AfterValidator(_filename)]
-    content_type: Annotated[str, Field(max_length=255), AfterValidator(_content_type)]
+    filename: Annotated[
+        str,
+        Field(
+            max_length=1024,
+            description="1 to 255 bytes of UTF-8 after NFC; no path separators, controls, "
+            "format characters or other Default_Ignorable code points (Hangul fillers, "
+            "variation selectors, joiners), except ZWJ and VS16 inside emoji.",
+        ),
+        AfterValidator(_filename),
+    ]
+    content_type: Annotated[
+        str,
+        Field(
+            max_length=255,
+            description="`type/subtype`, allowed by S3GATE_ALLOWED_CONTENT_TYPES (else 415). "
+            "`unknown/unknown`, `application/unknown` and `application/x-unknown-content-type` "
+            "make browsers guess the type from the bytes: they are refused with 422 "
+            "`validation_error` (at `body.content_type`) unless that setting names them exactly.",
+        ),
+        AfterValidator(_content_type),
+    ]
     size: Annotated[int, Field(strict=True, ge=1)]
     checksum_sha256: Annotated[
         str | None,

@@ -42,7 +42,7 @@ from app.errors import (
     ValidationFailed,
     VerificationInProgress,
 )
-from app.filenames import download_headers
+from app.filenames import DOWNLOAD_CACHE_CONTROL, SNIFFED_TYPES, download_headers
 from app.ledger import FileRecord, IdempotencyKeyTaken, Ledger
 from app.models import FileStatus, UploadMethod
 from app.observability import metrics
@@ -196,6 +196,11 @@ class FileService:
         self._lease = timedelta(seconds=verify_lease_seconds)
         self._metrics = metrics()
 
+    @property
+    def storage_origin(self) -> str:
+        """Where the URLs handed out point: the origin browsers send bytes to and fetch from."""
+        return self._signer.origin
+
     def _now(self) -> datetime:
         return datetime.fromtimestamp(self._clock(), UTC)
 
@@ -270,6 +275,20 @@ class FileService:
         if not content_type_allowed(request.content_type, self._settings.allowed_content_types):
             raise ContentTypeNotAllowed(
                 f"Content type {request.content_type} is not accepted here."
+            )
+        # A wildcard such as the default */* does not count: only an operator who names the
+        # type has chosen to accept it.
+        allowed = self._settings.allowed_content_types
+        if request.content_type in SNIFFED_TYPES and request.content_type not in allowed:
+            raise ValidationFailed(
+                "This content type makes browsers guess the file's type; declare the real one.",
+                errors=[
+                    {
+                        "loc": ["body", "content_type"],
+                        "msg": "a type that makes browsers sniff the content is accepted only "
+                        "when S3GATE_ALLOWED_CONTENT_TYPES lists it exactly",
+                    }
+                ],
             )
         fingerprint = request_fingerprint(request) if idempotency_key else None
         if idempotency_key:
@@ -679,6 +698,7 @@ class FileService:
             record.object_key,
             response_content_type=content_type,
             response_content_disposition=content_disposition,
+            response_cache_control=DOWNLOAD_CACHE_CONTROL,
             ttl_seconds=self._settings.download_url_ttl_seconds,
         )
         log.info(

@@ -86,11 +86,20 @@ def _encode(value: str, safe: str = _UNRESERVED) -> str:
     return quote(value, safe=safe)
 
 
-def resolve_endpoint(client: S3Client, bucket: str) -> _Endpoint:
-    """Ask botocore once where `bucket` is addressed, so every later URL agrees with it."""
-    template = client.generate_presigned_url(
+def _template_url(client: S3Client, bucket: str) -> str:
+    return client.generate_presigned_url(
         "get_object", Params={"Bucket": bucket, "Key": _TEMPLATE_KEY}, ExpiresIn=60
     )
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def resolve_endpoint(client: S3Client, bucket: str) -> _Endpoint:
+    """Ask botocore once where `bucket` is addressed, so every later URL agrees with it."""
+    template = _template_url(client, bucket)
     parts = urlsplit(template)
     region = _AMZ_CREDENTIAL.search(template)
     if not parts.path.endswith("/" + _TEMPLATE_KEY) or region is None or parts.hostname is None:
@@ -99,7 +108,7 @@ def resolve_endpoint(client: S3Client, bucket: str) -> _Endpoint:
     if parts.port is not None and parts.port != _DEFAULT_PORTS.get(parts.scheme):
         host = f"{host}:{parts.port}"
     return _Endpoint(
-        origin=f"{parts.scheme}://{parts.netloc}",
+        origin=_origin(template),
         path_prefix=parts.path[: -len(_TEMPLATE_KEY)],
         host=host,
         region=region.group(1),
@@ -125,6 +134,14 @@ class Signer:
         self._clock = clock
         self._endpoint = resolve_endpoint(client, bucket) if engine == "sigv4" else None
         self._signing_keys: dict[tuple[str, str], bytes] = {}
+
+    @functools.cached_property
+    def origin(self) -> str:
+        """The scheme://host[:port] every URL of this signer starts with (for a page's CSP)."""
+        if self._endpoint is not None:
+            return self._endpoint.origin
+        # Asked when first needed: the boto3 engine resolves nothing at startup.
+        return _origin(_template_url(self._client, self._bucket))
 
     def presign_put(
         self,
@@ -188,21 +205,25 @@ class Signer:
         *,
         response_content_type: str,
         response_content_disposition: str,
+        response_cache_control: str,
         ttl_seconds: int,
     ) -> PresignedRequest:
-        """A GET URL whose response carries our Content-Type and Content-Disposition."""
+        """A GET URL whose response carries our Content-Type, Content-Disposition and
+        Cache-Control, whatever metadata the object was stored with."""
         if self._endpoint is None:
             params = {
                 "Bucket": self._bucket,
                 "Key": key,
                 "ResponseContentType": response_content_type,
                 "ResponseContentDisposition": response_content_disposition,
+                "ResponseCacheControl": response_cache_control,
             }
             url, expires_at = self._presign_boto3("get_object", params, ttl_seconds)
         else:
             query = (
                 ("response-content-type", response_content_type),
                 ("response-content-disposition", response_content_disposition),
+                ("response-cache-control", response_cache_control),
             )
             url, expires_at = self._presign_direct("GET", key, {}, query, ttl_seconds)
         return PresignedRequest(url, "GET", MappingProxyType({}), expires_at)

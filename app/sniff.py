@@ -156,7 +156,8 @@ _CHECKS: dict[str, tuple[_Check, str]] = {
     "image/heif-sequence": _MP4,
     "image/avif": _MP4,
     "video/quicktime": (_quicktime, "a QuickTime movie"),
-    # Plain-text formats only: script-capable text types are handled at download time.
+    # Plain-text formats only: text that a browser could run (HTML, XML, JavaScript) is off the
+    # inline allow-list and downloads as an attachment.
     "text/plain": _TEXT,
     "text/csv": _TEXT,
     "text/tab-separated-values": _TEXT,

@@ -50,7 +50,12 @@ async def download(
     disposition: Annotated[Literal["attachment", "inline"], Query()] = "attachment",
     redirect: Annotated[bool, Query()] = False,
 ) -> Any:
-    """Script-capable types are always served as an octet-stream attachment."""
+    """The URL makes the store answer with `Cache-Control: private, no-store`. Only inert types
+    are served inline and under their declared type: raster images (PNG, APNG, JPEG, GIF, WebP,
+    AVIF, BMP), `video/*`, `audio/*`, `text/plain`, `application/json` and `application/pdf`.
+    Every other type (HTML, SVG, XML, JavaScript, the "unknown" types browsers sniff, and any
+    other) is served as an `application/octet-stream` attachment, whatever `disposition` asks.
+    """
     presigned = await service.issue_download(principal, file_id, disposition)
     if redirect:
         return RedirectResponse(

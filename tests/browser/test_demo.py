@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,9 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
+from playwright.sync_api import Error as PlaywrightError
 
+from app.service import object_key
 from tests.browser.conftest import DemoServer, MiB
 
 # Records every value a <progress> takes, per file name: the demo sets the `value` attribute,
@@ -297,3 +300,94 @@ def test_a_put_refused_with_403_is_retried_with_a_fresh_url(
     assert _downloaded(demo, sub, file_id) == _sha256(small)
     (only,) = demo.files(sub)
     assert only["id"] == file_id
+
+
+# --- stored XSS: what a hostile uploader's HTML does at the bucket's origin ----------------------
+
+SNIFFED_TYPES = ["unknown/unknown", "application/unknown", "application/x-unknown-content-type"]
+# Chromium sniffs these two into HTML; it saves application/x-unknown-content-type unsniffed
+# (other browsers sniff it), so that type's control serves the payload as text/html instead.
+CHROMIUM_SNIFFS = {"unknown/unknown", "application/unknown"}
+# Calls back into the test when (and only when) the browser runs it as a page.
+HTML_PAYLOAD = (
+    b"<!doctype html><html><head><title>payload</title></head><body>"
+    b"<script>window.s3gateScriptRan(location.origin)</script></body></html>"
+)
+
+
+def _navigate(browser: Any, url: str) -> tuple[list[str], Any]:
+    """Open `url` in a fresh context; (origins the payload's script reported, the download)."""
+    context = browser.new_context(accept_downloads=True)
+    ran: list[str] = []
+    context.expose_binding("s3gateScriptRan", lambda _source, origin: ran.append(origin))
+    page = context.new_page()
+    downloads: list[Any] = []
+    page.on("download", lambda download: downloads.append(download))
+    aborted = ""
+    try:
+        page.goto(url, wait_until="load")
+    except PlaywrightError as exc:  # a navigation that turns into a download is aborted
+        aborted = str(exc)
+    # The binding's call crosses a process boundary: give a script that ran time to report.
+    page.wait_for_timeout(500)
+    download = downloads[0] if downloads else None
+    assert not aborted or download is not None, aborted
+    if download is not None:
+        download.path()  # wait for it to finish before the context goes
+    context.close()
+    return ran, download
+
+
+def _uploaded_html(server: DemoServer, sub: str, content_type: str) -> str:
+    """Upload HTML_PAYLOAD declared as `content_type`; the available file's id."""
+    auth = {"Authorization": f"Bearer {server.token(sub)}"}
+    body = {"filename": "page.html", "content_type": content_type, "size": len(HTML_PAYLOAD)}
+    created = httpx.post(f"{server.api}/uploads", json=body, headers=auth, timeout=10)
+    assert created.status_code == 201, created.text
+    upload, file_id = created.json()["upload"], created.json()["file"]["id"]
+    put = httpx.put(upload["url"], content=HTML_PAYLOAD, headers=upload["headers"], timeout=10)
+    assert put.status_code == 200, put.text
+    done = httpx.post(f"{server.api}/uploads/{file_id}/complete", headers=auth, timeout=10)
+    assert done.status_code == 200, done.text
+    return str(file_id)
+
+
+def test_html_declared_under_a_sniffed_type_runs_no_script_at_the_bucket_origin(
+    start_demo: Callable[..., DemoServer], browser: Any, sub: str
+) -> None:
+    # The operator listed each type exactly, so the creates are admitted.
+    server = start_demo(S3GATE_ALLOWED_CONTENT_TYPES=",".join(["*/*", *SNIFFED_TYPES]))
+    auth = {"Authorization": f"Bearer {server.token(sub)}"}
+    for content_type in SNIFFED_TYPES:
+        file_id = _uploaded_html(server, sub, content_type)
+        link = httpx.get(
+            f"{server.api}/downloads/{file_id}?disposition=inline", headers=auth, timeout=10
+        )
+        assert link.status_code == 200, link.text
+        ran, download = _navigate(browser, link.json()["url"])
+        assert ran == [], content_type
+        assert download is not None, content_type
+        assert download.suggested_filename == "page.html"
+        served = httpx.get(link.json()["url"], timeout=10)
+        assert served.content == HTML_PAYLOAD
+        assert served.headers["content-type"] == "application/octet-stream", content_type
+        assert served.headers["content-disposition"].startswith("attachment; "), content_type
+
+        # Control: the same object signed to be served inline under its declared type, as it
+        # was before the inline allow-list, runs the payload, so the check above can fail.
+        key = object_key("uploads/", sub, uuid.UUID(file_id))
+        unsafe = server.s3.client().generate_presigned_url(
+            "get_object",
+            Params={
+                "Bucket": server.bucket,
+                "Key": key,
+                "ResponseContentType": (
+                    content_type if content_type in CHROMIUM_SNIFFS else "text/html"
+                ),
+                "ResponseContentDisposition": "inline",
+            },
+            ExpiresIn=60,
+        )
+        ran, download = _navigate(browser, unsafe)
+        assert ran == [server.s3.endpoint_url.rstrip("/")], content_type
+        assert download is None

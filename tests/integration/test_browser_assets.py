@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from app.config import Settings
-from tests.support import running_app
+from tests.support import Api, new_sub, running_app
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
@@ -36,6 +36,42 @@ async def test_demo_page_has_a_strict_content_security_policy(settings: Settings
     assert f"connect-src 'self' {settings.s3_endpoint_url.rstrip('/')};" in policy  # type: ignore[union-attr]
     assert "frame-ancestors 'none'" in policy
     assert script.headers["content-type"] == "text/javascript; charset=utf-8"
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+@pytest.mark.parametrize(
+    ("style", "region", "store"),
+    [
+        ("virtual", "eu-west-3", "https://s3gate-csp.s3.eu-west-3.amazonaws.com"),
+        ("auto", "eu-west-3", "https://s3gate-csp.s3.amazonaws.com"),  # botocore's choice
+        ("path", "eu-west-3", "https://s3.eu-west-3.amazonaws.com"),
+        ("auto", "us-east-1", "https://s3gate-csp.s3.amazonaws.com"),
+    ],
+)
+async def test_demo_policy_names_the_exact_aws_origin_the_urls_use_never_a_wildcard(
+    settings: Settings, style: str, region: str, store: str
+) -> None:
+    # No endpoint configured: AWS itself. Nothing here reaches AWS; signing is pure CPU.
+    aws = settings.model_copy(
+        update={
+            "demo": True,
+            "s3_endpoint_url": None,
+            "s3_bucket": "s3gate-csp",
+            "s3_region": region,
+            "s3_addressing_style": style,
+        }
+    )
+    async with running_app(aws) as client:
+        page = await client.get("/demo/")
+        created = await client.post(
+            "/uploads",
+            json={"filename": "a.txt", "content_type": "text/plain", "size": 1},
+            headers=Api.auth(new_sub()),
+        )
+    policy = page.headers["content-security-policy"]
+    assert f"connect-src 'self' {store};" in policy
+    assert "*" not in policy
+    assert created.json()["upload"]["url"].startswith(f"{store}/")
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)

@@ -4,6 +4,7 @@ signed. Each test runs on the SQLite and the PostgreSQL ledger."""
 from __future__ import annotations
 
 import asyncio
+import uuid
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import httpx
@@ -11,6 +12,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from app.devstack import EmbeddedS3
+from app.service import object_key
 from tests.support import Api, new_sub, running_app, sha256_b64, tiny_pdf, tiny_png
 
 
@@ -55,6 +57,34 @@ async def test_inline_disposition_is_honoured_for_safe_types(
     got = await s3_http.get(download.json()["url"])
     assert got.headers["content-type"] == "image/png"
     assert got.headers["content-disposition"].startswith("inline; ")
+
+
+async def test_download_is_private_no_store_whatever_cache_control_the_object_was_stored_with(
+    api: Api, s3_http: httpx.AsyncClient, s3_server: EmbeddedS3
+) -> None:
+    owner, data = new_sub(), b"cache me if you can"
+    file, _ = await api.upload(s3_http, owner, data, content_type="text/plain")
+    # The stored object gets a long public lifetime (set with the service's own credentials).
+    bucket = api.settings.s3_bucket
+    key = object_key(api.settings.s3_key_prefix, owner, uuid.UUID(file["id"]))
+    stored = s3_server.client()
+    stored.copy_object(
+        Bucket=bucket,
+        Key=key,
+        CopySource={"Bucket": bucket, "Key": key},
+        MetadataDirective="REPLACE",
+        ContentType="text/plain",
+        CacheControl="public, max-age=31536000, immutable",
+    )
+    assert stored.head_object(Bucket=bucket, Key=key)["CacheControl"].startswith("public")
+    assert (await api.complete(owner, file["id"])).status_code == 200
+    for disposition in ("attachment", "inline"):
+        download = await api.client.get(
+            f"/downloads/{file['id']}?disposition={disposition}", headers=api.auth(owner)
+        )
+        got = await s3_http.get(download.json()["url"])
+        assert got.content == data
+        assert got.headers["cache-control"] == "private, no-store"
 
 
 async def test_script_capable_type_is_forced_to_attachment_octet_stream(

@@ -77,6 +77,12 @@ async def test_object_key_never_contains_client_text(api: Api) -> None:
         ({**GOOD, "filename": "a/b.txt"}, ["body", "filename"]),
         ({**GOOD, "filename": "evil\u202etxt.exe"}, ["body", "filename"]),
         ({**GOOD, "filename": "x" * 256}, ["body", "filename"]),
+        ({**GOOD, "filename": "\u3164.pdf"}, ["body", "filename"]),  # Hangul filler
+        ({**GOOD, "filename": "a\u115fb.txt"}, ["body", "filename"]),
+        ({**GOOD, "filename": "a\u1160b"}, ["body", "filename"]),
+        ({**GOOD, "filename": "a\uffa0b"}, ["body", "filename"]),
+        ({**GOOD, "filename": "a\u034fb"}, ["body", "filename"]),  # combining grapheme joiner
+        ({**GOOD, "filename": "a\u2060b"}, ["body", "filename"]),  # word joiner
         ({**GOOD, "checksum_sha256": "not-base64"}, ["body", "checksum_sha256"]),
         ({"filename": "a.txt", "size": 5}, ["body", "content_type"]),
     ],
@@ -86,6 +92,16 @@ async def test_invalid_body_is_422_validation_error(
 ) -> None:
     problem = _problem(await api.create(new_sub(), body), 422, "validation_error")
     assert loc in [error["loc"] for error in problem["errors"]]
+
+
+@pytest.mark.parametrize(
+    "filename",
+    ["\U0001f468\u200d\U0001f469\u200d\U0001f467.png", "\u2764\ufe0f.txt"],
+    ids=["zwj-family", "heart-vs16"],
+)
+async def test_emoji_filenames_keep_their_joiners(api: Api, filename: str) -> None:
+    created = await api.created(new_sub(), {**GOOD, "filename": filename})
+    assert created["file"]["filename"] == filename
 
 
 async def test_malformed_json_is_422(api: Api) -> None:
@@ -135,6 +151,33 @@ async def test_content_type_outside_the_allow_list_is_415(api: Api) -> None:
         )
     _problem(refused, 415, "content_type_not_allowed")
     assert allowed.status_code == 201
+
+
+SNIFFED = ["unknown/unknown", "application/unknown", "application/x-unknown-content-type"]
+
+
+@pytest.mark.parametrize("content_type", SNIFFED)
+@pytest.mark.parametrize("patterns", [["*/*"], ["application/*", "unknown/*"]])
+async def test_a_sniffed_type_matched_only_by_a_wildcard_is_422(
+    api: Api, content_type: str, patterns: list[str]
+) -> None:
+    wildcards = api.settings.model_copy(update={"allowed_content_types": patterns})
+    async with running_app(wildcards) as client:
+        refused = await client.post(
+            "/uploads", json={**GOOD, "content_type": content_type}, headers=api.auth(new_sub())
+        )
+    problem = _problem(refused, 422, "validation_error")
+    assert problem["errors"][0]["loc"] == ["body", "content_type"]
+
+
+@pytest.mark.parametrize("content_type", SNIFFED)
+async def test_a_sniffed_type_listed_exactly_is_admitted(api: Api, content_type: str) -> None:
+    listed = api.settings.model_copy(update={"allowed_content_types": ["*/*", content_type]})
+    async with running_app(listed) as client:
+        admitted = await client.post(
+            "/uploads", json={**GOOD, "content_type": content_type}, headers=api.auth(new_sub())
+        )
+    assert admitted.status_code == 201, admitted.text
 
 
 async def test_missing_token_is_401_missing_token(api: Api) -> None:

@@ -11,7 +11,8 @@ from typing import Literal
 import pytest
 
 from app.filenames import (
-    SCRIPT_CAPABLE_TYPES,
+    DEFAULT_IGNORABLE_RANGES,
+    INLINE_TYPES,
     content_disposition,
     download_headers,
     normalize_filename,
@@ -84,6 +85,12 @@ def assert_well_formed(value: str, disposition: str = "attachment") -> dict[str,
         "a" * 255,
         "é" * 127 + "a",  # 255 bytes, two per character
         "😀" * 63 + "abc",  # 255 bytes, four per character
+        # Emoji keep their joiners and presentation selectors.
+        "\U0001f468\u200d\U0001f469\u200d\U0001f467.png",  # family: ZWJ sequence
+        "\u2764\ufe0f.txt",  # red heart with VS16
+        "\U0001f3f3\ufe0f\u200d\U0001f308 flag.png",  # VS16 then ZWJ
+        "\U0001f469\U0001f3fd\u200d\U0001f4bb.txt",  # skin tone then ZWJ
+        "1\ufe0f\u20e3 first.txt",  # keycap
     ],
 )
 def test_normalize_filename_accepts_ordinary_names(name: str) -> None:
@@ -138,12 +145,65 @@ def test_normalize_filename_measures_bytes_after_nfc() -> None:
         pytest.param("..", id="dotdot"),
         pytest.param("   ", id="spaces"),
         pytest.param("\u3000\u00a0", id="unicode-spaces"),
+        # Default_Ignorable code points that are letters or marks, not format characters.
+        pytest.param("\u3164.pdf", id="hangul-filler"),
+        pytest.param("a\u115fb.txt", id="hangul-choseong-filler"),
+        pytest.param("a\u1160b", id="hangul-jungseong-filler"),
+        pytest.param("a\uffa0b", id="halfwidth-hangul-filler"),
+        pytest.param("a\u034fb", id="combining-grapheme-joiner"),
+        pytest.param("a\u17b4b", id="khmer-inherent-vowel"),
+        pytest.param("a\u180bb", id="mongolian-variation-selector"),
+        pytest.param("a\ufe00b", id="variation-selector-1"),
+        pytest.param("a\U000e0100b", id="variation-selector-17"),
+        pytest.param("a\U000e0041b", id="tag-character"),
+        # ZWJ and VS16 outside emoji hide in the name like any other invisible character.
+        pytest.param("a\ufe0fb", id="vs16-after-a-letter"),
+        pytest.param("\ufe0f.txt", id="vs16-first"),
+        pytest.param("\u2764\ufe0f\ufe0f.txt", id="vs16-twice"),
+        pytest.param("1\ufe0f.txt", id="vs16-after-a-digit-without-keycap"),
+        pytest.param("\u200d\U0001f600.txt", id="zwj-first"),
+        pytest.param("\U0001f600\u200d.txt", id="zwj-before-a-letter"),
+        pytest.param("\U0001f600\u200d\u200d\U0001f600", id="zwj-twice"),
+        pytest.param("a\u200d\U0001f600", id="zwj-after-a-letter"),
     ],
 )
 def test_normalize_filename_rejects_with_value_error(name: str) -> None:
     with pytest.raises(ValueError, match=r"^filename ") as excinfo:
         normalize_filename(name)
     assert type(excinfo.value) is ValueError  # not UnicodeEncodeError, a subclass
+
+
+def _default_ignorable(code_point: int) -> bool:
+    return any(lo <= code_point <= hi for lo, hi in DEFAULT_IGNORABLE_RANGES)
+
+
+# Members and neighbours, from DerivedCoreProperties.txt (Unicode 14.0).
+IGNORABLE = """00AD 034F 061C 115F 1160 17B4 17B5 180B 180E 180F 200B 200D 200F 202A 202E 2060
+    2065 206F 3164 FE00 FE0F FEFF FFA0 FFF0 FFF8 1BCA0 1BCA3 1D173 1D17A E0000 E0001 E007F
+    E0100 E01EF E0FFF"""
+NOT_IGNORABLE = """00AC 00AE 034E 0350 115E 1161 17B3 17B6 180A 1810 200A 2010 2029 202F 205F
+    2070 20E3 3163 3165 FDFF FE10 FEFE FF9F FFA1 FFF9 1BCA4 1D172 1D17B DFFFF E1000"""
+# The format characters (Cf) that UAX #44 leaves out of Default_Ignorable_Code_Point.
+VISIBLE_FORMAT = """0600 0601 0602 0603 0604 0605 06DD 070F 0890 0891 08E2 FFF9 FFFA FFFB 110BD
+    110CD 13430 13431 13432 13433 13434 13435 13436 13437 13438"""
+
+
+def _code_points(listing: str) -> list[int]:
+    return [int(word, 16) for word in listing.split()]
+
+
+def test_default_ignorable_table_spot_checks_against_unicode() -> None:
+    for member in _code_points(IGNORABLE):
+        assert _default_ignorable(member), hex(member)
+    for outsider in _code_points(NOT_IGNORABLE):
+        assert not _default_ignorable(outsider), hex(outsider)
+    # The property is derived from Cf (less the visible ones) plus a few letters and marks, so
+    # every other Cf this interpreter knows must be in the table.
+    visible = set(_code_points(VISIBLE_FORMAT))
+    for code_point in range(0x110000):
+        if unicodedata.category(chr(code_point)) == "Cf" and code_point not in visible:
+            assert _default_ignorable(code_point), hex(code_point)
+    assert sum(hi - lo + 1 for lo, hi in DEFAULT_IGNORABLE_RANGES) == 4174  # the file's total
 
 
 def test_normalize_filename_error_does_not_echo_input() -> None:
@@ -327,10 +387,25 @@ def test_random_unicode_never_breaks_the_header() -> None:
         "Text/JScript",
         "multipart/x-mixed-replace; boundary=x",
         " text/html ",
+        # The "unknown type" essences make browsers sniff the bytes, which may find HTML.
+        "unknown/unknown",
+        "application/unknown",
+        "application/x-unknown-content-type",
+        # Not on the inline allow-list, so downloaded whatever is asked.
+        "application/octet-stream",
+        "application/zip",
+        "text/csv",
+        "text/vtt",
+        "text/markdown",
+        "image/tiff",
+        "image/x-icon",
+        "image/heic",
+        "font/woff2",
+        "application/vnd.ms-excel",
     ],
 )
 @pytest.mark.parametrize("disposition", ["inline", "attachment"])
-def test_download_headers_forces_script_capable_types_to_octet_stream_attachment(
+def test_download_headers_serves_types_off_the_inline_list_as_octet_stream_attachment(
     content_type: str, disposition: Literal["attachment", "inline"]
 ) -> None:
     served_type, served_disposition = download_headers(content_type, disposition, "x.html")
@@ -354,12 +429,19 @@ def test_download_headers_treats_malformed_types_as_unsafe(content_type: str) ->
         ("image/png", "attachment"),
         ("application/pdf", "inline"),
         ("application/json", "inline"),
+        ("application/json", "attachment"),
         ("text/plain; charset=utf-8", "inline"),
-        ("text/vtt", "inline"),
+        ("image/jpeg", "inline"),
+        ("image/gif", "inline"),
+        ("image/webp", "inline"),
+        ("image/avif", "inline"),
         ("video/mp4", "inline"),
+        ("video/webm", "attachment"),
+        ("audio/mpeg", "inline"),
+        ("Audio/Ogg", "inline"),
     ],
 )
-def test_download_headers_keeps_other_types_as_declared(
+def test_download_headers_keeps_inline_allow_listed_types_as_declared(
     content_type: str, disposition: Literal["attachment", "inline"]
 ) -> None:
     served_type, served_disposition = download_headers(content_type, disposition, "Résumé 2026.pdf")
@@ -367,11 +449,12 @@ def test_download_headers_keeps_other_types_as_declared(
     assert served_disposition == content_disposition("Résumé 2026.pdf", disposition)
 
 
-def test_script_capable_types_are_lowercase_essences() -> None:
-    for media_type in SCRIPT_CAPABLE_TYPES:
+def test_inline_types_are_lowercase_essences_and_never_scriptable_images() -> None:
+    for media_type in INLINE_TYPES:
         assert media_type == media_type.lower().strip()
         assert ";" not in media_type
         assert media_type.count("/") == 1
+    assert "image/svg+xml" not in INLINE_TYPES
 
 
 def test_download_headers_fallback_name_is_nfc_round_trip() -> None:

@@ -141,12 +141,15 @@ def test_seven_day_ttl_with_static_credentials_is_kept(signer: Signer) -> None:
 # --- GET ---------------------------------------------------------------------------------------
 
 
-def test_get_url_carries_response_content_type_and_disposition(signer: Signer) -> None:
+def test_get_url_carries_response_content_type_disposition_and_cache_control(
+    signer: Signer,
+) -> None:
     disposition = "attachment; filename=\"a.pdf\"; filename*=UTF-8''a.pdf"
     download = signer.presign_get(
         KEY,
         response_content_type="application/pdf",
         response_content_disposition=disposition,
+        response_cache_control="private, no-store",
         ttl_seconds=60,
     )
     params = query(download.url)
@@ -154,6 +157,7 @@ def test_get_url_carries_response_content_type_and_disposition(signer: Signer) -
     assert dict(download.headers) == {}
     assert params["response-content-type"] == "application/pdf"
     assert params["response-content-disposition"] == disposition
+    assert params["response-cache-control"] == "private, no-store"
     assert params["X-Amz-Expires"] == "60"
     assert params["X-Amz-SignedHeaders"] == "host"
     assert urlsplit(download.url).path == f"/{BUCKET}/{KEY}"
@@ -178,6 +182,7 @@ def test_download_ttl_shorter_than_credentials_lifetime_is_kept(client: Any) -> 
         KEY,
         response_content_type="text/plain",
         response_content_disposition="inline",
+        response_cache_control="no-store",
         ttl_seconds=60,
     )
     assert query(download.url)["X-Amz-Expires"] == "60"
@@ -217,5 +222,6 @@ def test_no_credentials_are_unavailable_for_downloads_too(client: Any) -> None:
             KEY,
             response_content_type="text/plain",
             response_content_disposition="inline",
+            response_cache_control="no-store",
             ttl_seconds=60,
         )

@@ -15,6 +15,7 @@ import string
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from unittest import mock
+from urllib.parse import urlsplit
 
 import boto3
 import pytest
@@ -73,6 +74,7 @@ def _cases(rng: random.Random) -> Iterator[dict[str, object]]:
             ),
             "filename": _text(rng, string.ascii_letters + NASTY, rng.randint(1, 30)),
             "disposition": rng.choice(["attachment", "inline"]),
+            "cache_control": rng.choice(["private, no-store", "no-cache", "max-age=0, s-maxage=1"]),
             "ttl": rng.choice([1, 60, 900, 604800]),
             "token": TOKENS[index % len(TOKENS)],
             # Real upload ids are opaque strings of URL-unsafe characters too.
@@ -136,6 +138,7 @@ def test_direct_engine_matches_botocore_byte_for_byte(
         get = {
             "response_content_type": case["content_type"],
             "response_content_disposition": disposition,
+            "response_cache_control": case["cache_control"],
             "ttl_seconds": case["ttl"],
         }
         ours = direct.presign_get(case["key"], **get)  # type: ignore[arg-type]
@@ -166,11 +169,37 @@ def test_the_signing_key_is_reused_within_a_day() -> None:
     direct, _ = _signers("http://127.0.0.1:18433", "us-east-1", "path", "b1", None)
     with mock.patch("app.signer.hmac.new", wraps=hmac.new) as hmac_new:
         direct.presign_get(
-            "k1", response_content_type="a/b", response_content_disposition="x", ttl_seconds=60
+            "k1",
+            response_content_type="a/b",
+            response_content_disposition="x",
+            response_cache_control="no-store",
+            ttl_seconds=60,
         )
         first = hmac_new.call_count
         direct.presign_get(
-            "k2", response_content_type="a/b", response_content_disposition="x", ttl_seconds=60
+            "k2",
+            response_content_type="a/b",
+            response_content_disposition="x",
+            response_cache_control="no-store",
+            ttl_seconds=60,
         )
     assert first == 5  # 4 to derive the day's key + 1 signature
     assert hmac_new.call_count - first == 1  # later URLs: the signature only
+
+
+@pytest.mark.parametrize(("endpoint", "region", "style", "bucket"), SETUPS)
+def test_both_engines_report_the_origin_their_urls_start_with(
+    endpoint: str | None, region: str, style: str, bucket: str
+) -> None:
+    for signer in _signers(endpoint, region, style, bucket, None):
+        url = signer.presign_get(
+            "uploads/k",
+            response_content_type="text/plain",
+            response_content_disposition="attachment",
+            response_cache_control="no-store",
+            ttl_seconds=60,
+        ).url
+        assert "*" not in signer.origin
+        assert url.startswith(signer.origin + "/")
+        parts = urlsplit(url)
+        assert signer.origin == f"{parts.scheme}://{parts.netloc}"
