@@ -347,3 +347,67 @@ async def test_the_promoting_copy_is_conditional_on_the_verified_etag_and_drops_
     copied = await storage.head(target)
     assert copied is not None
     assert (copied.size, copied.content_type, copied.foreign_headers) == (5, "application/pdf", ())
+
+
+async def test_every_object_in_the_bucket_is_accounted_for_by_a_row_after_a_hostile_session(
+    api: Api, s3_http: httpx.AsyncClient, s3_server: EmbeddedS3
+) -> None:
+    """A mix of honest and hostile uploads by one owner, a reaper pass once every URL is dead:
+    the owner's objects in the bucket are exactly the available files' objects."""
+    owner, png = new_sub(), tiny_png()
+    auth = api.auth(owner)
+    settings = _short_lived(api)
+    body = {"filename": "p.png", "content_type": "image/png", "size": len(png)}
+    available: list[str] = []
+    async with running_app(settings) as client:
+
+        async def create(**extra: Any) -> tuple[str, dict[str, Any]]:
+            created = await client.post("/uploads", json={**body, **extra}, headers=auth)
+            assert created.status_code == 201, created.text
+            return created.json()["file"]["id"], created.json()["upload"]
+
+        async def complete(file_id: str) -> httpx.Response:
+            return await client.post(f"/uploads/{file_id}/complete", headers=auth)
+
+        for form in (False, True):  # kept, each sent again after completion
+            file_id, upload = await create(form=form)
+            assert (await _send(s3_http, upload, png)).is_success
+            assert (await complete(file_id)).json()["status"] == "available"
+            await _send(s3_http, upload, png)
+            available.append(file_id)
+        for form in (False, True):  # deleted, then sent again
+            file_id, upload = await create(form=form)
+            assert (await _send(s3_http, upload, png)).is_success
+            await complete(file_id)
+            await client.delete(f"/files/{file_id}", headers=auth)
+            assert (await _send(s3_http, upload, png)).is_success
+        file_id, upload = await create()  # rejected, then sent again
+        await _send(s3_http, upload, b"\0" * len(png))
+        assert (await complete(file_id)).status_code == 422
+        assert (await _send(s3_http, upload, png)).is_success
+        file_id, upload = await create()  # abandoned, then sent anyway
+        await client.delete(f"/uploads/{file_id}", headers=auth)
+        assert (await _send(s3_http, upload, png)).is_success
+        file_id, upload = await create()  # sent but never completed: expires
+        assert (await _send(s3_http, upload, png)).is_success
+
+        await asyncio.sleep(TTL + 0.5)
+        async with open_service(settings) as (_, service):
+            await service.reap()
+
+        engine = sql_engine(settings.database_url)
+        try:
+            with engine.connect() as conn:
+                keys = dict(
+                    conn.execute(
+                        select(files_table.c.id, files_table.c.object_key).where(
+                            files_table.c.id.in_([uuid.UUID(i) for i in available])
+                        )
+                    ).all()
+                )
+        finally:
+            engine.dispose()
+    owner_prefix = next(iter(keys.values())).rsplit("/", 1)[0] + "/"
+    listed = s3_server.client().list_objects_v2(Bucket=settings.s3_bucket, Prefix=owner_prefix)
+    stored = sorted(item["Key"] for item in listed.get("Contents", []))
+    assert stored == sorted(keys.values())
