@@ -90,6 +90,12 @@ class ReapReport:
     watched: int = 0  # objects deleted again whose upload URL may still write: next run too
 
 
+@dataclass(slots=True)
+class _Lease:
+    held: datetime  # the verify_lease_until this completion wrote (its compare-and-set token)
+    cleared: bool = False  # set once the status change that also clears it is under way
+
+
 @dataclass(frozen=True, slots=True)
 class FilePage:
     items: list[FileRecord]
@@ -441,48 +447,49 @@ class FileService:
         if self._now() > record.upload_expires_at + grace:
             raise UploadExpired()
 
-        async with self._verification_lease(record) as claimed:
-            if not claimed:
+        async with self._verification_lease(record) as lease:
+            if lease is None:
                 current = await self._owned(principal, file_id)
                 if current.status == FileStatus.PENDING:
                     raise VerificationInProgress()
                 return await self._complete(principal, file_id)  # answer as it ended
-            done = await self._verify(record)
+            done = await self._verify(record, lease)
         if done is not None:
             return done, "available"
         return await self._complete(principal, file_id)  # lost a race: answer as it ended
 
     @contextlib.asynccontextmanager
-    async def _verification_lease(self, record: FileRecord) -> AsyncIterator[bool]:
-        """Hold the file's verification lease while the block runs (False: another
+    async def _verification_lease(self, record: FileRecord) -> AsyncIterator[_Lease | None]:
+        """Hold the file's verification lease while the block runs (None: another
         completion holds it), so however many completions arrive, across every replica,
         the object is read and checked once at a time."""
         now = self._now()
-        lease = [now + self._lease]
-        if await self._ledger.claim_verification(record.id, now, lease[0]) is None:
-            yield False
+        lease = _Lease(now + self._lease)
+        if await self._ledger.claim_verification(record.id, now, lease.held) is None:
+            yield None
             return
         renewer = asyncio.create_task(self._renew_lease(record.id, lease))
         try:
-            yield True
+            yield lease
         finally:
             renewer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await renewer
-            try:  # a status change has cleared it already; otherwise free it for the next
-                await self._ledger.move_lease(record.id, lease[0], None)
-            except AppError:
-                log.warning("verification lease of file=%s left to run out", record.id)
+            if not lease.cleared:  # free it for the next completion (a status change did)
+                try:
+                    await self._ledger.move_lease(record.id, lease.held, None)
+                except AppError:
+                    log.warning("verification lease of file=%s left to run out", record.id)
 
-    async def _renew_lease(self, file_id: uuid.UUID, lease: list[datetime]) -> None:
+    async def _renew_lease(self, file_id: uuid.UUID, lease: _Lease) -> None:
         while True:
             await asyncio.sleep(self._lease.total_seconds() / 3)
             renewed = self._now() + self._lease
-            if not await self._ledger.move_lease(file_id, lease[0], renewed):
+            if not await self._ledger.move_lease(file_id, lease.held, renewed):
                 return  # lost it; the final compare-and-set decides who answers
-            lease[0] = renewed
+            lease.held = renewed
 
-    async def _verify(self, record: FileRecord) -> FileRecord | None:
+    async def _verify(self, record: FileRecord, lease: _Lease) -> FileRecord | None:
         """Check the stored object; the available file, or None if the row moved on first."""
         if record.multipart_upload_id is not None:
             await self._assemble_parts(record)
@@ -504,9 +511,10 @@ class FileService:
                 raise UploadIncomplete()
             reason = check_magic(record.content_type, head, record.size)
         if reason is not None:
-            await self._reject(record, target, reason)
+            await self._reject(record, target, reason, lease)
         if record.upload_key is not None:
             await self._promote(record, info)
+        lease.cleared = True  # by the status change below
         return await self._ledger.transition(
             record.id,
             record.owner_id,
@@ -516,8 +524,11 @@ class FileService:
             verify_lease_until=None,
         )
 
-    async def _reject(self, record: FileRecord, target: str, reason: str) -> NoReturn:
+    async def _reject(
+        self, record: FileRecord, target: str, reason: str, lease: _Lease
+    ) -> NoReturn:
         await self._storage.delete(target)  # before the row says so: no orphan
+        lease.cleared = True  # by the status change below
         # The row keeps purged_at empty: a late request through the still-valid URL could
         # store the object again, so the reaper deletes it again until no URL can.
         await self._ledger.transition(

@@ -50,6 +50,7 @@ from app.auth import mint_token
 from app.config import Settings, load_settings
 from app.db import run_migrations
 from app.devstack import EmbeddedS3, embedded_s3, stop_process_group
+from app.filenames import DOWNLOAD_CACHE_CONTROL
 from app.main import create_app
 from app.signer import Signer
 
@@ -605,6 +606,7 @@ async def _signer_from_lifespan(settings: Any, iterations: int) -> SignerResult:
                 key,
                 response_content_type="text/plain",
                 response_content_disposition=disposition,
+                response_cache_control=DOWNLOAD_CACHE_CONTROL,
                 ttl_seconds=get_ttl,
             )
 
@@ -631,6 +633,7 @@ async def _signer_from_lifespan(settings: Any, iterations: int) -> SignerResult:
             "Key": key,
             "ResponseContentType": "text/plain",
             "ResponseContentDisposition": disposition,
+            "ResponseCacheControl": DOWNLOAD_CACHE_CONTROL,
         }
 
         def boto3_put() -> object:
