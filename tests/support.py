@@ -147,6 +147,7 @@ def tiny_pdf(text: str = "s3gate") -> bytes:
 # --- real processes -------------------------------------------------------------------------
 
 S3GATE = str(Path(sys.executable).parent / "s3gate")
+UVICORN = str(Path(sys.executable).parent / "uvicorn")
 
 
 def free_port() -> int:
@@ -190,13 +191,13 @@ def answers(url: str) -> bool:
         return False
 
 
-def start_s3gate(
-    *args: str, env: dict[str, str], cwd: Path, stdout: Any = subprocess.PIPE
+def start_process(
+    argv: list[str], *, env: dict[str, str], cwd: Path, stdout: Any = subprocess.PIPE
 ) -> subprocess.Popen[str]:
-    """Start `s3gate ARGS` in its own process group (stop it with os.killpg), stderr merged
-    into `stdout`."""
+    """Start `argv` in its own process group (stop it with os.killpg), stderr merged into
+    `stdout`."""
     return subprocess.Popen(
-        [S3GATE, *args],
+        argv,
         env=env,
         cwd=cwd,
         text=True,
@@ -204,6 +205,13 @@ def start_s3gate(
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
+
+
+def start_s3gate(
+    *args: str, env: dict[str, str], cwd: Path, stdout: Any = subprocess.PIPE
+) -> subprocess.Popen[str]:
+    """Start `s3gate ARGS` as start_process does."""
+    return start_process([S3GATE, *args], env=env, cwd=cwd, stdout=stdout)
 
 
 def run_s3gate(
