@@ -6,14 +6,13 @@ import functools
 from typing import Any
 
 from fastapi import FastAPI
-from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
 
 from app.auth import TokenVerifier
 from app.config import ConfigError, Settings, load_settings
 from app.errors import install_error_handlers
 from app.lifespan import lifespan
-from app.middleware import BodyLimitMiddleware, NoStoreJSONResponse
+from app.middleware import CORS, BodyLimitMiddleware
 from app.observability import RequestObserver
 from app.routers import downloads, files, ops, uploads
 from app.web import mount_browser_assets
@@ -22,7 +21,8 @@ DESCRIPTION = """\
 Short-lived S3 presigned URLs for a private bucket. Callers authenticate with a JWT
 (`Authorization: Bearer ...`); every file is owned by the token's `sub`.
 
-Every error is `application/problem+json` with a stable `code`.
+Every error is `application/problem+json` with a stable `code`. Every answer is
+`Cache-Control: no-store` (it is one caller's, and may carry a signed URL).
 """
 
 
@@ -38,7 +38,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description=DESCRIPTION,
         lifespan=lifespan,
         root_path=settings.root_path,
-        default_response_class=NoStoreJSONResponse,
     )
     app.state.settings = settings
     app.state.verifier = verifier
@@ -55,7 +54,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if settings.cors_origins:
         # Outermost, so error answers carry CORS headers too and browsers can read their code.
         app.add_middleware(
-            CORSMiddleware,
+            CORS,
             allow_origins=settings.cors_origins,
             allow_methods=["GET", "POST", "DELETE"],
             allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "X-Request-ID"],
