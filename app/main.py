@@ -15,7 +15,7 @@ from app.lifespan import lifespan
 from app.middleware import CORS, BodyLimitMiddleware
 from app.observability import RequestObserver
 from app.routers import downloads, files, ops, uploads
-from app.web import mount_browser_assets
+from app.web import add_docs_pages, mount_browser_assets
 
 DESCRIPTION = """\
 Short-lived S3 presigned URLs for a private bucket. Callers authenticate with a JWT
@@ -38,6 +38,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description=DESCRIPTION,
         lifespan=lifespan,
         root_path=settings.root_path,
+        # FastAPI's own docs pages load their scripts from a CDN; add_docs_pages serves them.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.verifier = verifier
@@ -48,6 +51,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # dependencies) this app does not use.
         app.router.routes.extend(module.router.routes)
     mount_browser_assets(app, settings)
+    add_docs_pages(app)
     app.add_middleware(BodyLimitMiddleware)
     # Outside the body limit, so its 413s carry an X-Request-ID and are counted too.
     app.add_middleware(RequestObserver)
