@@ -6,6 +6,7 @@ import base64
 import contextlib
 import hashlib
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -221,3 +222,34 @@ def run_s3gate(
     return subprocess.run(
         [S3GATE, *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout
     )
+
+
+def serve_api(
+    argv: list[str],
+    *,
+    tmp_path: Path,
+    s3: EmbeddedS3,
+    bucket: str,
+    stdout: Any = subprocess.PIPE,
+    **settings: str,
+) -> tuple[str, subprocess.Popen[str]]:
+    """`s3gate migrate` on a SQLite ledger in `tmp_path`, then `argv --port P` (`s3gate serve`,
+    `uvicorn app.main:app`, ...) until /readyz answers: (its URL, the process; stop it with
+    os.killpg)."""
+    env = s3gate_env(
+        s3, bucket, S3GATE_DATABASE_URL=f"sqlite:///{tmp_path / 'ledger.db'}", **settings
+    )
+    migrated = run_s3gate("migrate", env=env, cwd=tmp_path)
+    assert migrated.returncode == 0, migrated.stderr
+    port = free_port()
+    server = start_process([*argv, "--port", str(port)], env=env, cwd=tmp_path, stdout=stdout)
+    api = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(lambda: server.poll() is not None or answers(f"{api}/readyz"))
+    except AssertionError:
+        os.killpg(server.pid, signal.SIGKILL)
+        server.wait()
+        raise
+    if server.poll() is not None:
+        raise AssertionError(f"{argv} exited with {server.returncode} before it was ready")
+    return api, server

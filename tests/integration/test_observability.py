@@ -35,8 +35,8 @@ from tests.support import (
     run_s3gate,
     running_app,
     s3gate_env,
+    serve_api,
     sha256_b64,
-    start_process,
     start_s3gate,
     tiny_png,
     wait_until,
@@ -519,21 +519,14 @@ def test_several_workers_report_the_same_totals_whicheveranswers(
 def _server(
     argv: list[str], tmp_path: Path, s3: EmbeddedS3, bucket: str, **settings: str
 ) -> Iterator[tuple[str, Path]]:
-    """Run `argv --port P` on a migrated SQLite ledger; yield its URL and the file that
-    collects its stdout and stderr (complete once the block is left: it is stopped first)."""
-    env = s3gate_env(
-        s3, bucket, S3GATE_DATABASE_URL=f"sqlite:///{tmp_path / 'ledger.db'}", **settings
-    )
-    migrated = run_s3gate("migrate", env=env, cwd=tmp_path)
-    assert migrated.returncode == 0, migrated.stderr
-    port = free_port()
+    """serve_api(argv); yield its URL and the file that collects its stdout and stderr
+    (complete once the block is left: the server is stopped first)."""
     output = tmp_path / "server.log"
     with output.open("w") as sink:
-        server = start_process([*argv, "--port", str(port)], env=env, cwd=tmp_path, stdout=sink)
-    api = f"http://127.0.0.1:{port}"
+        api, server = serve_api(
+            argv, tmp_path=tmp_path, s3=s3, bucket=bucket, stdout=sink, **settings
+        )
     try:
-        wait_until(lambda: server.poll() is not None or answers(f"{api}/readyz"))
-        assert server.poll() is None, output.read_text()[-3000:]
         yield api, output
     finally:
         os.killpg(server.pid, signal.SIGTERM)
