@@ -132,9 +132,6 @@ class TextFormatter(logging.Formatter):
     a path, an exception message) can start a line that looks like another record.
     """
 
-    def __init__(self) -> None:
-        super().__init__("%(asctime)s %(levelname)s %(name)s %(message)s")
-
     def format(self, record: logging.LogRecord) -> str:
         # Not logging.Formatter.format: it appends tracebacks (and a `record.exc_text` another
         # handler's formatter cached) unescaped on lines of their own.
