@@ -74,6 +74,11 @@ async def test_every_answer_of_every_route_sets_cache_control(
             body = BODIES.get(path.replace(file["id"], "{file_id}"))
             for headers in ({}, api.auth(owner)):
                 await send(method, path, headers={**headers, "Origin": ORIGIN}, json=body)
+        for method, path, wanted in calls:
+            if wanted == "no-cache" and method == "GET":  # a revalidation keeps it too
+                first = await client.get(path)
+                again = await client.get(path, headers={"If-None-Match": first.headers["etag"]})
+                assert (again.status_code, again.headers.get("cache-control")) == (304, wanted)
         await send("GET", "/no/such/route")
         await send("DELETE", "/healthz")
         await send(
