@@ -214,10 +214,8 @@ def problem_responses(*errors: type[AppError]) -> dict[int | str, dict[str, Any]
 
 def problem_response(error: AppError) -> JSONResponse:
     """Render an AppError; the one place an error body is built."""
-    # no-store here too: a 500 is sent by Starlette's outermost middleware, past ours.
-    headers = {"Cache-Control": "no-store", **error.headers}
     return JSONResponse(
-        error.body(), status_code=error.status, headers=headers, media_type=PROBLEM_JSON
+        error.body(), status_code=error.status, headers=error.headers, media_type=PROBLEM_JSON
     )
 
 

@@ -19,7 +19,7 @@ from fastapi import FastAPI
 from app.auth import TokenVerifier
 from app.config import Settings
 from app.ledger import Ledger
-from app.logs import configure_logging
+from app.logs import configure_logging, silence_uvicorn_access_log
 from app.observability import worker_started, worker_stopped
 from app.ratelimit import LocalRateLimiter, RateLimiter, RedisRateLimiter, Unlimited
 from app.service import FileService
@@ -145,6 +145,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # `uvicorn app.main:app` sets up only uvicorn's loggers (`s3gate serve`, `s3gate dev`
         # and test runners set up the root logger): ours would print nothing below WARNING.
         configure_logging(settings.log_level, settings.log_format)
+    # Here, not in `s3gate serve` alone: `uvicorn app.main:app` has its access log on.
+    silence_uvicorn_access_log()
     limiter = rate_limiter(settings)
     worker_started()
     try:

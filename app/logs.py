@@ -4,8 +4,10 @@ the request that emitted it. Library loggers that can print signatures or keys s
 from __future__ import annotations
 
 import contextvars
+import datetime
 import json
 import logging
+import re
 import sys
 import time
 from dataclasses import dataclass
@@ -16,8 +18,13 @@ from typing import Any, Literal, TextIO
 QUIET_LOGGERS = ("botocore", "boto3", "s3transfer", "urllib3", "httpx", "httpcore")
 # uvicorn's own loggers; their lines go through our handler too. (Its access log, which
 # prints query strings, is off: s3gate.access has one line per request instead.)
-UVICORN_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access")
+UVICORN_LOGGERS = ("uvicorn", "uvicorn.error")
+UVICORN_ACCESS_LOGGER = "uvicorn.access"
 HANDLER_NAME = "s3gate"
+# C0 and C1 controls (U+0085 is one) and the Unicode line and paragraph separators: any of them
+# in a token's sub, a path or an exception message could start what looks like a new line.
+_CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_SHORT_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
 LogFormat = Literal["json", "text"]
 
@@ -61,6 +68,33 @@ class RequestIdFilter(logging.Filter):
         return True
 
 
+def escape_controls(text: str) -> str:
+    """`text` with every control character written as a visible escape (`\\n`, `\\x1b`, ...)."""
+    return _CONTROLS.sub(_escape, text)
+
+
+def _escape(match: re.Match[str]) -> str:
+    char = match.group()
+    code = ord(char)
+    return _SHORT_ESCAPES.get(char) or (f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
+
+
+def _jsonable(value: object) -> object:
+    # Field values that json cannot write itself: ids (UUID), enums, expiry times.
+    if isinstance(value, datetime.datetime):
+        return value.isoformat()
+    return str(value)
+
+
+def audit(logger: logging.Logger, event: str, /, **fields: object) -> None:
+    """An INFO line whose message is the fixed `event`; ids and owners go in as fields.
+
+    Never interpolated into the message: an owner is a token's `sub`, which may hold any
+    character. Both formats write fields escaped (JSON keys, or key=value in text).
+    """
+    logger.info(event, extra={"fields": fields})
+
+
 def _timestamp(created: float) -> str:
     seconds = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(created))
     return f"{seconds}.{int(created % 1 * 1000):03d}Z"
@@ -86,24 +120,39 @@ class JsonFormatter(logging.Formatter):
         if record.stack_info:
             line["stack"] = self.formatStack(record.stack_info)
         # ASCII only: escaped control characters keep a forged path from starting a new line.
-        return json.dumps(line, default=str)
+        return json.dumps(line, default=_jsonable)
 
 
 class TextFormatter(logging.Formatter):
-    """For terminals: the classic line, then request_id and the `fields` as key=value."""
+    """For terminals: the classic line, then request_id, the `fields` as key=value, and any
+    traceback as `exception="..."`.
 
-    def __init__(self) -> None:
-        super().__init__("%(asctime)s %(levelname)s %(name)s %(message)s")
+    One record is one line, as in JSON: control characters in the message are escaped, and
+    field values and tracebacks are JSON strings, so no text a client controls (a token's sub,
+    a path, an exception message) can start a line that looks like another record.
+    """
 
-    def formatMessage(self, record: logging.LogRecord) -> str:
-        line = super().formatMessage(record)
+    def format(self, record: logging.LogRecord) -> str:
+        # Not logging.Formatter.format: it appends tracebacks (and a `record.exc_text` another
+        # handler's formatter cached) unescaped on lines of their own.
+        record.message = record.getMessage()
+        record.asctime = self.formatTime(record, self.datefmt)
+        message = escape_controls(record.message)
+        line = f"{record.asctime} {record.levelname} {record.name} {message}"
         request_id = getattr(record, "request_id", None)
         if request_id is not None:
-            line += f" request_id={request_id}"
-        fields = getattr(record, "fields", None)
-        if fields:
-            line += "".join(f" {key}={json.dumps(value)}" for key, value in fields.items())
-        return line
+            line += f" request_id={escape_controls(str(request_id))}"
+        fields: dict[str, object] = dict(getattr(record, "fields", None) or {})
+        if record.exc_info:
+            fields["exception"] = self.formatException(record.exc_info)
+        elif record.exc_text:
+            fields["exception"] = record.exc_text
+        if record.stack_info:
+            fields["stack"] = self.formatStack(record.stack_info)
+        return line + "".join(
+            f" {escape_controls(str(key))}={json.dumps(value, default=_jsonable)}"
+            for key, value in fields.items()
+        )
 
 
 class _StderrHandler(logging.StreamHandler[TextIO]):
@@ -125,6 +174,14 @@ def log_handler(log_format: LogFormat = "text", stream: TextIO | None = None) ->
     handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
     handler.addFilter(RequestIdFilter())
     return handler
+
+
+def silence_uvicorn_access_log() -> None:
+    """Switch uvicorn's access log off as its `--no-access-log` does, however uvicorn was
+    started: it prints query strings and would repeat every s3gate.access line."""
+    access = logging.getLogger(UVICORN_ACCESS_LOGGER)
+    access.handlers.clear()  # with no handler, uvicorn does not even build the line
+    access.propagate = False
 
 
 def configure_logging(level: str, log_format: LogFormat = "text") -> None:
@@ -155,6 +212,7 @@ def logging_config(level: str, log_format: LogFormat) -> dict[str, Any]:
                 name: {"level": upper, "handlers": [], "propagate": True}
                 for name in UVICORN_LOGGERS
             },
+            UVICORN_ACCESS_LOGGER: {"handlers": [], "propagate": False},
             **{name: {"level": "WARNING"} for name in QUIET_LOGGERS},
         },
     }

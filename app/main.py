@@ -6,23 +6,23 @@ import functools
 from typing import Any
 
 from fastapi import FastAPI
-from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
 
 from app.auth import TokenVerifier, bearer_description
 from app.config import ConfigError, Settings, load_settings
 from app.errors import install_error_handlers
 from app.lifespan import lifespan
-from app.middleware import BodyLimitMiddleware, NoStoreJSONResponse
+from app.middleware import CORS, BodyLimitMiddleware
 from app.observability import RequestObserver
 from app.routers import downloads, files, ops, uploads
-from app.web import mount_browser_assets
+from app.web import add_docs_pages, mount_browser_assets
 
 DESCRIPTION = """\
 Short-lived S3 presigned URLs for a private bucket. Callers authenticate with a JWT
 (`Authorization: Bearer ...`); every file is owned by the token's `sub`.
 
-Every error is `application/problem+json` with a stable `code`.
+Every error is `application/problem+json` with a stable `code`. Every answer is
+`Cache-Control: no-store` (it is one caller's, and may carry a signed URL).
 """
 
 
@@ -38,7 +38,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description=DESCRIPTION,
         lifespan=lifespan,
         root_path=settings.root_path,
-        default_response_class=NoStoreJSONResponse,
+        # FastAPI's own docs pages load their scripts from a CDN; add_docs_pages serves them.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.verifier = verifier
@@ -49,13 +51,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # dependencies) this app does not use.
         app.router.routes.extend(module.router.routes)
     mount_browser_assets(app, settings)
+    add_docs_pages(app)
     app.add_middleware(BodyLimitMiddleware)
     # Outside the body limit, so its 413s carry an X-Request-ID and are counted too.
     app.add_middleware(RequestObserver)
     if settings.cors_origins:
         # Outermost, so error answers carry CORS headers too and browsers can read their code.
         app.add_middleware(
-            CORSMiddleware,
+            CORS,
             allow_origins=settings.cors_origins,
             allow_methods=["GET", "POST", "DELETE"],
             allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "X-Request-ID"],

@@ -1,29 +1,47 @@
-"""Pure ASGI middleware and the default response class."""
+"""Pure ASGI middleware, CORS, and the response class of model answers."""
 
 from __future__ import annotations
 
-from fastapi.responses import JSONResponse, Response
+from collections.abc import Iterable
+
+from fastapi.responses import Response
 from pydantic import BaseModel
+from starlette.datastructures import Headers
+from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.errors import RequestTooLarge, problem_response
 
 MAX_REQUEST_BODY_BYTES = 64 * 1024  # the largest body this API takes is a few hundred bytes
+_CACHE_CONTROL = b"cache-control"
+NO_STORE = (_CACHE_CONTROL, b"no-store")
 
 
-class NoStoreJSONResponse(JSONResponse):
-    """Every answer is one caller's private data, and many carry signed URLs: never cached.
+def with_no_store(headers: Iterable[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """`headers` plus `Cache-Control: no-store`, unless they set a Cache-Control of their own.
 
-    (Errors get the same header from errors.problem_response.)
+    Every API answer is one caller's private data, and many carry signed URLs: never cached.
+    Applied to each answer as it leaves (observability.RequestObserver), not per response
+    class: FastAPI answers some routes without the app's default response class.
     """
+    listed = list(headers)
+    if not any(name.lower() == _CACHE_CONTROL for name, _ in listed):
+        listed.append(NO_STORE)
+    return listed
 
-    def init_headers(self, headers: object = None) -> None:
-        super().init_headers(headers)  # type: ignore[arg-type]
-        self.raw_headers.append((b"cache-control", b"no-store"))
+
+class CORS(CORSMiddleware):
+    """Starlette's CORS middleware, whose preflight answers are `no-store` too: it answers
+    them itself, outside the request observer."""
+
+    def preflight_response(self, request_headers: Headers) -> Response:
+        response = super().preflight_response(request_headers)
+        response.raw_headers = with_no_store(response.raw_headers)
+        return response
 
 
 class ModelResponse(Response):
-    """A pydantic model rendered to JSON bytes by pydantic-core in one step, `no-store`.
+    """A pydantic model rendered to JSON bytes by pydantic-core in one step.
 
     Returning it skips FastAPI's response path (validate, dump to dicts, then json.dumps);
     routes still declare `response_model` for the OpenAPI document.
@@ -32,11 +50,7 @@ class ModelResponse(Response):
     media_type = "application/json"
 
     def __init__(self, model: BaseModel, status_code: int = 200) -> None:
-        super().__init__(
-            model.__pydantic_serializer__.to_json(model),
-            status_code=status_code,
-            headers={"Cache-Control": "no-store"},
-        )
+        super().__init__(model.__pydantic_serializer__.to_json(model), status_code=status_code)
 
 
 class BodyLimitMiddleware:

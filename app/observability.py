@@ -38,6 +38,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from app.config import ConfigError
 from app.errors import AppError, problem_response
 from app.logs import RequestContext, bind_request, unbind_request
+from app.middleware import with_no_store
 
 log = logging.getLogger("s3gate.observability")
 access_log = logging.getLogger("s3gate.access")
@@ -323,8 +324,9 @@ def _route_for(scope: Scope) -> BaseRoute | None:
 
 class RequestObserver:
     """Pure ASGI: gives each request an id (the caller's X-Request-ID when well-formed),
-    echoes it on every answer, counts and times the request by route template, and writes
-    the `s3gate.access` line. Sits outside the body limit (its 413s get an id too) and inside
+    echoes it on every answer, marks every answer that sets no Cache-Control of its own
+    `no-store`, counts and times the request by route template, and writes the
+    `s3gate.access` line. Sits outside the body limit (its 413s get an id too) and inside
     CORS.
 
     Logged: method, route template, path without the query string, status, duration, owner
@@ -355,7 +357,7 @@ class RequestObserver:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                message["headers"] = [*message.get("headers", ()), id_header]
+                message["headers"] = [*with_no_store(message.get("headers", ())), id_header]
             await send(message)
 
         try:

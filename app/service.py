@@ -44,6 +44,7 @@ from app.errors import (
 )
 from app.filenames import DOWNLOAD_CACHE_CONTROL, SNIFFED_TYPES, download_headers
 from app.ledger import FileRecord, IdempotencyKeyTaken, Ledger
+from app.logs import audit
 from app.models import FileStatus, UploadMethod
 from app.observability import metrics
 from app.schemas import CreateUploadRequest
@@ -250,23 +251,25 @@ class FileService:
         # The audit line is written (and the URL counted) when a URL leaves, not when it is
         # signed: a refused create (quota, lost race) signs one that nobody ever sees.
         if isinstance(ticket.upload, PresignedPost | PresignedRequest):
-            log.info(
-                "issued upload url file=%s owner=%s method=%s expires=%s",
-                ticket.file.id,
-                ticket.file.owner_id,
-                ticket.file.upload_method,
-                ticket.upload.expires_at,
+            audit(
+                log,
+                "issued upload url",
+                file=ticket.file.id,
+                owner=ticket.file.owner_id,
+                method=ticket.file.upload_method,
+                expires=ticket.upload.expires_at,
             )
             kind = "post" if isinstance(ticket.upload, PresignedPost) else "put"
             self._metrics.urls_issued[kind].inc()
         else:
             # A multipart plan carries no URL: its part URLs are logged and counted as signed.
-            log.info(
-                "created multipart upload file=%s owner=%s parts=%d deadline=%s",
-                ticket.file.id,
-                ticket.file.owner_id,
-                ticket.upload.part_count,
-                ticket.upload.expires_at,
+            audit(
+                log,
+                "created multipart upload",
+                file=ticket.file.id,
+                owner=ticket.file.owner_id,
+                parts=ticket.upload.part_count,
+                deadline=ticket.upload.expires_at,
             )
         return ticket
 
@@ -538,7 +541,7 @@ class FileService:
             to_status=FileStatus.REJECTED,
             verify_lease_until=None,
         )
-        log.info("rejected upload file=%s owner=%s", record.id, record.owner_id)
+        audit(log, "rejected upload", file=record.id, owner=record.owner_id)
         raise UploadRejected(f"The uploaded bytes do not match the declaration: {reason}.")
 
     async def _promote(self, record: FileRecord, verified: ObjectInfo) -> None:
@@ -608,9 +611,7 @@ class FileService:
             )
             for number in part_numbers
         ]
-        log.info(
-            "issued part urls file=%s owner=%s parts=%d", record.id, record.owner_id, len(signed)
-        )
+        audit(log, "issued part urls", file=record.id, owner=record.owner_id, parts=len(signed))
         self._metrics.urls_issued["part"].inc(len(signed))
         return signed
 
@@ -712,12 +713,13 @@ class FileService:
             response_cache_control=DOWNLOAD_CACHE_CONTROL,
             ttl_seconds=self._settings.download_url_ttl_seconds,
         )
-        log.info(
-            "issued download url file=%s owner=%s by=%s expires=%s",
-            record.id,
-            record.owner_id,
-            principal.sub,
-            download.expires_at,
+        audit(
+            log,
+            "issued download url",
+            file=record.id,
+            owner=record.owner_id,
+            by=principal.sub,
+            expires=download.expires_at,
         )
         self._metrics.urls_issued["get"].inc()
         return download

@@ -8,6 +8,7 @@ import hashlib
 import hmac
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -161,6 +162,7 @@ def tiny_pdf(text: str = "s3gate") -> bytes:
 # --- real processes -------------------------------------------------------------------------
 
 S3GATE = str(Path(sys.executable).parent / "s3gate")
+UVICORN = str(Path(sys.executable).parent / "uvicorn")
 
 
 def free_port() -> int:
@@ -204,13 +206,13 @@ def answers(url: str) -> bool:
         return False
 
 
-def start_s3gate(
-    *args: str, env: dict[str, str], cwd: Path, stdout: Any = subprocess.PIPE
+def start_process(
+    argv: list[str], *, env: dict[str, str], cwd: Path, stdout: Any = subprocess.PIPE
 ) -> subprocess.Popen[str]:
-    """Start `s3gate ARGS` in its own process group (stop it with os.killpg), stderr merged
-    into `stdout`."""
+    """Start `argv` in its own process group (stop it with os.killpg), stderr merged into
+    `stdout`."""
     return subprocess.Popen(
-        [S3GATE, *args],
+        argv,
         env=env,
         cwd=cwd,
         text=True,
@@ -220,6 +222,13 @@ def start_s3gate(
     )
 
 
+def start_s3gate(
+    *args: str, env: dict[str, str], cwd: Path, stdout: Any = subprocess.PIPE
+) -> subprocess.Popen[str]:
+    """Start `s3gate ARGS` as start_process does."""
+    return start_process([S3GATE, *args], env=env, cwd=cwd, stdout=stdout)
+
+
 def run_s3gate(
     *args: str, env: dict[str, str], cwd: Path | None = None, timeout: float = 120
 ) -> subprocess.CompletedProcess[str]:
@@ -227,3 +236,34 @@ def run_s3gate(
     return subprocess.run(
         [S3GATE, *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout
     )
+
+
+def serve_api(
+    argv: list[str],
+    *,
+    tmp_path: Path,
+    s3: EmbeddedS3,
+    bucket: str,
+    stdout: Any = subprocess.PIPE,
+    **settings: str,
+) -> tuple[str, subprocess.Popen[str]]:
+    """`s3gate migrate` on a SQLite ledger in `tmp_path`, then `argv --port P` (`s3gate serve`,
+    `uvicorn app.main:app`, ...) until /readyz answers: (its URL, the process; stop it with
+    os.killpg)."""
+    env = s3gate_env(
+        s3, bucket, S3GATE_DATABASE_URL=f"sqlite:///{tmp_path / 'ledger.db'}", **settings
+    )
+    migrated = run_s3gate("migrate", env=env, cwd=tmp_path)
+    assert migrated.returncode == 0, migrated.stderr
+    port = free_port()
+    server = start_process([*argv, "--port", str(port)], env=env, cwd=tmp_path, stdout=stdout)
+    api = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(lambda: server.poll() is not None or answers(f"{api}/readyz"))
+    except AssertionError:
+        os.killpg(server.pid, signal.SIGKILL)
+        server.wait()
+        raise
+    if server.poll() is not None:
+        raise AssertionError(f"{argv} exited with {server.returncode} before it was ready")
+    return api, server

@@ -58,9 +58,7 @@ async def download(
     """
     presigned = await service.issue_download(principal, file_id, disposition)
     if redirect:
-        return RedirectResponse(
-            presigned.url, status_code=307, headers={"Cache-Control": "no-store"}
-        )
+        return RedirectResponse(presigned.url, status_code=307)
     return ModelResponse(
         DownloadOut(url=presigned.url, method="GET", expires_at=presigned.expires_at)
     )

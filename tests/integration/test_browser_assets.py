@@ -1,6 +1,12 @@
-"""The browser client is always served; the demo page only when S3GATE_DEMO is on."""
+"""The browser client is always served; the demo page only when S3GATE_DEMO is on; the docs
+pages load nothing from another origin."""
 
 from __future__ import annotations
+
+import re
+from html.parser import HTMLParser
+from pathlib import PurePosixPath
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -82,3 +88,58 @@ async def test_a_frontend_origin_may_import_the_client_module(settings: Settings
     async with running_app(cors_settings) as client:
         module = await client.get("/client/s3gate.js", headers={"Origin": origin})
     assert module.headers["access-control-allow-origin"] == origin
+
+
+class _References(HTMLParser):
+    """Every URL a page loads: src/href attributes, ReDoc's spec-url, Swagger UI's `url:`."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.urls: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.urls += [v for k, v in attrs if k in ("src", "href", "spec-url") and v is not None]
+
+    def handle_data(self, data: str) -> None:
+        self.urls += re.findall(r"""\burl:\s*['"]([^'"]+)['"]""", data)
+
+
+DOCS_TYPES = {
+    ".js": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".png": "image/png",
+    ".json": "application/json",
+}
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+@pytest.mark.parametrize("root_path", ["", "/s3gate"])
+async def test_docs_pages_load_only_this_services_own_assets(
+    settings: Settings, root_path: str
+) -> None:
+    prefixed = settings.model_copy(update={"root_path": root_path})
+    async with running_app(prefixed) as client:
+        for page in ("/docs", "/redoc"):
+            answer = await client.get(root_path + page)
+            assert answer.status_code == 200, page
+            assert answer.headers["content-type"] == "text/html; charset=utf-8"
+            policy = dict(
+                directive.strip().split(" ", 1)
+                for directive in answer.headers["content-security-policy"].split(";")
+            )
+            assert policy["default-src"] == "'none'"
+            assert policy["script-src"].startswith("'self'")  # then the inline script's hash
+            assert "unsafe" not in policy["script-src"]
+            assert (policy["connect-src"], policy["frame-ancestors"]) == ("'self'", "'none'")
+            references = _References()
+            references.feed(answer.text)
+            assert len(references.urls) >= 3, references.urls  # script, favicon, the document
+            for url in references.urls:
+                parts = urlsplit(url)
+                assert not parts.scheme, url  # no CDN
+                assert not parts.netloc, url
+                assert url.startswith(f"{root_path}/"), url
+                asset = await client.get(url)
+                assert asset.status_code == 200, url
+                suffix = PurePosixPath(parts.path).suffix
+                assert asset.headers["content-type"] == DOCS_TYPES[suffix], url

@@ -28,12 +28,11 @@ from tests.support import (
     clean_env,
     free_port,
     run_s3gate,
-    s3gate_env,
+    serve_api,
     sha256_b64,
     sql_engine,
     start_s3gate,
     tiny_png,
-    wait_until,
 )
 
 
@@ -45,16 +44,10 @@ def _serve(
     **settings: str,
 ) -> tuple[str, subprocess.Popen[str]]:
     """`s3gate migrate`, then `s3gate serve` on a free port until /readyz answers."""
-    port = free_port()
-    env = s3gate_env(
-        s3_server, bucket, S3GATE_DATABASE_URL=f"sqlite:///{tmp_path / 'ledger.db'}", **settings
+    api, server = serve_api(
+        [S3GATE, "serve"], tmp_path=tmp_path, s3=s3_server, bucket=bucket, **settings
     )
-    migrated = run_s3gate("migrate", env=env, cwd=tmp_path)
-    assert migrated.returncode == 0, migrated.stderr
-    server = start_s3gate("serve", "--port", str(port), env=env, cwd=tmp_path)
     reaper.append(server)
-    api = f"http://127.0.0.1:{port}"
-    wait_until(lambda: answers(f"{api}/readyz"))
     return api, server
 
 

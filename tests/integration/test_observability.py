@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import json
 import os
@@ -10,17 +11,23 @@ import re
 import signal
 import subprocess
 import uuid
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import pytest
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 
+from app.auth import mint_token
 from app.devstack import EmbeddedS3
 from tests.support import (
+    S3GATE,
+    TEST_JWT_SECRET,
+    UVICORN,
     Api,
     answers,
     free_port,
@@ -28,6 +35,7 @@ from tests.support import (
     run_s3gate,
     running_app,
     s3gate_env,
+    serve_api,
     sha256_b64,
     start_s3gate,
     tiny_png,
@@ -502,3 +510,81 @@ def test_several_workers_report_the_same_totals_whicheveranswers(
     assert {x["route"] for x in access} >= {"/healthz", "/metrics", "/readyz"}
     (wire,) = [x for x in access if x["request_id"] == "over-the-wire"]
     assert set(wire) == ACCESS_FIELDS
+
+
+# --- a server started by hand: its output as an operator reads it -------------------------------
+
+
+@contextlib.contextmanager
+def _server(
+    argv: list[str], tmp_path: Path, s3: EmbeddedS3, bucket: str, **settings: str
+) -> Iterator[tuple[str, Path]]:
+    """serve_api(argv); yield its URL and the file that collects its stdout and stderr
+    (complete once the block is left: the server is stopped first)."""
+    output = tmp_path / "server.log"
+    with output.open("w") as sink:
+        api, server = serve_api(
+            argv, tmp_path=tmp_path, s3=s3, bucket=bucket, stdout=sink, **settings
+        )
+    try:
+        yield api, output
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
+
+
+def test_uvicorn_started_by_hand_logs_one_access_line_per_request_and_no_query(
+    tmp_path: Path, s3_server: EmbeddedS3, bucket: str
+) -> None:
+    owner = new_sub()
+    auth = {"Authorization": f"Bearer {mint_token(TEST_JWT_SECRET, owner)}"}
+    sent = {  # request id -> (path with a query string that must be logged nowhere, headers)
+        "by-hand-1": ("/healthz?token=query-secret-1", {}),
+        "by-hand-2": ("/files?limit=5&token=query-secret-2", auth),
+        "by-hand-3": ("/nowhere?X-Amz-Signature=query-secret-3", {}),
+    }
+    with _server([UVICORN, "app.main:app"], tmp_path, s3_server, bucket) as (api, output):
+        for request_id, (path, headers) in sent.items():
+            answer = httpx.get(api + path, headers={**headers, "X-Request-ID": request_id})
+            assert answer.status_code in (200, 404), answer.text
+    text = output.read_text()
+    assert "Uvicorn running on" in text  # uvicorn's own lines are there, and only its access log
+    assert "query-secret" not in text
+    assert ' HTTP/1.1"' not in text  # uvicorn's access line: `... - "GET /path?query HTTP/1.1" 200`
+    records = [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+    access = [x for x in records if x["logger"] == "s3gate.access"]
+    for request_id, (path, _) in sent.items():
+        mentions = [line for line in text.splitlines() if path.split("?")[0] in line]
+        (mine,) = [x for x in access if x["request_id"] == request_id]
+        assert mentions == [next(line for line in mentions if request_id in line)], mentions
+        assert mine["path"] == path.split("?")[0]
+
+
+def test_text_logs_of_a_running_server_have_no_line_a_client_wrote(
+    tmp_path: Path, s3_server: EmbeddedS3, bucket: str
+) -> None:
+    forged = "2026-01-01 00:00:00,000 INFO s3gate.audit issued download url owner=victim"
+    sub = f"mallory\n{forged}\u2028{forged}"
+    body = {"filename": "a.txt", "content_type": "text/plain", "size": 3}
+    with _server([S3GATE, "serve"], tmp_path, s3_server, bucket, S3GATE_LOG_FORMAT="text") as (
+        api,
+        output,
+    ):
+        token = mint_token(TEST_JWT_SECRET, sub)
+        created = httpx.post(
+            f"{api}/uploads", json=body, headers={"Authorization": f"Bearer {token}"}
+        )
+        # (A sub with control characters may be refused outright; either way nothing is forged.)
+        assert created.status_code in (201, 401), created.text
+        path = quote(f"/nowhere\n{forged}\r{forged}")
+        assert httpx.get(f"{api}{path}").status_code == 404
+    lines = output.read_text().splitlines()
+    assert [line for line in lines if " s3gate.access " in line]  # the text format, in use
+    assert not [line for line in lines if line.startswith(forged[:10])], lines
+    if created.status_code == 201:
+        (issued,) = [line for line in lines if " issued upload url " in line]
+        assert 'owner="mallory\\n2026-01-01 ' in issued

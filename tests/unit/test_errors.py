@@ -22,7 +22,8 @@ from app.errors import (
     install_error_handlers,
     problem_responses,
 )
-from app.middleware import MAX_REQUEST_BODY_BYTES, BodyLimitMiddleware, NoStoreJSONResponse
+from app.middleware import MAX_REQUEST_BODY_BYTES, BodyLimitMiddleware
+from app.observability import RequestObserver
 
 LIMIT = 64 * 1024
 PROBLEM_FIELDS = {"type", "title", "status", "detail", "code"}
@@ -34,8 +35,8 @@ class Body(BaseModel):
 
 
 def build_app(*, guard: bool) -> FastAPI:
-    # `guard` = the app as s3gate builds it: body limit and the no-store default response.
-    app = FastAPI(default_response_class=NoStoreJSONResponse) if guard else FastAPI()
+    # `guard` = the app as s3gate builds it: the body limit inside the request observer.
+    app = FastAPI()
     install_error_handlers(app)
 
     @app.get("/missing")
@@ -76,6 +77,7 @@ def build_app(*, guard: bool) -> FastAPI:
 
     if guard:
         app.add_middleware(BodyLimitMiddleware)
+        app.add_middleware(RequestObserver)
     return app
 
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import datetime
 import io
 import json
 import logging
 import os
 import subprocess
+import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -19,7 +21,7 @@ from prometheus_client import CollectorRegistry
 from app import observability
 from app.config import ConfigError
 from app.errors import PROBLEM_JSON, install_error_handlers
-from app.logs import RequestContext, bind_request, log_handler, unbind_request
+from app.logs import RequestContext, audit, bind_request, log_handler, unbind_request
 from app.middleware import BodyLimitMiddleware
 from app.observability import (
     MULTIPROC_ENV,
@@ -126,6 +128,83 @@ def test_text_lines_escape_fields_and_name_the_request() -> None:
     assert line.endswith(
         'INFO s3gate.test.text GET /x 200 request_id=rid-2 path="/a\\nb" owner=null'
     )
+
+
+FORGED = "2026-01-01 00:00:00,000 INFO s3gate.audit issued download url owner=victim"
+# Everything str.splitlines() (and so a terminal, a log shipper or an editor) breaks a line on,
+# and an ANSI "erase line, back to column 0" that would hide what precedes it.
+LINE_BREAKERS = [
+    "\n",
+    "\r",
+    "\r\n",
+    "\x0b",
+    "\x0c",
+    "\x1c",
+    "\x85",
+    "\u2028",
+    "\u2029",
+    "\x1b[2K\r",
+]
+
+
+def _logger(name: str, log_format: str) -> tuple[logging.Logger, io.StringIO]:
+    buffer = io.StringIO()
+    logger = logging.getLogger(name)
+    logger.handlers.clear()
+    logger.addHandler(log_handler(log_format, stream=buffer))  # type: ignore[arg-type]
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    return logger, buffer
+
+
+@pytest.mark.parametrize("log_format", ["json", "text"])
+def test_no_text_a_client_controls_starts_a_line_in_either_format(log_format: str) -> None:
+    logger, buffer = _logger(f"s3gate.test.forge.{log_format}", log_format)
+    for breaker in LINE_BREAKERS:
+        forged = f"alice{breaker}{FORGED}"
+        logger.info("GET %s 404", forged, extra={"fields": {"owner": forged, "path": forged}})
+        audit(logger, "issued upload url", owner=forged, file=uuid.uuid4())
+        try:
+            raise ValueError(forged)
+        except ValueError:
+            logger.exception("unhandled error for %s", forged)
+        logger.info("where", stack_info=True)
+    lines = buffer.getvalue().splitlines()
+    assert len(lines) == 4 * len(LINE_BREAKERS)  # one line per record, tracebacks included
+    assert not [line for line in lines if line.startswith(FORGED)]
+    # Kept, escaped: the line still says what the client sent.
+    assert all(FORGED in line for number, line in enumerate(lines) if number % 4 != 3)
+
+
+def test_text_lines_write_escapes_tracebacks_and_audit_fields() -> None:
+    logger, buffer = _logger("s3gate.test.escapes", "text")
+    file_id = uuid.uuid4()
+    expires = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
+    audit(logger, "issued download url", file=file_id, owner="a\u2028b\x1b", expires=expires)
+    try:
+        raise ValueError("bad\nthing")
+    except ValueError:
+        logger.exception("failed\r\x00\x85 here")
+    audited, failed = buffer.getvalue().splitlines()
+    assert audited.endswith(
+        f'INFO s3gate.test.escapes issued download url file="{file_id}" '
+        'owner="a\\u2028b\\u001b" expires="2026-01-01T00:00:00+00:00"'
+    )
+    assert " failed\\r\\x00\\x85 here exception=" in failed
+    exception = json.loads(failed.split(" exception=", 1)[1])
+    assert exception.startswith("Traceback (most recent call last):\n")
+    assert exception.endswith("ValueError: bad\nthing")
+
+
+def test_json_audit_lines_carry_ids_and_owners_as_keys() -> None:
+    logger, buffer = _logger("s3gate.test.audit", "json")
+    file_id = uuid.uuid4()
+    expires = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
+    audit(logger, "issued upload url", file=file_id, owner="a\nb", expires=expires, parts=2)
+    (line,) = (json.loads(x) for x in buffer.getvalue().splitlines())
+    assert line["message"] == "issued upload url"
+    assert (line["file"], line["owner"], line["parts"]) == (str(file_id), "a\nb", 2)
+    assert line["expires"] == "2026-01-01T00:00:00+00:00"
 
 
 def test_a_configured_directory_is_created_or_emptied_of_samples(
