@@ -67,6 +67,7 @@ _VISIBLE = (FileStatus.PENDING, FileStatus.AVAILABLE, FileStatus.REJECTED, FileS
 # A completion holds the file's verification lease this long, renewed a third of the way
 # through, so a crashed completion blocks the next one for a minute at most.
 VERIFY_LEASE_SECONDS = 60.0
+_WAIT_POLL_SECONDS = 0.05
 
 
 @dataclass(frozen=True, slots=True)
@@ -450,13 +451,20 @@ class FileService:
         if self._now() > record.upload_expires_at + grace:
             raise UploadExpired()
 
-        async with self._verification_lease(record) as lease:
-            if lease is None:
-                current = await self._owned(principal, file_id)
-                if current.status == FileStatus.PENDING:
-                    raise VerificationInProgress()
-                return await self._complete(principal, file_id)  # answer as it ended
-            done = await self._verify(record, lease)
+        waited_until = time.monotonic() + self._settings.completion_wait_seconds
+        while True:
+            async with self._verification_lease(record) as lease:
+                if lease is not None:
+                    done = await self._verify(record, lease)
+                    break
+            # Another completion is verifying it: answer with its result when it ends (a
+            # ledger read every poll, never a second read of the object).
+            current = await self._owned(principal, file_id)
+            if current.status != FileStatus.PENDING:
+                return await self._complete(principal, file_id)
+            if time.monotonic() >= waited_until:
+                raise VerificationInProgress()
+            await asyncio.sleep(_WAIT_POLL_SECONDS)
         if done is not None:
             return done, "available"
         return await self._complete(principal, file_id)  # lost a race: answer as it ended

@@ -245,14 +245,14 @@ def serve_api(
     s3: EmbeddedS3,
     bucket: str,
     stdout: Any = subprocess.PIPE,
+    database_url: str | None = None,
     **settings: str,
 ) -> tuple[str, subprocess.Popen[str]]:
-    """`s3gate migrate` on a SQLite ledger in `tmp_path`, then `argv --port P` (`s3gate serve`,
-    `uvicorn app.main:app`, ...) until /readyz answers: (its URL, the process; stop it with
-    os.killpg)."""
-    env = s3gate_env(
-        s3, bucket, S3GATE_DATABASE_URL=f"sqlite:///{tmp_path / 'ledger.db'}", **settings
-    )
+    """`s3gate migrate` on `database_url` (a SQLite ledger in `tmp_path` by default), then
+    `argv --port P` (`s3gate serve`, `uvicorn app.main:app`, ...) until /readyz answers: (its
+    URL, the process; stop it with stop_process)."""
+    database_url = database_url or f"sqlite:///{tmp_path / 'ledger.db'}"
+    env = s3gate_env(s3, bucket, S3GATE_DATABASE_URL=database_url, **settings)
     migrated = run_s3gate("migrate", env=env, cwd=tmp_path)
     assert migrated.returncode == 0, migrated.stderr
     port = free_port()
@@ -267,3 +267,13 @@ def serve_api(
     if server.poll() is not None:
         raise AssertionError(f"{argv} exited with {server.returncode} before it was ready")
     return api, server
+
+
+def stop_process(process: subprocess.Popen[str], timeout: float = 30) -> None:
+    """SIGTERM the process group (a graceful drain), SIGKILL it if it outlives `timeout`."""
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()

@@ -75,8 +75,21 @@ class ObjectInfo:
     foreign_headers: tuple[str, ...] = ()
 
 
+# Request directives a browser adds to a PUT by itself (a hard reload, DevTools' "disable
+# cache"), which S3 then stores; harmless on an object, and every download URL overrides the
+# object's Cache-Control anyway (response-cache-control).
+_BROWSER_CACHE_CONTROL = frozenset({"no-cache", "max-age=0"})
+
+
 def unsigned_headers(head: Any) -> tuple[str, ...]:
-    found = [header for field, header in _FOREIGN_HEAD_FIELDS if head.get(field)]
+    found = [
+        header
+        for field, header in _FOREIGN_HEAD_FIELDS
+        if head.get(field)
+        and not (
+            field == "CacheControl" and str(head[field]).strip().lower() in _BROWSER_CACHE_CONTROL
+        )
+    ]
     found += [f"x-amz-meta-{name}" for name in sorted(head.get("Metadata") or {})]
     return tuple(dict.fromkeys(found))
 

@@ -5,11 +5,7 @@ an error, application/problem+json with a `code`."""
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import schemathesis
@@ -18,15 +14,7 @@ from hypothesis.errors import Unsatisfiable
 from schemathesis.generation import GenerationMode
 
 from app.devstack import EmbeddedS3
-from tests.support import (
-    Api,
-    answers,
-    free_port,
-    run_s3gate,
-    s3gate_env,
-    start_s3gate,
-    wait_until,
-)
+from tests.support import S3GATE, Api, serve_api, stop_process
 
 TOKENS = {"owner": Api.auth("fuzz-owner"), "admin": Api.auth("fuzz-admin", admin=True)}
 
@@ -47,31 +35,23 @@ def live_api(
         if request.param == "sqlite"
         else request.getfixturevalue("postgres_database")
     )
-    env = s3gate_env(
-        s3_server,
-        bucket,
-        S3GATE_DATABASE_URL=database_url,
-        S3GATE_RATE_LIMIT_PER_MINUTE="0",
-        S3GATE_DEMO="true",
-    )
-    migrated = run_s3gate("migrate", env=env, cwd=workdir)
-    assert migrated.returncode == 0, migrated.stderr
-    port = free_port()
-    log = (workdir / "serve.log").open("w")
-    server = start_s3gate("serve", "--port", str(port), env=env, cwd=workdir, stdout=log)
-    base = f"http://127.0.0.1:{port}"
+    log = workdir / "serve.log"
+    with log.open("w") as sink:
+        base, server = serve_api(
+            [S3GATE, "serve"],
+            tmp_path=workdir,
+            s3=s3_server,
+            bucket=bucket,
+            stdout=sink,
+            database_url=database_url,
+            S3GATE_RATE_LIMIT_PER_MINUTE="0",
+            S3GATE_DEMO="true",
+        )
     try:
-        wait_until(lambda: answers(f"{base}/readyz"))
         yield base
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait()
-        log.close()
-        errors = [line for line in Path(log.name).read_text().splitlines() if '"ERROR"' in line]
+        stop_process(server)
+        errors = [line for line in log.read_text().splitlines() if '"ERROR"' in line]
         assert not errors, errors[:3]  # an unexpected exception is logged at ERROR
 
 

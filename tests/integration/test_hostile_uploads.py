@@ -291,7 +291,7 @@ async def test_sixteen_concurrent_completions_on_two_replicas_read_the_object_on
     assert final.json()["status"] == "available"
 
 
-async def test_a_completion_that_died_mid_way_lets_the_next_one_verify_after_its_lease(
+async def test_a_completion_that_died_mid_way_holds_the_file_only_until_its_lease_runs_out(
     api: Api, s3_http: httpx.AsyncClient
 ) -> None:
     owner = new_sub()
@@ -302,11 +302,16 @@ async def test_a_completion_that_died_mid_way_lets_the_next_one_verify_after_its
             uuid.UUID(file["id"]), now, now + timedelta(seconds=2)
         )
         assert held is not None  # a completion took the lease and then its process died
-    busy = await api.complete(owner, file["id"])
+    impatient = api.settings.model_copy(update={"completion_wait_seconds": 0})
+    async with running_app(impatient) as client:
+        busy = await client.post(f"/uploads/{file['id']}/complete", headers=api.auth(owner))
     assert busy.status_code == 409
+    assert busy.json()["code"] == "upload_incomplete"
     assert "verifying" in busy.json()["detail"]
-    await asyncio.sleep(2.2)
-    assert (await api.complete(owner, file["id"])).json()["status"] == "available"
+    started = asyncio.get_running_loop().time()
+    waited = await api.complete(owner, file["id"])  # waits (5 s at most) for the lease to end
+    assert waited.json()["status"] == "available"
+    assert 0.5 < asyncio.get_running_loop().time() - started < 5
 
 
 async def test_complete_and_the_parts_listing_count_against_the_rate_limit(api: Api) -> None:

@@ -64,6 +64,7 @@ async def test_download_is_private_no_store_whatever_cache_control_the_object_wa
 ) -> None:
     owner, data = new_sub(), b"cache me if you can"
     file, _ = await api.upload(s3_http, owner, data, content_type="text/plain")
+    assert (await api.complete(owner, file["id"])).status_code == 200
     # The stored object gets a long public lifetime (set with the service's own credentials).
     bucket = api.settings.s3_bucket
     key = object_key(api.settings.s3_key_prefix, owner, uuid.UUID(file["id"]))
@@ -77,7 +78,6 @@ async def test_download_is_private_no_store_whatever_cache_control_the_object_wa
         CacheControl="public, max-age=31536000, immutable",
     )
     assert stored.head_object(Bucket=bucket, Key=key)["CacheControl"].startswith("public")
-    assert (await api.complete(owner, file["id"])).status_code == 200
     for disposition in ("attachment", "inline"):
         download = await api.client.get(
             f"/downloads/{file['id']}?disposition={disposition}", headers=api.auth(owner)

@@ -256,3 +256,9 @@ def test_a_form_uploads_key_is_its_files_key_with_a_suffix_no_other_key_has() ->
     key = object_key("uploads/", "alice", FILE_ID)
     assert form_upload_key(key) == f"{key}.upload"
     assert form_upload_key(key) != object_key("uploads/", "alice", uuid6.uuid7())
+
+
+@pytest.mark.parametrize("value", ["no-cache", "max-age=0", " No-Cache "])
+def test_the_cache_control_a_browser_adds_to_a_put_by_itself_is_not_foreign(value: str) -> None:
+    assert unsigned_headers({"CacheControl": value}) == ()
+    assert unsigned_headers({"CacheControl": f"{value}, public"}) == ("Cache-Control",)
