@@ -216,8 +216,14 @@ class FileService:
         """Until when an upload URL or policy of the record may still store an object: S3
         admits a request that started before expiry (by the store's own clock)."""
         settings = self._settings
+        last_url = record.upload_expires_at
+        if record.multipart_upload_id is not None and record.deleted_at is not None:
+            # Part URLs are signed only while the file is pending, each for at most the URL
+            # TTL, so the last one dies that long after the delete, not at the day's deadline.
+            ttl = timedelta(seconds=settings.upload_url_ttl_seconds)
+            last_url = min(last_url, record.deleted_at + ttl)
         margin = settings.completion_grace_seconds + settings.store_clock_skew_seconds
-        return record.upload_expires_at + timedelta(seconds=margin)
+        return last_url + timedelta(seconds=margin)
 
     @staticmethod
     def _scope(principal: Principal) -> str | None:

@@ -156,6 +156,32 @@ async def test_a_late_upload_through_a_url_that_outlived_its_file_is_reaped_and_
         assert again.status_code == 201, again.text  # the quota is released only now
 
 
+async def test_a_deleted_multipart_upload_is_purged_once_its_last_part_url_died(
+    api: Api, s3_server: EmbeddedS3
+) -> None:
+    """Its deadline is a day away, but part URLs live one URL TTL at most: the bytes it held
+    count against the quota only until then."""
+    owner = new_sub()
+    settings = _short_lived(api, upload_url_ttl_seconds=1, quota_bytes_per_owner=10)
+    body = {"filename": "a.bin", "content_type": "application/octet-stream", "size": 10}
+    async with running_app(settings) as client:
+        created = await client.post(
+            "/uploads", json={**body, "multipart": True}, headers=api.auth(owner)
+        )
+        file_id = created.json()["file"]["id"]
+        assert (
+            await client.delete(f"/uploads/{file_id}", headers=api.auth(owner))
+        ).status_code == 204
+        held = await client.post("/uploads", json=body, headers=api.auth(owner))
+        assert held.json()["code"] == "quota_exceeded"
+        await asyncio.sleep(1.5)
+        async with open_service(settings) as (_, service):
+            await service.reap()
+        assert _purged_at(settings, file_id) is not None
+        again = await client.post("/uploads", json=body, headers=api.auth(owner))
+        assert again.status_code == 201, again.text
+
+
 @pytest.mark.parametrize(
     "header",
     [
