@@ -248,8 +248,9 @@ class Settings(DatabaseSettings, LoggingSettings, AuthSettings):
     # Whole-object reads (hashing at completion) at once per process.
     hash_concurrency: int = Field(default=4, ge=1, le=64)
     # How long a completion waits for another one that is verifying the same file, to answer
-    # with its result; past it, 409 upload_incomplete ("verifying": call again).
-    completion_wait_seconds: float = Field(default=5.0, ge=0, le=60)
+    # with its result; past it, 409 upload_incomplete ("verifying": call again). Longer than
+    # the 10 s verification lease, so a retry after a replica died mid-way verifies itself.
+    completion_wait_seconds: float = Field(default=15.0, ge=0, le=60)
     max_file_size: int = Field(default=SINGLE_PUT_MAX_BYTES, ge=1, le=MAX_OBJECT_BYTES)
     # Files above the threshold (or declared "multipart": true) upload in parts of part_size
     # (grown when needed to stay within 10,000 parts); part URLs can be asked for again until

@@ -65,8 +65,9 @@ _FAILED_COMPLETIONS: dict[type[Exception], str] = {
 }
 _VISIBLE = (FileStatus.PENDING, FileStatus.AVAILABLE, FileStatus.REJECTED, FileStatus.EXPIRED)
 # A completion holds the file's verification lease this long, renewed a third of the way
-# through, so a crashed completion blocks the next one for a minute at most.
-VERIFY_LEASE_SECONDS = 60.0
+# through, so a completion that died with its replica holds the file 10 s at most: a client's
+# retry elsewhere waits that out (S3GATE_COMPLETION_WAIT_SECONDS is longer) and then verifies.
+VERIFY_LEASE_SECONDS = 10.0
 _WAIT_POLL_SECONDS = 0.05
 
 

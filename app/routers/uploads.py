@@ -184,7 +184,7 @@ async def complete_upload(
 ) -> Response:
     """Asks the store, never the client: size, type, checksum, leading bytes and stored
     headers must match. One completion verifies a file at a time (across replicas); another
-    arriving meanwhile waits for its result (S3GATE_COMPLETION_WAIT_SECONDS), then answers 409
+    arriving meanwhile waits for its result (S3GATE_COMPLETION_WAIT_SECONDS, 15 s), then 409
     `upload_incomplete` ("verifying") without reading the object. Counts against the caller's
     rate limit (it reads the store)."""
     return ModelResponse(FileOut.model_validate(await service.complete_upload(principal, file_id)))

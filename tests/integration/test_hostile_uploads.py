@@ -335,7 +335,7 @@ async def test_a_completion_that_died_mid_way_holds_the_file_only_until_its_leas
     assert busy.json()["code"] == "upload_incomplete"
     assert "verifying" in busy.json()["detail"]
     started = asyncio.get_running_loop().time()
-    waited = await api.complete(owner, file["id"])  # waits (5 s at most) for the lease to end
+    waited = await api.complete(owner, file["id"])  # waits for the dead one's lease to end
     assert waited.json()["status"] == "available"
     assert 0.5 < asyncio.get_running_loop().time() - started < 5
 
