@@ -34,7 +34,8 @@ from tests.support import (
     tiny_png,
 )
 
-TTL = 3  # seconds an upload URL lives in these tests
+TTL = 6  # seconds an upload URL lives: long enough for the steps a test takes within it
+MARGIN = 2.0  # seconds past an expiry before a test counts on the store refusing the URL
 
 
 def _short_lived(api: Api, **extra: Any) -> Settings:
@@ -48,6 +49,12 @@ def _short_lived(api: Api, **extra: Any) -> Settings:
             **extra,
         }
     )
+
+
+async def _past(expires_at: str) -> None:
+    """Sleep until the store refuses a URL that expires at `expires_at`, with a margin."""
+    deadline = datetime.fromisoformat(expires_at.replace("Z", "+00:00")).timestamp() + MARGIN
+    await asyncio.sleep(max(0.0, deadline - datetime.now(UTC).timestamp()))
 
 
 def _key(url: str) -> str:
@@ -146,7 +153,7 @@ async def test_a_late_upload_through_a_url_that_outlived_its_file_is_reaped_and_
         assert not object_exists(s3_server, settings.s3_bucket, key)
         assert _purged_at(settings, file_id) is None
 
-        await asyncio.sleep(TTL + 0.5)
+        await _past(upload["expires_at"])
         assert (await _send(s3_http, upload, sent)).status_code == 403  # expired now
         report = _reap(api, s3_server)
         assert "purged=" in report
@@ -174,7 +181,7 @@ async def test_a_deleted_multipart_upload_is_purged_once_its_last_part_url_died(
         ).status_code == 204
         held = await client.post("/uploads", json=body, headers=api.auth(owner))
         assert held.json()["code"] == "quota_exceeded"
-        await asyncio.sleep(1.5)
+        await asyncio.sleep(1 + MARGIN)  # the URL TTL after the delete, and a margin
         async with open_service(settings) as (_, service):
             await service.reap()
         assert _purged_at(settings, file_id) is not None
@@ -266,7 +273,7 @@ async def test_an_available_form_uploads_posted_copy_is_reaped_once_its_policy_r
         assert done.json()["status"] == "available"
         assert not object_exists(s3_server, api.settings.s3_bucket, upload["fields"]["key"])
         assert (await _send(s3_http, upload, data)).is_success  # posted again
-        await asyncio.sleep(TTL + 0.5)
+        await _past(upload["expires_at"])
         _reap(api, s3_server)
         assert not object_exists(s3_server, api.settings.s3_bucket, upload["fields"]["key"])
         assert _purged_at(api.settings, file_id) is not None
@@ -422,7 +429,7 @@ async def test_every_object_in_the_bucket_is_accounted_for_by_a_row_after_a_host
         file_id, upload = await create()  # sent but never completed: expires
         assert (await _send(s3_http, upload, png)).is_success
 
-        await asyncio.sleep(TTL + 0.5)
+        await _past(upload["expires_at"])
         async with open_service(settings) as (_, service):
             await service.reap()
 

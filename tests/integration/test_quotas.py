@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from datetime import datetime
 from typing import Any
 
 import httpx
@@ -63,7 +65,7 @@ async def test_quota_is_released_when_a_deleted_or_abandoned_files_urls_have_run
         api,
         quota_bytes_per_owner=100,
         quota_pending_uploads_per_owner=1,
-        upload_url_ttl_seconds=2,
+        upload_url_ttl_seconds=6,  # long enough for the steps below on a loaded machine
         completion_grace_seconds=0,
         store_clock_skew_seconds=0,
     )
@@ -93,7 +95,10 @@ async def test_quota_is_released_when_a_deleted_or_abandoned_files_urls_have_run
         # Their upload URLs could still store bytes: those bytes still count.
         held = await client.post("/uploads", json=_body(size=100), headers=api.auth(owner))
         assert held.json()["code"] == "quota_exceeded"
-        await asyncio.sleep(2.2)
+        last_url = datetime.fromisoformat(
+            fits.json()["upload"]["expires_at"].replace("Z", "+00:00")
+        )
+        await asyncio.sleep(max(0.0, last_url.timestamp() + 2 - time.time()))  # + a margin
         async with open_service(settings) as (_, service):
             await service.reap()
         again = await client.post("/uploads", json=_body(size=100), headers=api.auth(owner))
