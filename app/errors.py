@@ -113,6 +113,11 @@ class ContentTypeNotAllowed(AppError):
     status, code, title = 415, "content_type_not_allowed", "Content type not allowed"
 
 
+class UnsupportedMediaType(AppError):
+    status, code, title = 415, "unsupported_media_type", "Unsupported media type"
+    default_detail = "Send the request body as JSON, with Content-Type: application/json."
+
+
 class RateLimited(AppError):
     status, code, title = 429, "rate_limited", "Too many requests"
     default_detail = "Too many requests; retry after the time in Retry-After."
@@ -232,9 +237,26 @@ async def _on_app_error(_: Request, exc: Exception) -> JSONResponse:
     return problem_response(exc)
 
 
-async def _on_validation_error(_: Request, exc: Exception) -> JSONResponse:
+def _is_json(content_type: str) -> bool:
+    essence = content_type.split(";", 1)[0].strip().lower()
+    return essence == "application/json" or essence.endswith("+json")
+
+
+async def _on_validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    return problem_response(ValidationFailed(errors=_validation_errors(exc)))
+    errors = _validation_errors(exc)
+    # FastAPI parses a body as JSON only when it is labelled so; any other label reaches the
+    # model as raw bytes and fails as "not an object", which would hide the real mistake.
+    sent_body = request.headers.get("content-length", "0") != "0" or (
+        "transfer-encoding" in request.headers
+    )
+    if (
+        sent_body
+        and not _is_json(request.headers.get("content-type", ""))
+        and any(error["loc"][:1] == ["body"] for error in errors)
+    ):
+        return problem_response(UnsupportedMediaType())
+    return problem_response(ValidationFailed(errors=errors))
 
 
 async def _on_http_error(_: Request, exc: Exception) -> JSONResponse:

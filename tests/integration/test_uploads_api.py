@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from typing import Any
 from urllib.parse import urlsplit
@@ -374,3 +375,29 @@ async def test_listing_pages_newest_first_with_a_cursor(api: Api) -> None:
 async def test_bad_listing_query_is_422(api: Api, query: str) -> None:
     answer = await api.client.get(f"/files?{query}", headers=api.auth(new_sub()))
     _problem(answer, 422, "validation_error")
+
+
+@pytest.mark.parametrize(
+    "content_type", ["text/plain", "application/x-www-form-urlencoded", None], ids=str
+)
+async def test_a_json_body_under_another_content_type_is_415_saying_so(
+    api: Api, content_type: str | None
+) -> None:
+    body = json.dumps({"filename": "a.txt", "content_type": "text/plain", "size": 3})
+    headers = {**api.auth(new_sub())}
+    if content_type is not None:
+        headers["Content-Type"] = content_type
+    answer = await api.client.post("/uploads", content=body, headers=headers)
+    assert answer.status_code == 415
+    assert answer.json()["code"] == "unsupported_media_type"
+    assert "application/json" in answer.json()["detail"]
+    labelled = await api.client.post(
+        "/uploads", content=body, headers={**headers, "Content-Type": "application/json"}
+    )
+    assert labelled.status_code == 201
+
+
+async def test_a_missing_body_is_still_a_422_validation_error(api: Api) -> None:
+    answer = await api.client.post("/uploads", headers=api.auth(new_sub()))
+    assert answer.status_code == 422
+    assert answer.json()["code"] == "validation_error"
