@@ -29,10 +29,10 @@ from tests.support import (
     free_port,
     run_s3gate,
     serve_api,
-    sha256_b64,
     sql_engine,
     start_s3gate,
     tiny_png,
+    upload_over_http,
 )
 
 
@@ -135,18 +135,9 @@ def test_serve_runs_the_api_over_real_http(
     api, server = _serve(tmp_path, s3_server, bucket, process_reaper)
 
     data, auth = tiny_png(), Api.auth("cli-user")
-    body = {
-        "filename": "p.png",
-        "content_type": "image/png",
-        "size": len(data),
-        "checksum_sha256": sha256_b64(data),
-    }
-    created = httpx.post(f"{api}/uploads", json=body, headers=auth).json()
-    upload = created["upload"]
-    assert httpx.put(upload["url"], content=data, headers=upload["headers"]).status_code == 200
-    done = httpx.post(f"{api}/uploads/{created['file']['id']}/complete", headers=auth)
-    assert done.json()["status"] == "available"
-    link = httpx.get(f"{api}/downloads/{created['file']['id']}", headers=auth).json()["url"]
+    file = upload_over_http(api, "cli-user", data)
+    assert file["status"] == "available"
+    link = httpx.get(f"{api}/downloads/{file['id']}", headers=auth).json()["url"]
     assert httpx.get(link).content == data
 
     server.send_signal(signal.SIGTERM)
