@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import Iterator
+from importlib import metadata
 from pathlib import Path
 
 import httpx
@@ -114,6 +115,12 @@ def test_jwks_without_audience_stops_serve_naming_jwt_audience() -> None:
     assert result.returncode != 0
     assert "S3GATE_JWT_AUDIENCE" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_version_flag_prints_the_installed_version() -> None:
+    result = run_s3gate("--version", env=clean_env())
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"s3gate {metadata.version('s3gate')}"
 
 
 def test_migrate_command_creates_the_ledger(tmp_path: Path) -> None:

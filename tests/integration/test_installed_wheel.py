@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 
 import httpx
@@ -84,6 +85,11 @@ def test_an_installed_wheel_migrates_and_serves_outside_the_checkout(
                 assert "files" in inspect(conn).get_table_names()
         finally:
             engine.dispose()
+
+    version = run_s3gate(
+        "--version", env=s3gate_env(s3_server, bucket), executable=installed.s3gate
+    )
+    assert version.stdout.strip() == f"s3gate {metadata.version('s3gate')}", version.stderr
 
     api, server = serve_api(
         [installed.s3gate, "serve"],
