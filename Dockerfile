@@ -24,10 +24,9 @@ COPY --from=requirements /src/requirements.txt /tmp/requirements.txt
 RUN pip install --requirement /tmp/requirements.txt \
     && rm /tmp/requirements.txt
 
-# The project itself (compiled to bytecode at install: nothing is written at run time). Only
-# the migrations stay beside it: `s3gate migrate` finds alembic.ini in the working directory.
-COPY pyproject.toml README.md alembic.ini ./
-COPY alembic ./alembic
+# The project itself (compiled to bytecode at install: nothing is written at run time). The
+# migrations are package data inside it: `s3gate migrate` needs nothing from this directory.
+COPY pyproject.toml README.md ./
 COPY app ./app
 RUN pip install --no-deps . \
     && rm -rf app build ./*.egg-info pyproject.toml README.md \

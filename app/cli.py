@@ -9,6 +9,7 @@ import os
 import secrets
 import sys
 from collections.abc import Callable, Sequence
+from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -27,6 +28,14 @@ if TYPE_CHECKING:
 DEV_BUCKET = "s3gate-dev"
 DEV_ACCESS_KEY = "S3GATEDEV"
 DEV_TOKEN_TTL_SECONDS = 12 * 3600
+
+
+def installed_version() -> str:
+    """The version of the installed s3gate distribution (what pip and bug reports name)."""
+    try:
+        return metadata.version("s3gate")
+    except metadata.PackageNotFoundError:  # app/ imported from a checkout that was never installed
+        return "unknown (not installed)"
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -292,6 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="s3gate", description="Presigned S3 URLs for a private bucket, behind JWT auth."
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {installed_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     serve = sub.add_parser("serve", help="serve the API (settings from S3GATE_* / .env)")

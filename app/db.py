@@ -9,8 +9,8 @@ from alembic.config import Config
 from sqlalchemy.engine import URL, make_url
 
 # Replicas may all run `s3gate migrate` (or migrate on start) at the same moment. On PostgreSQL
-# they take turns on this session-level advisory lock (alembic/env.py), and each later one finds
-# the schema at head and does nothing. Any fixed number works; this one spells "s3gatemg".
+# they take turns on this session-level advisory lock (app/migrations/env.py), and each later
+# one finds the schema at head and does nothing. Any fixed number works; this one spells "s3gatemg".
 MIGRATION_LOCK_KEY = int.from_bytes(b"s3gatemg", "big")
 
 
@@ -25,17 +25,16 @@ def sync_url(database_url: str) -> URL:
     raise ValueError(f"unsupported database backend {backend!r} (use sqlite or postgresql)")
 
 
-def _alembic_ini() -> Path:
-    # A source checkout (and the Docker image) has alembic.ini beside app/; else the cwd.
-    for candidate in (Path(__file__).resolve().parent.parent, Path.cwd()):
-        if (candidate / "alembic.ini").is_file():
-            return candidate / "alembic.ini"
-    raise FileNotFoundError("alembic.ini not found beside the app package or in the cwd")
+# Shipped inside the package (package data), so an installed wheel migrates from any cwd.
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
 
 def alembic_config(database_url: str) -> Config:
-    """Alembic's config for this ledger, with the URL passed in rather than read from env."""
-    config = Config(str(_alembic_ini()))
+    """Alembic's config for this ledger, built in code: no alembic.ini and no cwd involved."""
+    config = Config()
+    # Config options go through configparser interpolation, where a bare % is special.
+    config.set_main_option("script_location", str(MIGRATIONS_DIR).replace("%", "%%"))
+    config.set_main_option("path_separator", "os")
     config.attributes["database_url"] = database_url
     config.attributes["configure_logger"] = False
     return config

@@ -230,11 +230,16 @@ def start_s3gate(
 
 
 def run_s3gate(
-    *args: str, env: dict[str, str], cwd: Path | None = None, timeout: float = 120
+    *args: str,
+    env: dict[str, str],
+    cwd: Path | None = None,
+    timeout: float = 120,
+    executable: str = S3GATE,
 ) -> subprocess.CompletedProcess[str]:
-    """Run `s3gate ARGS` to completion; stdout and stderr captured as text."""
+    """Run `s3gate ARGS` (this checkout's, or another install's `executable`) to completion;
+    stdout and stderr captured as text."""
     return subprocess.run(
-        [S3GATE, *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout
+        [executable, *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout
     )
 
 
@@ -246,14 +251,15 @@ def serve_api(
     bucket: str,
     stdout: Any = subprocess.PIPE,
     database_url: str | None = None,
+    s3gate: str = S3GATE,
     **settings: str,
 ) -> tuple[str, subprocess.Popen[str]]:
-    """`s3gate migrate` on `database_url` (a SQLite ledger in `tmp_path` by default), then
-    `argv --port P` (`s3gate serve`, `uvicorn app.main:app`, ...) until /readyz answers: (its
-    URL, the process; stop it with stop_process)."""
+    """`s3gate migrate` (the `s3gate` executable) on `database_url` (a SQLite ledger in
+    `tmp_path` by default), then `argv --port P` (`s3gate serve`, `uvicorn app.main:app`, ...)
+    until /readyz answers: (its URL, the process; stop it with stop_process)."""
     database_url = database_url or f"sqlite:///{tmp_path / 'ledger.db'}"
     env = s3gate_env(s3, bucket, S3GATE_DATABASE_URL=database_url, **settings)
-    migrated = run_s3gate("migrate", env=env, cwd=tmp_path)
+    migrated = run_s3gate("migrate", env=env, cwd=tmp_path, executable=s3gate)
     assert migrated.returncode == 0, migrated.stderr
     port = free_port()
     server = start_process([*argv, "--port", str(port)], env=env, cwd=tmp_path, stdout=stdout)
@@ -269,9 +275,31 @@ def serve_api(
     return api, server
 
 
+def upload_over_http(api: str, sub: str, data: bytes) -> dict[str, Any]:
+    """One PNG upload through a running server and the store, as a client makes it: create,
+    PUT the bytes to the presigned URL, complete. The completed file's JSON."""
+    auth = Api.auth(sub)
+    body = {
+        "filename": "p.png",
+        "content_type": "image/png",
+        "size": len(data),
+        "checksum_sha256": sha256_b64(data),
+    }
+    created = httpx.post(f"{api}/uploads", json=body, headers=auth)
+    assert created.status_code == 201, created.text
+    upload = created.json()["upload"]
+    put = httpx.put(upload["url"], content=data, headers=upload["headers"])
+    assert put.status_code == 200, put.text
+    done = httpx.post(f"{api}/uploads/{created.json()['file']['id']}/complete", headers=auth)
+    assert done.status_code == 200, done.text
+    file: dict[str, Any] = done.json()
+    return file
+
+
 def stop_process(process: subprocess.Popen[str], timeout: float = 30) -> None:
     """SIGTERM the process group (a graceful drain), SIGKILL it if it outlives `timeout`."""
-    os.killpg(process.pid, signal.SIGTERM)
+    with contextlib.suppress(ProcessLookupError):  # the whole group has exited already
+        os.killpg(process.pid, signal.SIGTERM)
     try:
         process.wait(timeout=timeout)
     except subprocess.TimeoutExpired:

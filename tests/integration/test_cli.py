@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import Iterator
+from importlib import metadata
 from pathlib import Path
 
 import httpx
@@ -29,10 +30,10 @@ from tests.support import (
     free_port,
     run_s3gate,
     serve_api,
-    sha256_b64,
     sql_engine,
     start_s3gate,
     tiny_png,
+    upload_over_http,
 )
 
 
@@ -116,6 +117,12 @@ def test_jwks_without_audience_stops_serve_naming_jwt_audience() -> None:
     assert "Traceback" not in result.stderr
 
 
+def test_version_flag_prints_the_installed_version() -> None:
+    result = run_s3gate("--version", env=clean_env())
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"s3gate {metadata.version('s3gate')}"
+
+
 def test_migrate_command_creates_the_ledger(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'ledger.db'}"
     result = run_s3gate("migrate", env=clean_env(S3GATE_DATABASE_URL=url), cwd=tmp_path)
@@ -135,18 +142,9 @@ def test_serve_runs_the_api_over_real_http(
     api, server = _serve(tmp_path, s3_server, bucket, process_reaper)
 
     data, auth = tiny_png(), Api.auth("cli-user")
-    body = {
-        "filename": "p.png",
-        "content_type": "image/png",
-        "size": len(data),
-        "checksum_sha256": sha256_b64(data),
-    }
-    created = httpx.post(f"{api}/uploads", json=body, headers=auth).json()
-    upload = created["upload"]
-    assert httpx.put(upload["url"], content=data, headers=upload["headers"]).status_code == 200
-    done = httpx.post(f"{api}/uploads/{created['file']['id']}/complete", headers=auth)
-    assert done.json()["status"] == "available"
-    link = httpx.get(f"{api}/downloads/{created['file']['id']}", headers=auth).json()["url"]
+    file = upload_over_http(api, "cli-user", data)
+    assert file["status"] == "available"
+    link = httpx.get(f"{api}/downloads/{file['id']}", headers=auth).json()["url"]
     assert httpx.get(link).content == data
 
     server.send_signal(signal.SIGTERM)
