@@ -34,6 +34,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import timeit
 import urllib.parse
@@ -720,6 +721,7 @@ class Report:
     tree: str = ""  # the commit (and whether app/ had edits) when the run started
     load_average: str = ""  # at the start, before the bench itself ran anything
     date: datetime = dataclasses.field(default_factory=lambda: datetime.now(UTC))
+    wal_peak_bytes: int | None = None  # the SQLite WAL's largest size during the sustained run
 
 
 def _clean_environment() -> dict[str, str]:
@@ -862,6 +864,50 @@ def bench_s3gate(
         _record_process(report, server)
     finally:
         server.stop()
+
+
+def bench_sustained_sqlite(
+    report: Report, plan: Plan, env: dict[str, str], token: str, workdir: Path, seconds: int
+) -> None:
+    """`seconds` of POST /uploads on a fresh SQLite ledger while the WAL's size is sampled
+    every 20 ms: the embedded ledger under a sustained write load (issue 11, item 11)."""
+    database = workdir / "sustained.db"
+    url = f"sqlite:///{database}"
+    run_migrations(url)
+    server = Server(
+        "sustained", "app.main:app", "/readyz", {**env, "S3GATE_DATABASE_URL": url}, workdir
+    )
+    wal = Path(f"{database}-wal")
+    peak = 0
+    done = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak
+        while not done.wait(0.02):
+            with contextlib.suppress(FileNotFoundError):
+                peak = max(peak, wal.stat().st_size)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    try:
+        server.start()
+        sampler.start()
+        report.loads.append(
+            run_wrk(
+                server,
+                f"{UPLOADS_LABEL} ({seconds} s)",
+                "uploads.lua",
+                duration=seconds,
+                connections=plan.connections,
+                threads=plan.threads,
+                env={"BENCH_TOKEN": token, "BENCH_FILE_SIZE": str(FILE_SIZE)},
+            )
+        )
+    finally:
+        done.set()
+        if sampler.is_alive():
+            sampler.join()
+        server.stop()
+    report.wal_peak_bytes = peak
 
 
 # --- output ---------------------------------------------------------------------------------
@@ -1061,8 +1107,13 @@ def _targets(report: Report, baseline: Load | None) -> list[str]:
                     f"{backend:<8} {label:<28} >= {wanted:.0%} of baseline req/s: {ratio:.1%}",
                 )
     for load in report.loads:
-        if load.server == "postgres":
-            check(load.tail <= 5, f"postgres {load.label:<28} p99 <= 5x p50: {load.tail:.1f}x")
+        if load.server in ("postgres", "sustained"):
+            check(
+                load.tail <= 5, f"{load.server:<8} {load.label:<28} p99 <= 5x p50: {load.tail:.1f}x"
+            )
+    if report.wal_peak_bytes is not None:
+        peak_mb = report.wal_peak_bytes / 1024**2
+        check(peak_mb < 64, f"sqlite   WAL under a sustained write load < 64 MB: {peak_mb:.1f} MB")
     total_errors = sum(load.error_count for load in report.loads)
     check(total_errors == 0, f"zero errors in every load run: {total_errors}")
     for proc in report.processes:
@@ -1151,6 +1202,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--json", type=Path, default=None, help="also write the results as JSON to this file"
     )
+    parser.add_argument(
+        "--sustained",
+        type=int,
+        default=None,
+        help="seconds of sustained uploads on a fresh SQLite ledger, sampling its WAL "
+        "(default 30; 2 with --quick; 0 skips it)",
+    )
     return parser
 
 
@@ -1172,6 +1230,8 @@ def main(argv: list[str] | None = None) -> int:
         print("bench: wrk is not installed (Debian: apt-get install -y wrk)", file=sys.stderr)
         return 2
     duration = args.duration if args.duration is not None else (1 if args.quick else 10)
+    if args.sustained is None:
+        args.sustained = 2 if args.quick else 30
     plan = Plan(
         duration=max(1, duration),
         warmup=max(0, args.warmup if args.warmup is not None else (0 if args.quick else 1)),
@@ -1231,6 +1291,14 @@ def main(argv: list[str] | None = None) -> int:
                 bench_s3gate(report, plan, backend, env, token, workdir)
             except Exception as exc:  # broken, not slow: recorded, the other parts still run
                 report.problems.append(f"{backend}: {_describe(exc)}")
+
+        if "sqlite" in backends and args.sustained:
+            print(f"bench: sustained {args.sustained} s of uploads on SQLite ...", flush=True)
+            try:
+                env = _s3gate_env(base_env, s3, jwt_secret, sqlite_url)
+                bench_sustained_sqlite(report, plan, env, token, workdir, args.sustained)
+            except Exception as exc:  # broken, not slow
+                report.problems.append(f"sustained sqlite: {_describe(exc)}")
 
         print("bench: signer micro-benchmark ...", flush=True)
         try:

@@ -40,7 +40,7 @@ SQLITE_CHECKPOINT_INTERVAL_SECONDS = 1.0
 # SQLITE_WAL_CHECK_SECONDS, so at full write speed it stays far below SQLITE_WAL_LIMIT_BYTES,
 # which is also SQLite's journal_size_limit (the size a reset WAL file is cut back to).
 SQLITE_WAL_CHECK_SECONDS = 0.25
-SQLITE_WAL_TRUNCATE_BYTES = 16 * 1024 * 1024
+SQLITE_WAL_TRUNCATE_BYTES = 4 * 1024 * 1024
 SQLITE_WAL_LIMIT_BYTES = 64 * 1024 * 1024
 
 

@@ -44,5 +44,7 @@ def test_quick_bench_runs_every_part() -> None:
         "boto3 generate_presigned_url",
         "bare HMAC chain",
         "s3gate / boto3",
+        "POST /uploads (2 s)",
+        "WAL under a sustained write load",
     ):
         assert expected in output, f"{expected!r} missing from:\n{output[-4000:]}"
