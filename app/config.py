@@ -268,37 +268,41 @@ class AuthSettings(BaseSettings):
         algorithms = [a.upper() for a in self.jwt_algorithms] or (
             ["HS256"] if hmac_mode else ["RS256"]
         )
+        # Collected rather than raised one by one: one start names every problem.
+        problems = []
         if pss := sorted(set(algorithms) & UNSUPPORTED_BY_JOSE):
-            raise ValueError(
+            problems.append(
                 f"S3GATE_JWT_ALGORITHMS: {pss} not supported (python-jose has no RSASSA-PSS); "
                 "use RS256/384/512 or ES256/384/512"
             )
         unknown = sorted(set(algorithms) - HMAC_ALGORITHMS - ASYMMETRIC_ALGORITHMS)
         if unknown:
-            raise ValueError(f"S3GATE_JWT_ALGORITHMS: unsupported algorithm(s) {unknown}")
+            problems.append(f"S3GATE_JWT_ALGORITHMS: unsupported algorithm(s) {unknown}")
         hmac = set(algorithms) & HMAC_ALGORITHMS
         asymmetric = set(algorithms) & ASYMMETRIC_ALGORITHMS
         if hmac and asymmetric:
-            raise ValueError(
+            problems.append(
                 "S3GATE_JWT_ALGORITHMS: HMAC and asymmetric algorithms must not be allowed "
                 "together (a public key would become a forgeable HMAC secret)"
             )
-        if hmac_mode and asymmetric:
-            raise ValueError(
+        elif hmac_mode and asymmetric:
+            problems.append(
                 "S3GATE_JWT_ALGORITHMS: S3GATE_JWT_SECRET works only with HS256/HS384/HS512"
             )
-        if not hmac_mode and hmac:
-            raise ValueError(
+        elif not hmac_mode and hmac:
+            problems.append(
                 "S3GATE_JWT_ALGORITHMS: a public key or JWKS works only with RS/ES algorithms"
             )
         # An HMAC secret is the service's own: only its own issuer can mint tokens with it.
         if not hmac_mode and self.jwt_audience is None and not self.jwt_audience_optional:
-            raise ValueError(
+            problems.append(
                 "S3GATE_JWT_AUDIENCE: required with S3GATE_JWT_PUBLIC_KEY or S3GATE_JWT_JWKS_URL "
                 "(an identity provider's key also signs tokens meant for other applications); "
                 "set S3GATE_JWT_AUDIENCE_OPTIONAL=true only if every token this key signs is "
                 "for this service"
             )
+        if problems:
+            raise ValueError("\n".join(problems))
         object.__setattr__(self, "jwt_algorithms", algorithms)
         return self
 

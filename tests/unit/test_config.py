@@ -592,3 +592,33 @@ def test_every_invalid_setting_is_named_in_one_message() -> None:
         )
     named = {line.split(":", 1)[0] for line in str(info.value).splitlines()}
     assert {"S3GATE_DATABASE_URL", "S3GATE_PORT", "S3GATE_JWT_ALGORITHMS"} <= named
+
+
+def test_every_key_material_problem_is_named_at_once(public_pem: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(
+            Settings,
+            _env_file=None,
+            s3_bucket=BUCKET,
+            jwt_public_key=public_pem,
+            jwt_algorithms="PS256,HS256",
+        )
+    lines = str(info.value).splitlines()
+    assert any("RSASSA-PSS" in line for line in lines)
+    assert any("works only with RS/ES" in line for line in lines)
+    assert any(line.startswith("S3GATE_JWT_AUDIENCE: required") for line in lines)
+
+
+def test_the_ledger_url_check_guards_migrations_and_drivers_too() -> None:
+    # Settings built without validation (model_copy) still meet the same check further in.
+    import asyncio
+
+    from app.db import sync_url
+    from app.ledger.drivers import open_driver
+
+    for url in ("nonsense", "mysql://user:hunter2@db/s3gate"):
+        with pytest.raises(ValueError, match=r"^S3GATE_DATABASE_URL: .*postgresql://") as info:
+            sync_url(url)
+        assert "hunter2" not in str(info.value)
+        with pytest.raises(ValueError, match=r"^S3GATE_DATABASE_URL: .*sqlite:///"):
+            asyncio.run(open_driver(url, 1))
