@@ -41,22 +41,28 @@ def installed_version() -> str:
 def cmd_serve(args: argparse.Namespace) -> int:
     from app.observability import share_metrics_between_workers
 
-    settings = load_settings(Settings)
+    # Flags win over the S3GATE_* settings (which configure a container), and go through the
+    # same validation: a bad flag is named like the variable it stands for.
+    flags = {
+        "host": args.host,
+        "port": args.port,
+        "workers": args.workers,
+        "proxy_headers": args.proxy_headers,
+        "forwarded_allow_ips": args.forwarded_allow_ips,
+    }
+    settings = load_settings(Settings, **{k: v for k, v in flags.items() if v is not None})
     TokenVerifier(settings)  # key material that cannot verify anything fails here, not per worker
     configure_logging(settings.log_level, settings.log_format)
     if settings.migrate_on_start:
         run_migrations(settings.database_url)
-    # Flags win over the S3GATE_* settings, which configure a container.
-    proxy_headers = settings.proxy_headers if args.proxy_headers is None else args.proxy_headers
-    workers = settings.workers if args.workers is None else args.workers
-    share_metrics_between_workers(workers)  # before the workers start: they read it at import
+    share_metrics_between_workers(settings.workers)  # before the workers start: read at import
     return run_server(
         "app.main:app",
-        host=args.host or settings.host,
-        port=settings.port if args.port is None else args.port,
-        workers=workers,
-        proxy_headers=proxy_headers,
-        forwarded_allow_ips=args.forwarded_allow_ips or settings.forwarded_allow_ips,
+        host=settings.host,
+        port=settings.port,
+        workers=settings.workers,
+        proxy_headers=settings.proxy_headers,
+        forwarded_allow_ips=settings.forwarded_allow_ips,
         timeout_graceful_shutdown=settings.graceful_shutdown_seconds,
         log_level=settings.log_level,
         # Applied by each worker process: our format for our lines and uvicorn's own.
@@ -191,9 +197,15 @@ def cmd_token(args: argparse.Namespace) -> int:
     overrides = {}
     if args.secret_file:
         overrides["jwt_secret"] = Path(args.secret_file).read_text().strip()
-    settings = load_settings(AuthSettings, **overrides)
+    hint = "S3GATE_JWT_SECRET: minting needs the HMAC secret (set it, or pass --secret-file)"
+    try:
+        settings = load_settings(AuthSettings, **overrides)
+    except ConfigError as exc:
+        if overrides:
+            raise
+        raise ConfigError(f"{exc}\n{hint}") from None
     if settings.jwt_secret is None:
-        raise ConfigError("S3GATE_JWT_SECRET: minting needs the HMAC secret (or --secret-file)")
+        raise ConfigError(hint)
     print(
         mint_token(
             settings.jwt_secret.get_secret_value(),

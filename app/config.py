@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
@@ -10,6 +11,8 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
 
 HMAC_ALGORITHMS = frozenset({"HS256", "HS384", "HS512"})
 ASYMMETRIC_ALGORITHMS = frozenset({"RS256", "RS384", "RS512", "ES256", "ES384", "ES512"})
@@ -32,6 +35,18 @@ _IPV4 = re.compile(r"\d+\.\d+\.\d+\.\d+")
 # RFC 6749 §3.3: scope-token = 1*NQCHAR, NQCHAR = %x21 / %x23-5B / %x5D-7E.
 _SCOPE_TOKEN_PATTERN = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+")
 
+# A JWT secret that is a placeholder, not a secret: anyone who read .env.example (or guessed)
+# could mint admin tokens. Refused outright: words that only placeholders contain, and values
+# that are one short chunk repeated ("aaaa...", "secretsecret...").
+_PLACEHOLDER_WORDS = ("change-me", "change_me", "changeme", "replace", "example", "placeholder")
+_REPEATED_CHUNK = re.compile(r"(.{1,8}?)\1+", re.DOTALL)
+HOW_TO_GENERATE = "python -c 'import secrets; print(secrets.token_urlsafe(48))'"
+
+DATABASE_URL_VARIABLE = "S3GATE_DATABASE_URL"
+_ACCEPTED_DATABASE_URLS = (
+    "use sqlite:///path/to/ledger.db or postgresql://user:password@host/dbname"
+)
+
 CsvList = Annotated[list[str], NoDecode]
 SettingsT = TypeVar("SettingsT", bound=BaseSettings)
 
@@ -52,6 +67,57 @@ def _empty_to_none(value: Any) -> Any:
     return value
 
 
+def ledger_url(database_url: str) -> tuple[URL, Literal["sqlite", "postgresql"]]:
+    """The parsed URL and its backend, if the ledger can run on it; else a ValueError that
+    names S3GATE_DATABASE_URL and what is accepted (never the URL: it may hold a password).
+
+    The one backend check: settings validation, migrations (app.db.sync_url) and the request
+    path's drivers all call it. It lives here, not in app.db, so that workers need not import
+    Alembic (~10 MB each) to validate their settings."""
+    try:
+        url = make_url(database_url)
+    except ArgumentError:
+        raise ValueError(
+            f"{DATABASE_URL_VARIABLE}: not a database URL ({_ACCEPTED_DATABASE_URLS})"
+        ) from None
+    backend = url.get_backend_name()
+    if backend in ("postgresql", "postgres"):
+        return url, "postgresql"
+    if backend != "sqlite":
+        raise ValueError(
+            f"{DATABASE_URL_VARIABLE}: the ledger does not run on {backend!r} "
+            f"({_ACCEPTED_DATABASE_URLS})"
+        )
+    path = url.database or ""
+    if path in ("", ":memory:"):
+        return url, "sqlite"
+    # SQLite would fail only at the first statement, deep in startup. A path is no secret, so
+    # the message names it.
+    file = Path(path).expanduser()
+    if file.is_dir():
+        problem = f"{path} is a directory, not a database file"
+    elif not file.parent.is_dir():
+        problem = f"the directory of {path} does not exist"
+    elif not os.access(file.parent, os.W_OK | os.X_OK):
+        problem = f"the directory of {path} is not writable (SQLite writes its WAL beside it)"
+    else:
+        return url, "sqlite"
+    raise ValueError(f"{DATABASE_URL_VARIABLE}: {problem} ({_ACCEPTED_DATABASE_URLS})")
+
+
+def jwt_secret_problem(secret: str) -> str | None:
+    """Why this HMAC secret must not be used (too short, or a placeholder), or None."""
+    if len(secret.encode()) < MIN_HMAC_SECRET_BYTES:
+        return f"needs {MIN_HMAC_SECRET_BYTES} bytes or more; generate one with {HOW_TO_GENERATE}"
+    lowered = secret.lower()
+    if any(word in lowered for word in _PLACEHOLDER_WORDS) or _REPEATED_CHUNK.fullmatch(lowered):
+        return (
+            "is a placeholder, not a secret (anyone could mint tokens with it); "
+            f"generate one with {HOW_TO_GENERATE}"
+        )
+    return None
+
+
 _MODEL_CONFIG = SettingsConfigDict(
     env_prefix="S3GATE_", env_file=".env", extra="ignore", frozen=True
 )
@@ -65,6 +131,12 @@ class DatabaseSettings(BaseSettings):
     # sqlite:///path or postgresql+psycopg://user:pass@host/db (driver added when missing)
     database_url: str = "sqlite:///./s3gate.db"
     database_pool_size: int = Field(default=10, ge=1, le=200)
+
+    @field_validator("database_url", mode="after")
+    @classmethod
+    def _usable_ledger(cls, value: str) -> str:
+        ledger_url(value)
+        return value
 
 
 class LoggingSettings(BaseSettings):
@@ -132,6 +204,13 @@ class AuthSettings(BaseSettings):
             raise ValueError("must be a claim name without leading or trailing whitespace")
         return value
 
+    @field_validator("jwt_secret", mode="after")
+    @classmethod
+    def _usable_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and (problem := jwt_secret_problem(value.get_secret_value())):
+            raise ValueError(problem)
+        return value
+
     @field_validator("jwt_algorithms", mode="before")
     @classmethod
     def _parse_algorithms(cls, value: Any) -> Any:
@@ -189,40 +268,41 @@ class AuthSettings(BaseSettings):
         algorithms = [a.upper() for a in self.jwt_algorithms] or (
             ["HS256"] if hmac_mode else ["RS256"]
         )
+        # Collected rather than raised one by one: one start names every problem.
+        problems = []
         if pss := sorted(set(algorithms) & UNSUPPORTED_BY_JOSE):
-            raise ValueError(
+            problems.append(
                 f"S3GATE_JWT_ALGORITHMS: {pss} not supported (python-jose has no RSASSA-PSS); "
                 "use RS256/384/512 or ES256/384/512"
             )
         unknown = sorted(set(algorithms) - HMAC_ALGORITHMS - ASYMMETRIC_ALGORITHMS)
         if unknown:
-            raise ValueError(f"S3GATE_JWT_ALGORITHMS: unsupported algorithm(s) {unknown}")
+            problems.append(f"S3GATE_JWT_ALGORITHMS: unsupported algorithm(s) {unknown}")
         hmac = set(algorithms) & HMAC_ALGORITHMS
         asymmetric = set(algorithms) & ASYMMETRIC_ALGORITHMS
         if hmac and asymmetric:
-            raise ValueError(
+            problems.append(
                 "S3GATE_JWT_ALGORITHMS: HMAC and asymmetric algorithms must not be allowed "
                 "together (a public key would become a forgeable HMAC secret)"
             )
-        if hmac_mode and asymmetric:
-            raise ValueError(
+        elif hmac_mode and asymmetric:
+            problems.append(
                 "S3GATE_JWT_ALGORITHMS: S3GATE_JWT_SECRET works only with HS256/HS384/HS512"
             )
-        if not hmac_mode and hmac:
-            raise ValueError(
+        elif not hmac_mode and hmac:
+            problems.append(
                 "S3GATE_JWT_ALGORITHMS: a public key or JWKS works only with RS/ES algorithms"
             )
-        secret = self.jwt_secret.get_secret_value() if self.jwt_secret else None
-        if secret is not None and len(secret.encode()) < MIN_HMAC_SECRET_BYTES:
-            raise ValueError(f"S3GATE_JWT_SECRET: needs {MIN_HMAC_SECRET_BYTES} bytes or more")
         # An HMAC secret is the service's own: only its own issuer can mint tokens with it.
         if not hmac_mode and self.jwt_audience is None and not self.jwt_audience_optional:
-            raise ValueError(
+            problems.append(
                 "S3GATE_JWT_AUDIENCE: required with S3GATE_JWT_PUBLIC_KEY or S3GATE_JWT_JWKS_URL "
                 "(an identity provider's key also signs tokens meant for other applications); "
                 "set S3GATE_JWT_AUDIENCE_OPTIONAL=true only if every token this key signs is "
                 "for this service"
             )
+        if problems:
+            raise ValueError("\n".join(problems))
         object.__setattr__(self, "jwt_algorithms", algorithms)
         return self
 
@@ -400,19 +480,38 @@ class Settings(DatabaseSettings, LoggingSettings, AuthSettings):
         return self.s3_public_endpoint_url or self.s3_endpoint_url
 
 
-def describe_validation_error(exc: ValidationError, prefix: str = "S3GATE_") -> str:
-    """One line per problem, each naming the environment variable to fix; never a value."""
+def _problems(exc: ValidationError, prefix: str) -> list[str]:
     lines = []
     for error in exc.errors(include_input=False, include_url=False):
-        field = ".".join(str(part) for part in error["loc"])
+        variable = prefix + ".".join(str(part) for part in error["loc"]).upper()
         message = str(error["msg"]).removeprefix("Value error, ")
-        lines.append(f"{prefix}{field.upper()}: {message}" if field else message)
-    return "\n".join(lines)
+        # A message from a shared check (ledger_url) or a cross-field rule names its variable.
+        named = not error["loc"] or message.startswith(f"{variable}:")
+        lines.append(message if named else f"{variable}: {message}")
+    return lines
+
+
+def describe_validation_error(exc: ValidationError, prefix: str = "S3GATE_") -> str:
+    """One line per problem, each naming the environment variable to fix; never a value."""
+    return "\n".join(_problems(exc, prefix))
+
+
+_SETTINGS_GROUPS: tuple[type[BaseSettings], ...] = (DatabaseSettings, LoggingSettings, AuthSettings)
 
 
 def load_settings(cls: type[SettingsT], **overrides: Any) -> SettingsT:
-    """Build settings from the environment, turning validation errors into a ConfigError."""
+    """Build settings from the environment (`overrides`, such as command-line flags, win),
+    turning validation errors into a ConfigError that names every invalid setting."""
     try:
         return cls(**overrides)
     except ValidationError as exc:
-        raise ConfigError(describe_validation_error(exc)) from None
+        problems = _problems(exc, "S3GATE_")
+    # pydantic checks cross-field rules (the JWT key material's) only once every field is
+    # valid; each group is checked on its own too, so one start names every problem at once.
+    for group in _SETTINGS_GROUPS:
+        if group is not cls and issubclass(cls, group):
+            try:
+                group(**overrides)
+            except ValidationError as exc:
+                problems += [line for line in _problems(exc, "S3GATE_") if line not in problems]
+    raise ConfigError("\n".join(problems))

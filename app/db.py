@@ -6,7 +6,9 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy.engine import URL, make_url
+from sqlalchemy.engine import URL
+
+from app.config import ledger_url
 
 # Replicas may all run `s3gate migrate` (or migrate on start) at the same moment. On PostgreSQL
 # they take turns on this session-level advisory lock (app/migrations/env.py), and each later
@@ -16,13 +18,8 @@ MIGRATION_LOCK_KEY = int.from_bytes(b"s3gatemg", "big")
 
 def sync_url(database_url: str) -> URL:
     """The URL with a synchronous driver (pysqlite or psycopg 3), for Alembic and tools."""
-    url = make_url(database_url)
-    backend = url.get_backend_name()
-    if backend == "sqlite":
-        return url.set(drivername="sqlite")
-    if backend in ("postgresql", "postgres"):
-        return url.set(drivername="postgresql+psycopg")
-    raise ValueError(f"unsupported database backend {backend!r} (use sqlite or postgresql)")
+    url, backend = ledger_url(database_url)
+    return url.set(drivername="sqlite" if backend == "sqlite" else "postgresql+psycopg")
 
 
 # Shipped inside the package (package data), so an installed wheel migrates from any cwd.

@@ -27,6 +27,13 @@ class AppError(Exception):
     title: str = "Internal error"
     default_detail: ClassVar[str] = "The service failed; try again later."
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        # The OpenAPI examples render `cls().body()`: a new code without its own detail would
+        # document the 500 text as its message.
+        super().__init_subclass__(**kwargs)
+        if "code" in vars(cls) and "default_detail" not in vars(cls):
+            raise TypeError(f"{cls.__name__} declares code {cls.code!r} without a default_detail")
+
     def __init__(
         self,
         detail: str | None = None,
@@ -102,6 +109,7 @@ class IdempotencyKeyReused(AppError):
 
 class FileTooLarge(AppError):
     status, code, title = 413, "file_too_large", "File too large"
+    default_detail = "The file is larger than this service accepts."
 
 
 class RequestTooLarge(AppError):
@@ -111,6 +119,7 @@ class RequestTooLarge(AppError):
 
 class ContentTypeNotAllowed(AppError):
     status, code, title = 415, "content_type_not_allowed", "Content type not allowed"
+    default_detail = "This content type is not accepted for uploads here."
 
 
 class UnsupportedMediaType(AppError):
@@ -148,6 +157,7 @@ class UploadExpired(AppError):
 
 class UploadRejected(AppError):
     status, code, title = 422, "upload_rejected", "Upload rejected"
+    default_detail = "The uploaded bytes do not match the declaration; create a new upload."
 
 
 class NotPending(AppError):
@@ -182,6 +192,7 @@ class CredentialsUnavailable(AppError):
 
 class NotReady(AppError):
     status, code, title = 503, "not_ready", "Not ready"
+    default_detail = "A dependency of the service is failing; see /readyz."
 
 
 class ValidationErrorItem(BaseModel):

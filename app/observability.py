@@ -14,6 +14,7 @@ import logging
 import os
 import re
 import shutil
+import sys
 import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -260,9 +261,40 @@ def _forget_dead_workers(directory: str) -> None:
             mark_process_dead(int(pid), directory)  # type: ignore[no-untyped-call]
 
 
+def _uvicorn_workers() -> int:
+    """How many workers the uvicorn supervisor that started this process runs; 1 when none
+    did (a single process, `--reload`, another server).
+
+    uvicorn gives a worker no sign of its siblings but the Config it was started with: a local
+    of `uvicorn._subprocess.subprocess_started`, the worker's entry point, which is on this
+    thread's stack below the event loop for as long as the worker runs. (Its argv and
+    WEB_CONCURRENCY miss `uvicorn.run(workers=N)`, and `--reload` also spawns a child.)"""
+    frame = sys._getframe()
+    while frame is not None:
+        code = frame.f_code
+        if code.co_name == "subprocess_started" and frame.f_globals.get("__name__") == (
+            "uvicorn._subprocess"
+        ):
+            workers = getattr(frame.f_locals.get("config"), "workers", 1)
+            return workers if isinstance(workers, int) else 1
+        frame = frame.f_back  # type: ignore[assignment]
+    return 1
+
+
 def worker_started() -> None:
-    """Count this process among the live workers."""
-    metrics().workers.inc()
+    """Count this process among the live workers; warn when it is one of several that keep
+    their metrics apart (each scrape would count only the worker that answers it)."""
+    current = metrics()
+    current.workers.inc()
+    if current.multiprocess_dir is None and (workers := _uvicorn_workers()) > 1:
+        log.warning(
+            "uvicorn runs %d workers but %s is not set: /metrics reports only the worker "
+            "that answers; set it to an empty directory before starting uvicorn, or run "
+            "`s3gate serve --workers %d`",
+            workers,
+            MULTIPROC_ENV,
+            workers,
+        )
 
 
 def worker_stopped() -> None:

@@ -21,8 +21,9 @@ from typing import Any, Protocol, TypeVar
 
 import anyio.to_thread
 from sqlalchemy.dialects import sqlite as sqlite_dialect
-from sqlalchemy.engine import Dialect, make_url
+from sqlalchemy.engine import Dialect
 
+from app.config import ledger_url
 from app.errors import DatabaseUnavailable
 
 log = logging.getLogger("s3gate.ledger")
@@ -176,16 +177,13 @@ class SqliteDriver:
 
 async def open_driver(database_url: str, pool_size: int) -> Driver:
     """The driver for this URL (sqlite:///path or postgresql://...)."""
-    url = make_url(database_url)
-    backend = url.get_backend_name()
+    url, backend = ledger_url(database_url)
     if backend == "sqlite":
         return SqliteDriver(url.database or "")
-    if backend in ("postgresql", "postgres"):
-        # Imported only for PostgreSQL: psycopg and its dialect cost ~12 MB per worker.
-        from app.ledger.postgres import PostgresDriver
+    # Imported only for PostgreSQL: psycopg and its dialect cost ~12 MB per worker.
+    from app.ledger.postgres import PostgresDriver
 
-        conninfo = url.set(drivername="postgresql").render_as_string(hide_password=False)
-        driver = PostgresDriver(conninfo, pool_size)
-        await driver.open()
-        return driver
-    raise ValueError(f"unsupported database backend {backend!r} (use sqlite or postgresql)")
+    conninfo = url.set(drivername="postgresql").render_as_string(hide_password=False)
+    driver = PostgresDriver(conninfo, pool_size)
+    await driver.open()
+    return driver

@@ -13,7 +13,7 @@ import pytest
 from app.config import Settings
 from app.devstack import EmbeddedS3
 from app.storage.posture import check_bucket, iam_policy, setup_bucket
-from tests.support import run_s3gate
+from tests.support import TEST_JWT_SECRET, run_s3gate
 
 ORIGIN = "https://app.example.com"
 
@@ -30,7 +30,7 @@ def fresh(s3_server: EmbeddedS3, monkeypatch: pytest.MonkeyPatch) -> Settings:
         s3_bucket=bucket,
         s3_endpoint_url=s3_server.endpoint_url,
         s3_addressing_style="path",
-        jwt_secret="x" * 40,  # type: ignore[arg-type]
+        jwt_secret=TEST_JWT_SECRET,  # type: ignore[arg-type]
         cors_origins=[ORIGIN],
     )
 
@@ -127,7 +127,7 @@ def test_the_commands_exit_non_zero_on_a_problem_and_zero_once_set_up(
         "S3GATE_S3_BUCKET": fresh.s3_bucket,
         "S3GATE_S3_ENDPOINT_URL": fresh.s3_endpoint_url or "",
         "S3GATE_S3_ADDRESSING_STYLE": "path",
-        "S3GATE_JWT_SECRET": "x" * 40,
+        "S3GATE_JWT_SECRET": TEST_JWT_SECRET,
         "S3GATE_CORS_ORIGINS": ORIGIN,
         "AWS_ACCESS_KEY_ID": s3_server.access_key,
         "AWS_SECRET_ACCESS_KEY": s3_server.secret_key,
@@ -147,7 +147,7 @@ def test_the_commands_exit_non_zero_on_a_problem_and_zero_once_set_up(
 
 def test_the_iam_policy_grants_only_what_the_service_uses() -> None:
     settings = Settings(
-        _env_file=None, s3_bucket="media", s3_key_prefix="files/", jwt_secret="x" * 40
+        _env_file=None, s3_bucket="media", s3_key_prefix="files/", jwt_secret=TEST_JWT_SECRET
     )  # type: ignore[call-arg, arg-type]
     policy = iam_policy(settings)
     objects, listing = policy["Statement"]

@@ -86,6 +86,7 @@ def test_token_command_without_a_secret_fails_clearly() -> None:
     result = run_s3gate("token", "--sub", "alice", env=clean_env())
     assert result.returncode == 2
     assert "S3GATE_JWT_SECRET" in result.stderr
+    assert "--secret-file" in result.stderr
     assert "Traceback" not in result.stderr
 
 

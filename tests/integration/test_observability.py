@@ -561,6 +561,34 @@ def test_uvicorn_started_by_hand_logs_one_access_line_per_request_and_no_query(
         assert mine["path"] == path.split("?")[0]
 
 
+UNSHARED_METRICS_WARNING = "PROMETHEUS_MULTIPROC_DIR is not set"
+
+
+def test_uvicorn_with_several_workers_and_no_metrics_dir_warns_once_per_worker(
+    tmp_path: Path, s3_server: EmbeddedS3, bucket: str
+) -> None:
+    assert "PROMETHEUS_MULTIPROC_DIR" not in os.environ
+    argv = [UVICORN, "app.main:app", "--workers", "2"]
+    with _server(argv, tmp_path, s3_server, bucket) as (_, output):
+        wait_until(lambda: output.read_text().count("Application startup complete") == 2)
+    warnings = [
+        line for line in output.read_text().splitlines() if UNSHARED_METRICS_WARNING in line
+    ]
+    assert len(warnings) == 2, warnings
+    assert all('"level": "warning"' in line and "2 workers" in line for line in warnings)
+
+
+def test_one_uvicorn_worker_or_s3gate_serve_does_not_warn_about_metrics(
+    tmp_path: Path, s3_server: EmbeddedS3, bucket: str
+) -> None:
+    for argv, workers in (([UVICORN, "app.main:app"], 1), ([S3GATE, "serve", "--workers", "2"], 2)):
+        with _server(argv, tmp_path, s3_server, bucket) as (_, output):
+            wait_until(
+                lambda: output.read_text().count("Application startup complete") == workers  # noqa: B023
+            )
+        assert UNSHARED_METRICS_WARNING not in output.read_text()
+
+
 def test_text_logs_of_a_running_server_have_no_line_a_client_wrote(
     tmp_path: Path, s3_server: EmbeddedS3, bucket: str
 ) -> None:

@@ -30,7 +30,7 @@ from app.auth import (
 from app.config import AuthSettings, ConfigError
 from app.errors import InvalidToken, MissingToken
 
-SECRET = "s" * 40
+SECRET = "unit-test-hmac-key-0123456789abcdefghij"
 NOW = 1_700_000_000.0
 JWKS_URL = "https://idp.example/.well-known/jwks.json"
 

@@ -13,7 +13,7 @@ from pydantic import ValidationError
 
 from app.config import ConfigError, Settings, load_settings
 
-SECRET = "k" * 40
+SECRET = "unit-test-hmac-key-0123456789abcdefghij"
 BUCKET = "my-bucket"
 AUDIENCE = "s3gate"
 
@@ -164,16 +164,16 @@ def test_unknown_algorithms_including_none_are_refused(alg: str) -> None:
 
 def test_secret_shorter_than_32_bytes_is_refused() -> None:
     with pytest.raises(ValidationError, match="32 bytes"):
-        make(jwt_secret="k" * 31)
+        make(jwt_secret=SECRET[:31])
 
 
 def test_secret_of_exactly_32_bytes_is_accepted() -> None:
-    assert make(jwt_secret="k" * 32).jwt_secret is not None
+    assert make(jwt_secret=SECRET[:32]).jwt_secret is not None
 
 
 def test_secret_length_is_counted_in_utf8_bytes() -> None:
     # 16 characters, 32 bytes of UTF-8
-    assert make(jwt_secret="é" * 16).jwt_secret is not None
+    assert make(jwt_secret="éèêëàâäîïôöùûüçñ").jwt_secret is not None
 
 
 def test_blank_secret_counts_as_unset() -> None:
@@ -503,3 +503,122 @@ def test_env_example_lists_every_setting_and_nothing_else() -> None:
     example = (Path(__file__).resolve().parents[2] / ".env.example").read_text()
     listed = set(re.findall(r"^#?\s*(S3GATE_[A-Z0-9_]+)=", example, re.MULTILINE))
     assert listed == {f"S3GATE_{name.upper()}" for name in Settings.model_fields}
+
+
+# --- placeholders, the ledger URL, every problem at once ----------------------------------------
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _env_example_secret() -> str:
+    found = re.search(r"^S3GATE_JWT_SECRET=(.*)$", (ROOT / ".env.example").read_text(), re.M)
+    assert found is not None
+    return found.group(1).strip()
+
+
+@pytest.mark.parametrize(
+    "secret",
+    [
+        _env_example_secret(),
+        "change-me-to-something-long-and-random-please",
+        "CHANGEME-CHANGEME-0123456789-abcdefghij",
+        "your-secret-here-replace-before-production",
+        "an-example-hmac-secret-for-the-s3gate-docs",
+        "placeholder-placeholder-placeholder",
+        "x" * 40,
+        "secret" * 6,
+        "0123" * 10,
+    ],
+)
+def test_placeholder_secrets_are_refused_with_how_to_generate_one(secret: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(Settings, _env_file=None, s3_bucket=BUCKET, jwt_secret=secret)
+    text = str(info.value)
+    assert text.startswith("S3GATE_JWT_SECRET: is a placeholder")
+    assert "secrets.token_urlsafe(48)" in text
+    assert secret not in text
+
+
+def test_a_generated_secret_is_accepted() -> None:
+    import secrets
+
+    assert make(jwt_secret=secrets.token_urlsafe(48)).jwt_secret is not None
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("mysql://user:hunter2@db.example/s3gate", "does not run on 'mysql'"),
+        ("nonsense", "not a database URL"),
+        ("sqlite:////nonexistent-dir-s3gate/ledger.db", "does not exist"),
+        ("sqlite:///{tmp}", "is a directory"),
+    ],
+)
+def test_unusable_database_urls_name_the_variable_and_what_works(
+    tmp_path: Path, url: str, problem: str
+) -> None:
+    url = url.format(tmp=tmp_path)
+    with pytest.raises(ConfigError) as info:
+        load_settings(
+            Settings, _env_file=None, s3_bucket=BUCKET, jwt_secret=SECRET, database_url=url
+        )
+    text = str(info.value)
+    assert text.startswith("S3GATE_DATABASE_URL: ")
+    assert problem in text
+    assert "sqlite:///" in text
+    assert "postgresql://" in text
+    assert "hunter2" not in text
+
+
+@pytest.mark.parametrize(
+    "url", ["sqlite:///./s3gate.db", "sqlite://", "postgresql://u@127.0.0.1/db", "postgres://h/db"]
+)
+def test_usable_database_urls_are_accepted(url: str) -> None:
+    assert make(database_url=url).database_url == url
+
+
+def test_every_invalid_setting_is_named_in_one_message() -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(
+            Settings,
+            _env_file=None,
+            s3_bucket=BUCKET,
+            jwt_secret=SECRET,
+            # a cross-field rule (checked by pydantic only once every field is valid) ...
+            jwt_algorithms="RS256",
+            # ... and field errors
+            database_url="mysql://db/s3gate",
+            port=70000,
+        )
+    named = {line.split(":", 1)[0] for line in str(info.value).splitlines()}
+    assert {"S3GATE_DATABASE_URL", "S3GATE_PORT", "S3GATE_JWT_ALGORITHMS"} <= named
+
+
+def test_every_key_material_problem_is_named_at_once(public_pem: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(
+            Settings,
+            _env_file=None,
+            s3_bucket=BUCKET,
+            jwt_public_key=public_pem,
+            jwt_algorithms="PS256,HS256",
+        )
+    lines = str(info.value).splitlines()
+    assert any("RSASSA-PSS" in line for line in lines)
+    assert any("works only with RS/ES" in line for line in lines)
+    assert any(line.startswith("S3GATE_JWT_AUDIENCE: required") for line in lines)
+
+
+def test_the_ledger_url_check_guards_migrations_and_drivers_too() -> None:
+    # Settings built without validation (model_copy) still meet the same check further in.
+    import asyncio
+
+    from app.db import sync_url
+    from app.ledger.drivers import open_driver
+
+    for url in ("nonsense", "mysql://user:hunter2@db/s3gate"):
+        with pytest.raises(ValueError, match=r"^S3GATE_DATABASE_URL: .*postgresql://") as info:
+            sync_url(url)
+        assert "hunter2" not in str(info.value)
+        with pytest.raises(ValueError, match=r"^S3GATE_DATABASE_URL: .*sqlite:///"):
+            asyncio.run(open_driver(url, 1))

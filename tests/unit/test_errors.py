@@ -11,8 +11,10 @@ import pytest
 from fastapi import FastAPI, Request, Response
 from pydantic import BaseModel, Field
 
+from app.config import Settings
 from app.errors import (
     PROBLEM_JSON,
+    AppError,
     InvalidToken,
     MissingToken,
     NotFound,
@@ -24,6 +26,7 @@ from app.errors import (
 )
 from app.middleware import MAX_REQUEST_BODY_BYTES, BodyLimitMiddleware
 from app.observability import RequestObserver
+from tests.support import TEST_JWT_SECRET
 
 LIMIT = 64 * 1024
 PROBLEM_FIELDS = {"type", "title", "status", "detail", "code"}
@@ -215,6 +218,35 @@ def test_problem_responses_declares_each_code_under_its_status() -> None:
     assert "`validation_error`" in declared[422]["description"]
     assert set(declared[404]["content"][PROBLEM_JSON]["examples"]) == {"not_found"}
     assert declared[401]["description"] == "`invalid_token`"
+
+
+def test_no_openapi_error_example_shows_the_internal_error_text() -> None:
+    from app.main import create_app
+
+    settings = Settings(_env_file=None, s3_bucket="bucket", jwt_secret=TEST_JWT_SECRET)  # type: ignore[call-arg, arg-type]
+    spec = create_app(settings).openapi()
+    examples = {
+        code: example["value"]
+        for path in spec["paths"].values()
+        for operation in path.values()
+        for response in operation.get("responses", {}).values()
+        for code, example in response.get("content", {})
+        .get(PROBLEM_JSON, {})
+        .get("examples", {})
+        .items()
+    }
+    assert {"file_too_large", "content_type_not_allowed", "upload_rejected", "not_ready"} <= set(
+        examples
+    )
+    internal = AppError.default_detail
+    assert [code for code, body in examples.items() if body["detail"] == internal] == []
+
+
+def test_an_error_code_without_its_own_detail_is_refused_at_definition() -> None:
+    with pytest.raises(TypeError, match="default_detail"):
+
+        class Undocumented(AppError):
+            status, code, title = 418, "teapot", "Teapot"
 
 
 # --- body limit and no-store --------------------------------------------------------------------

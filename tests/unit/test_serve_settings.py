@@ -9,7 +9,7 @@ import pytest
 from app import cli, observability
 from app.config import ConfigError, Settings, load_settings
 
-SECRET = "k" * 40
+SECRET = "unit-test-hmac-key-0123456789abcdefghij"
 
 
 @pytest.fixture
@@ -63,7 +63,7 @@ def test_flags_win_over_the_environment(
     argv += ["--forwarded-allow-ips", "10.1.2.3"]
     assert cli.main(argv) == 0
     assert (served["workers"], served["proxy_headers"], served["port"]) == (2, False, 9001)
-    assert served["forwarded_allow_ips"] == "10.1.2.3"
+    assert served["forwarded_allow_ips"] == ["10.1.2.3"]
     assert "migrated" not in served  # S3GATE_MIGRATE_ON_START is off by default
 
 
@@ -91,3 +91,24 @@ def test_unusable_deployment_settings_are_named(
     monkeypatch.setenv(name, value)
     with pytest.raises(ConfigError, match=name):
         load_settings(Settings, _env_file=None, s3_bucket="bucket", jwt_secret=SECRET)
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "variable"),
+    [
+        ("--port", "70000", "S3GATE_PORT"),
+        ("--workers", "0", "S3GATE_WORKERS"),
+        ("--forwarded-allow-ips", "10.0.0.0/33,proxy.internal", "S3GATE_FORWARDED_ALLOW_IPS"),
+    ],
+)
+def test_flags_are_validated_like_the_environment(
+    served: dict[str, Any], capsys: pytest.CaptureFixture[str], flag: str, value: str, variable: str
+) -> None:
+    assert cli.main(["serve", flag, value]) == 2
+    assert "app" not in served  # the server never started
+    assert f"\n{variable}: " in capsys.readouterr().err
+
+
+def test_a_flag_list_is_parsed_like_the_environment(served: dict[str, Any]) -> None:
+    assert cli.main(["serve", "--forwarded-allow-ips", " 10.0.0.0/8, 192.168.1.7 "]) == 0
+    assert served["forwarded_allow_ips"] == ["10.0.0.0/8", "192.168.1.7"]
