@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from alembic.script import ScriptDirectory
 from sqlalchemy.engine import URL, make_url
 
 # Replicas may all run `s3gate migrate` (or migrate on start) at the same moment. On PostgreSQL
@@ -44,3 +46,12 @@ def alembic_config(database_url: str) -> Config:
 def run_migrations(database_url: str, revision: str = "head") -> None:
     """Bring the ledger's schema to `revision` (what `alembic upgrade head` does)."""
     command.upgrade(alembic_config(database_url), revision)
+
+
+@functools.cache
+def head_revision() -> str:
+    """The revision the shipped migrations end at: the schema this code needs."""
+    head = ScriptDirectory.from_config(alembic_config("")).get_current_head()
+    if head is None:  # pragma: no cover - the package always ships its migrations
+        raise RuntimeError("no migration revisions found")
+    return head

@@ -22,7 +22,7 @@ import anyio.to_thread
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import Dialect, make_url
 
-from app.errors import DatabaseUnavailable
+from app.errors import DatabaseUnavailable, MigrationsPending
 
 log = logging.getLogger("s3gate.ledger")
 T = TypeVar("T")
@@ -32,6 +32,8 @@ Params = Mapping[str, Any]
 
 SQLITE_LOCK_WAIT_SECONDS = 5.0
 SQLITE_CHECKPOINT_INTERVAL_SECONDS = 1.0
+# What SQLite says to a statement naming a table or column that no migration has created yet.
+_SCHEMA_BEHIND = ("no such table", "no such column")
 
 
 class DuplicateKey(Exception):
@@ -116,6 +118,8 @@ class SqliteDriver:
                     raise DuplicateKey from None
                 raise
             except sqlite3.OperationalError as exc:
+                if str(exc).startswith(_SCHEMA_BEHIND):
+                    raise MigrationsPending() from None
                 busy = exc.sqlite_errorcode & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
                 if not busy or time.monotonic() > deadline:
                     log.warning("sqlite call failed: %s", exc.sqlite_errorname)
