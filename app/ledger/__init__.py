@@ -380,12 +380,14 @@ class Ledger:
         return str(row[0]) if row is not None else None
 
     async def pending_migrations(self) -> MigrationsPending | None:
-        """The error to answer while the schema is not at the code's revision, else None."""
+        """The error to answer while the schema is behind the code's revision, else None."""
         # Imported here: alembic is needed for this one check, not by every worker at import.
-        from app.db import head_revision
+        from app.db import head_revision, shipped_revisions
 
         current, head = await self.schema_revision(), head_revision()
-        if current == head:
+        # A revision this package does not ship is a newer release's: during a rolling update
+        # old replicas keep serving on the expanded schema (docs/deploy.md), so it is no fault.
+        if current == head or (current is not None and current not in shipped_revisions()):
             return None
         return MigrationsPending(
             f"The ledger's schema is at revision {current or 'none'}; this version of s3gate "

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import sqlite3
 import time
 import uuid
@@ -33,7 +34,7 @@ Params = Mapping[str, Any]
 SQLITE_LOCK_WAIT_SECONDS = 5.0
 SQLITE_CHECKPOINT_INTERVAL_SECONDS = 1.0
 # What SQLite says to a statement naming a table or column that no migration has created yet.
-_SCHEMA_BEHIND = ("no such table", "no such column")
+_SCHEMA_BEHIND = re.compile(r"no such (table|column)|table \S+ has no column named")
 
 
 class DuplicateKey(Exception):
@@ -118,7 +119,7 @@ class SqliteDriver:
                     raise DuplicateKey from None
                 raise
             except sqlite3.OperationalError as exc:
-                if str(exc).startswith(_SCHEMA_BEHIND):
+                if _SCHEMA_BEHIND.match(str(exc)):
                     raise MigrationsPending() from None
                 busy = exc.sqlite_errorcode & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
                 if not busy or time.monotonic() > deadline:

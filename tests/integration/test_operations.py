@@ -14,8 +14,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
 
+from app.config import Settings
+from app.db import run_migrations
 from app.devstack import EmbeddedS3
 from app.logs import configure_logging
 from app.models import files_table
@@ -335,3 +337,39 @@ def test_an_unmigrated_ledger_is_not_ready_and_answers_503_until_migrated(
     output = server.stdout.read() if server.stdout else ""
     assert "run `s3gate migrate`" in output  # the startup check's warning
     assert "Traceback" not in output
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+@pytest.mark.parametrize(
+    "empty_database_url",
+    ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)],
+    indirect=True,
+)
+async def test_a_ledger_one_migration_behind_is_pending_and_a_newer_one_is_ready(
+    settings: Settings, empty_database_url: str
+) -> None:
+    run_migrations(empty_database_url, "0003")  # before 0004's verify_lease_until
+    behind = settings.model_copy(update={"database_url": empty_database_url})
+    owner = new_sub()
+    async with running_app(behind) as client:
+        ready = await client.get("/readyz")
+        upload = await client.post("/uploads", json=UPLOAD, headers=Api.auth(owner))
+    assert ready.status_code == 503
+    assert "migrations_pending" in ready.json()["detail"]
+    assert "at revision 0003" in ready.json()["detail"]
+    assert upload.status_code == 503, upload.text
+    assert upload.json()["code"] == "migrations_pending"
+
+    # A release after this one migrated (rolling update): this one keeps serving on it.
+    run_migrations(empty_database_url)
+    engine = sql_engine(empty_database_url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("UPDATE alembic_version SET version_num = '9999_next_release'"))
+    finally:
+        engine.dispose()
+    async with running_app(behind) as client:
+        assert (await client.get("/readyz")).status_code == 200
+        assert (
+            await client.post("/uploads", json=UPLOAD, headers=Api.auth(owner))
+        ).status_code == 201
