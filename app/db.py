@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from alembic.script import ScriptDirectory
 from sqlalchemy.engine import URL
 
 from app.config import ledger_url
@@ -40,3 +42,15 @@ def alembic_config(database_url: str) -> Config:
 def run_migrations(database_url: str, revision: str = "head") -> None:
     """Bring the ledger's schema to `revision` (what `alembic upgrade head` does)."""
     command.upgrade(alembic_config(database_url), revision)
+
+
+@functools.cache
+def shipped_revisions() -> tuple[str, ...]:
+    """The revisions of the migrations this package ships, oldest first (the head last)."""
+    scripts = ScriptDirectory.from_config(alembic_config(""))
+    return tuple(reversed([script.revision for script in scripts.walk_revisions()]))
+
+
+def head_revision() -> str:
+    """The revision the shipped migrations end at: the schema this code needs."""
+    return shipped_revisions()[-1]

@@ -185,6 +185,14 @@ class DatabaseUnavailable(AppError):
     default_detail = "The ledger database did not answer; try again shortly."
 
 
+class MigrationsPending(AppError):
+    status, code, title = 503, "migrations_pending", "Database migrations pending"
+    default_detail = (
+        "The ledger's schema is behind this version of s3gate; an operator must run "
+        "`s3gate migrate`."
+    )
+
+
 class CredentialsUnavailable(AppError):
     status, code, title = 503, "credentials_unavailable", "Signing credentials unavailable"
     default_detail = "The service has no valid S3 credentials to sign with right now."

@@ -6,14 +6,15 @@ import asyncio
 import contextlib
 import gc
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import anyio.to_thread
 import boto3
+import botocore.session
 from botocore.config import Config
-from botocore.credentials import Credentials
+from botocore.credentials import CredentialResolver, Credentials
 from fastapi import FastAPI
 
 from app.auth import TokenVerifier
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("s3gate")
 
 CREDENTIAL_REFRESH_INTERVAL_SECONDS = 60
+SCHEMA_CHECK_TIMEOUT_SECONDS = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,8 +60,18 @@ def rate_limiter(settings: Settings) -> RateLimiter:
 
 
 def s3_clients(settings: Settings) -> tuple[S3Client, S3Client, Credentials | None]:
-    """(storage client, signing client, their shared credentials) from boto3's standard chain."""
-    session = boto3.session.Session(region_name=settings.s3_region)
+    """(storage client, signing client, their shared credentials) from boto3's standard chain.
+
+    The chain is asked once. Off EC2 its last step probes instance metadata (botocore's
+    AWS_METADATA_SERVICE_TIMEOUT, 1 s, per request; AWS_METADATA_SERVICE_NUM_ATTEMPTS, 1), and
+    botocore asks again for every client while nothing was found: one bounded probe, not three.
+    """
+    core = botocore.session.get_session()
+    session = boto3.session.Session(botocore_session=core, region_name=settings.s3_region)
+    credentials = session.get_credentials()
+    if credentials is None:
+        # The answer is known: the clients get an empty chain instead of a second probe.
+        core.register_component("credential_provider", CredentialResolver(providers=[]))
     base = Config(
         signature_version="s3v4",
         s3={"addressing_style": settings.s3_addressing_style},
@@ -76,13 +88,17 @@ def s3_clients(settings: Settings) -> tuple[S3Client, S3Client, Credentials | No
             )
         ),
     )
-    signing_client = session.client(
-        "s3",
-        endpoint_url=settings.signing_endpoint_url,
-        # Presigned URLs carry exactly the checksum the client declared, nothing the SDK adds.
-        config=base.merge(Config(request_checksum_calculation="when_required")),
-    )
-    return storage_client, signing_client, session.get_credentials()
+    try:
+        signing_client = session.client(
+            "s3",
+            endpoint_url=settings.signing_endpoint_url,
+            # Presigned URLs carry exactly the checksum the client declared, nothing the SDK adds.
+            config=base.merge(Config(request_checksum_calculation="when_required")),
+        )
+    except BaseException:
+        storage_client.close()
+        raise
+    return storage_client, signing_client, credentials
 
 
 async def _keep_credentials_fresh(credentials: Credentials) -> None:
@@ -106,34 +122,55 @@ async def _reap_periodically(service: FileService, interval: int, batch_size: in
 
 
 @contextlib.asynccontextmanager
+async def _background(work: Coroutine[Any, Any, None]) -> AsyncIterator[None]:
+    """Run `work` as a task for the duration of the block; cancel it (and wait) on the way out."""
+    task = asyncio.create_task(work)
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def _warn_if_migrations_pending(ledger: Ledger) -> None:
+    # A warning, not a failed start: /readyz and every ledger call answer 503 until the
+    # operator migrates, and a database that is down now may be up in a second.
+    try:
+        pending = await asyncio.wait_for(ledger.pending_migrations(), SCHEMA_CHECK_TIMEOUT_SECONDS)
+    except Exception as exc:  # the database not answering is /readyz's to report
+        log.warning("could not read the ledger's schema revision: %s", type(exc).__name__)
+        return
+    if pending is not None:
+        log.warning("%s", pending)
+
+
+@contextlib.asynccontextmanager
 async def open_service(settings: Settings) -> AsyncIterator[tuple[Ledger, FileService]]:
     """The ledger, S3 clients, signer and use cases: opened together, closed together.
 
-    Used by the app's lifespan and by commands that act on files (`s3gate reap`).
+    Everything opened goes on one exit stack as soon as it exists, so a failure at any later
+    step closes what came before it. Used by the app's lifespan and by commands that act on
+    files (`s3gate reap`).
     """
-    ledger = await Ledger.open(settings)
-    storage_client, signing_client, credentials = s3_clients(settings)
-    if credentials is None:
-        log.warning("no S3 credentials found; URL signing will answer 503")
-    service = FileService(
-        settings,
-        ledger,
-        Signer(signing_client, credentials, settings.s3_bucket, engine=settings.signer),
-        Storage(storage_client, settings.s3_bucket, hash_concurrency=settings.hash_concurrency),
-    )
-    refresher = (
-        asyncio.create_task(_keep_credentials_fresh(credentials))
-        if credentials is not None and hasattr(credentials, "_expiry_time")
-        else None
-    )
-    try:
+    async with contextlib.AsyncExitStack() as stack:
+        ledger = await Ledger.open(settings)
+        stack.push_async_callback(ledger.close)
+        storage_client, signing_client, credentials = s3_clients(settings)
+        stack.callback(storage_client.close)
+        stack.callback(signing_client.close)
+        if credentials is None:
+            log.warning("no S3 credentials found; URL signing will answer 503")
+        service = FileService(
+            settings,
+            ledger,
+            Signer(signing_client, credentials, settings.s3_bucket, engine=settings.signer),
+            Storage(storage_client, settings.s3_bucket, hash_concurrency=settings.hash_concurrency),
+        )
+        if credentials is not None and hasattr(credentials, "_expiry_time"):
+            await stack.enter_async_context(_background(_keep_credentials_fresh(credentials)))
+        await _warn_if_migrations_pending(ledger)
         yield ledger, service
-    finally:
-        if refresher is not None:
-            refresher.cancel()
-        await ledger.close()
-        storage_client.close()
-        signing_client.close()
 
 
 @contextlib.asynccontextmanager
@@ -147,32 +184,23 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         configure_logging(settings.log_level, settings.log_format)
     # Here, not in `s3gate serve` alone: `uvicorn app.main:app` has its access log on.
     silence_uvicorn_access_log()
-    limiter = rate_limiter(settings)
-    worker_started()
-    try:
+    async with contextlib.AsyncExitStack() as stack:
+        limiter = rate_limiter(settings)
+        stack.push_async_callback(limiter.aclose)
+        worker_started()
+        stack.callback(worker_stopped)
+        stack.push_async_callback(verifier.aclose)  # also releases a start that failed half-way
         await verifier.start()
-        async with open_service(settings) as (ledger, service):
-            app.state.s3gate = AppState(settings, ledger, verifier, service, limiter)
-            reaper = (
-                asyncio.create_task(
-                    _reap_periodically(
-                        service, settings.reaper_interval_seconds, settings.reaper_batch_size
-                    )
-                )
-                if settings.reaper_interval_seconds
-                else None
+        ledger, service = await stack.enter_async_context(open_service(settings))
+        app.state.s3gate = AppState(settings, ledger, verifier, service, limiter)
+        if settings.reaper_interval_seconds:
+            reaper = _reap_periodically(
+                service, settings.reaper_interval_seconds, settings.reaper_batch_size
             )
-            # Everything built so far lives as long as the process; freezing it keeps the
-            # cyclic GC from rescanning several hundred thousand objects (botocore's S3 model,
-            # SQLAlchemy, pydantic schemas) on every full collection under load.
-            gc.collect()
-            gc.freeze()
-            try:
-                yield
-            finally:
-                if reaper is not None:
-                    reaper.cancel()
-    finally:
-        await limiter.aclose()
-        await verifier.aclose()
-        worker_stopped()
+            await stack.enter_async_context(_background(reaper))
+        # Everything built so far lives as long as the process; freezing it keeps the
+        # cyclic GC from rescanning several hundred thousand objects (botocore's S3 model,
+        # SQLAlchemy, pydantic schemas) on every full collection under load.
+        gc.collect()
+        gc.freeze()
+        yield

@@ -210,6 +210,11 @@ class FileService:
         """Where the URLs handed out point: the origin browsers send bytes to and fetch from."""
         return self._signer.origin
 
+    @property
+    def can_sign(self) -> bool:
+        """Whether URLs can be signed now (credentials found and not expired)."""
+        return self._signer.has_credentials
+
     def _now(self) -> datetime:
         return datetime.fromtimestamp(self._clock(), UTC)
 

@@ -27,6 +27,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 from urllib.parse import quote, urlsplit
 
+import botocore
 from botocore.credentials import Credentials
 
 from app.errors import CredentialsUnavailable
@@ -37,7 +38,6 @@ if TYPE_CHECKING:
 SignerEngine = Literal["sigv4", "boto3"]
 
 _AMZ_DATE = re.compile(r"[?&]X-Amz-Date=(\d{8}T\d{6}Z)")
-_AMZ_CREDENTIAL = re.compile(r"[?&]X-Amz-Credential=[^&]*?%2F\d{8}%2F([^&%]+)%2Fs3%2Faws4_request")
 _AMZ_DATE_FORMAT = "%Y%m%dT%H%M%SZ"
 _POLICY_EXPIRATION_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 # X-Amz-Date has whole seconds and is read after we read the clock; one second of margin keeps
@@ -46,6 +46,7 @@ _EXPIRY_MARGIN_SECONDS = 1
 _UNRESERVED = "-_.~"  # RFC 3986 unreserved punctuation: what SigV4 leaves unencoded
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _TEMPLATE_KEY = "k"
+_TEMPLATE_HOOK = "s3gate-unsigned-template"
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,10 +87,29 @@ def _encode(value: str, safe: str = _UNRESERVED) -> str:
     return quote(value, safe=safe)
 
 
-def _template_url(client: S3Client, bucket: str) -> str:
-    return client.generate_presigned_url(
-        "get_object", Params={"Bucket": bucket, "Key": _TEMPLATE_KEY}, ExpiresIn=60
-    )
+def _template_url(client: S3Client, bucket: str) -> tuple[str, str]:
+    """(an unsigned GET URL of a template key, the region botocore would sign it for).
+
+    Unsigned, so the endpoint is known without credentials: a service that starts without
+    them answers 503 on URL routes instead of failing to start. Signing changes only the
+    query, never the scheme, host or path the URL is built from.
+    """
+    region: list[str] = []
+
+    def unsigned(region_name: str, **_: Any) -> object:
+        region.append(region_name)
+        return botocore.UNSIGNED
+
+    event = "choose-signer.s3.GetObject"
+    # The stubs type every handler as returning None; choose-signer handlers answer a value.
+    client.meta.events.register_first(event, unsigned, unique_id=_TEMPLATE_HOOK)  # type: ignore[arg-type]
+    try:
+        url = client.generate_presigned_url(
+            "get_object", Params={"Bucket": bucket, "Key": _TEMPLATE_KEY}, ExpiresIn=60
+        )
+    finally:
+        client.meta.events.unregister(event, unique_id=_TEMPLATE_HOOK)
+    return url, region[0] if region else ""
 
 
 def _origin(url: str) -> str:
@@ -99,10 +119,9 @@ def _origin(url: str) -> str:
 
 def resolve_endpoint(client: S3Client, bucket: str) -> _Endpoint:
     """Ask botocore once where `bucket` is addressed, so every later URL agrees with it."""
-    template = _template_url(client, bucket)
+    template, region = _template_url(client, bucket)
     parts = urlsplit(template)
-    region = _AMZ_CREDENTIAL.search(template)
-    if not parts.path.endswith("/" + _TEMPLATE_KEY) or region is None or parts.hostname is None:
+    if not parts.path.endswith("/" + _TEMPLATE_KEY) or not region or parts.hostname is None:
         raise RuntimeError("unexpected presigned URL shape from botocore; use S3GATE_SIGNER=boto3")
     host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
     if parts.port is not None and parts.port != _DEFAULT_PORTS.get(parts.scheme):
@@ -111,7 +130,7 @@ def resolve_endpoint(client: S3Client, bucket: str) -> _Endpoint:
         origin=_origin(template),
         path_prefix=parts.path[: -len(_TEMPLATE_KEY)],
         host=host,
-        region=region.group(1),
+        region=region,
     )
 
 
@@ -141,7 +160,7 @@ class Signer:
         if self._endpoint is not None:
             return self._endpoint.origin
         # Asked when first needed: the boto3 engine resolves nothing at startup.
-        return _origin(_template_url(self._client, self._bucket))
+        return _origin(_template_url(self._client, self._bucket)[0])
 
     def presign_put(
         self,
@@ -335,6 +354,18 @@ class Signer:
         self._signing_keys = {(secret, datestamp): key}  # only today's key is ever needed
         return key
 
+    @property
+    def has_credentials(self) -> bool:
+        """Whether there are credentials to sign with that have not expired (no network call)."""
+        return self._credentials is not None and self._remaining(self._credentials) >= 1
+
+    def _remaining(self, credentials: Credentials) -> float:
+        # Seconds a URL signed now may live before the credentials run out (inf: static keys).
+        expiry: datetime | None = getattr(credentials, "_expiry_time", None)
+        if expiry is None:
+            return math.inf
+        return expiry.timestamp() - self._clock() - _EXPIRY_MARGIN_SECONDS
+
     def _credentials_for(self, requested: int) -> tuple[int, _Keys]:
         """The TTL to sign with (cut so the URL dies no later than the credentials) and them."""
         credentials = self._credentials
@@ -349,10 +380,9 @@ class Signer:
         if not frozen.access_key or not frozen.secret_key:
             raise CredentialsUnavailable()
         keys = _Keys(frozen.access_key, frozen.secret_key, frozen.token)
-        expiry: datetime | None = getattr(credentials, "_expiry_time", None)
-        if expiry is None:  # static keys never expire
+        remaining = self._remaining(credentials)
+        if remaining == math.inf:  # static keys never expire
             return requested, keys
-        remaining = expiry.timestamp() - self._clock() - _EXPIRY_MARGIN_SECONDS
         if remaining < 1:
             raise CredentialsUnavailable("The signing credentials have expired.")
         return min(requested, math.floor(remaining)), keys

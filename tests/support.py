@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -252,20 +252,27 @@ def serve_api(
     stdout: Any = subprocess.PIPE,
     database_url: str | None = None,
     s3gate: str = S3GATE,
+    migrate: bool = True,
+    ready_path: str = "/readyz",
+    unset: Sequence[str] = (),
     **settings: str,
 ) -> tuple[str, subprocess.Popen[str]]:
     """`s3gate migrate` (the `s3gate` executable) on `database_url` (a SQLite ledger in
-    `tmp_path` by default), then `argv --port P` (`s3gate serve`, `uvicorn app.main:app`, ...)
-    until /readyz answers: (its URL, the process; stop it with stop_process)."""
+    `tmp_path` by default; skipped with migrate=False), then `argv --port P` (`s3gate serve`,
+    `uvicorn app.main:app`, ...) until `ready_path` answers 200: (its URL, the process; stop it
+    with stop_process). `unset` names variables of s3gate_env to leave out (e.g. the AWS keys)."""
     database_url = database_url or f"sqlite:///{tmp_path / 'ledger.db'}"
     env = s3gate_env(s3, bucket, S3GATE_DATABASE_URL=database_url, **settings)
-    migrated = run_s3gate("migrate", env=env, cwd=tmp_path, executable=s3gate)
-    assert migrated.returncode == 0, migrated.stderr
+    for name in unset:
+        del env[name]
+    if migrate:
+        migrated = run_s3gate("migrate", env=env, cwd=tmp_path, executable=s3gate)
+        assert migrated.returncode == 0, migrated.stderr
     port = free_port()
     server = start_process([*argv, "--port", str(port)], env=env, cwd=tmp_path, stdout=stdout)
     api = f"http://127.0.0.1:{port}"
     try:
-        wait_until(lambda: server.poll() is not None or answers(f"{api}/readyz"))
+        wait_until(lambda: server.poll() is not None or answers(f"{api}{ready_path}"))
     except AssertionError:
         os.killpg(server.pid, signal.SIGKILL)
         server.wait()

@@ -31,6 +31,7 @@ from sqlalchemy import (
 )
 
 from app.config import DatabaseSettings
+from app.errors import MigrationsPending
 from app.ledger.drivers import Driver, DuplicateKey, Params, open_driver
 from app.models import FileStatus, files_table
 from app.observability import metrics
@@ -163,7 +164,7 @@ _STATEMENTS: dict[str, ClauseElement] = {
     "list_owned_before": _list(scoped=True, paged=True),
     "list_any": _list(scoped=False, paged=False),
     "list_any_before": _list(scoped=False, paged=True),
-    "ping": text("SELECT 1"),
+    "schema_revision": text("SELECT version_num FROM alembic_version"),
     # Claim stale pending uploads: one statement, and on PostgreSQL SKIP LOCKED, so reapers
     # running side by side never take the same row; the outer status test is the CAS that a
     # concurrent completion loses or wins.
@@ -369,9 +370,29 @@ class Ledger:
         return await self._all("unpurged", {"limit": limit})
 
     @_timed
-    async def ping(self) -> None:
-        """Raise unless the database answers a trivial query."""
-        await self._execute("ping", {})
+    async def schema_revision(self) -> str | None:
+        """The Alembic revision the schema is at; None when it was never migrated."""
+        sql, _ = self._compiled["schema_revision"]
+        try:
+            row = await self._driver.fetch_one(sql, {})
+        except MigrationsPending:  # no alembic_version table: an empty database
+            return None
+        return str(row[0]) if row is not None else None
+
+    async def pending_migrations(self) -> MigrationsPending | None:
+        """The error to answer while the schema is behind the code's revision, else None."""
+        # Imported here: alembic is needed for this one check, not by every worker at import.
+        from app.db import head_revision, shipped_revisions
+
+        current, head = await self.schema_revision(), head_revision()
+        # A revision this package does not ship is a newer release's: during a rolling update
+        # old replicas keep serving on the expanded schema (docs/deploy.md), so it is no fault.
+        if current == head or (current is not None and current not in shipped_revisions()):
+            return None
+        return MigrationsPending(
+            f"The ledger's schema is at revision {current or 'none'}; this version of s3gate "
+            f"needs {head}: run `s3gate migrate`."
+        )
 
     def _compile(self, statement: ClauseElement) -> tuple[str, dict[str, Any]]:
         compiled = statement.compile(dialect=self._driver.dialect)

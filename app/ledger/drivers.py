@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import re
 import sqlite3
 import time
 import uuid
@@ -24,7 +25,7 @@ from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import Dialect
 
 from app.config import ledger_url
-from app.errors import DatabaseUnavailable
+from app.errors import DatabaseUnavailable, MigrationsPending
 
 log = logging.getLogger("s3gate.ledger")
 T = TypeVar("T")
@@ -43,6 +44,8 @@ SQLITE_CHECKPOINT_INTERVAL_SECONDS = 1.0
 SQLITE_WAL_CHECK_SECONDS = 0.25
 SQLITE_WAL_TRUNCATE_BYTES = 4 * 1024 * 1024
 SQLITE_WAL_LIMIT_BYTES = 64 * 1024 * 1024
+# What SQLite says to a statement naming a table or column that no migration has created yet.
+_SCHEMA_BEHIND = re.compile(r"no such (table|column)|table \S+ has no column named")
 
 
 class DuplicateKey(Exception):
@@ -128,6 +131,8 @@ class SqliteDriver:
                     raise DuplicateKey from None
                 raise
             except sqlite3.OperationalError as exc:
+                if _SCHEMA_BEHIND.match(str(exc)):
+                    raise MigrationsPending() from None
                 busy = exc.sqlite_errorcode & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
                 if not busy or time.monotonic() > deadline:
                     log.warning("sqlite call failed: %s", exc.sqlite_errorname)

@@ -13,7 +13,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from sqlalchemy.dialects.postgresql import psycopg as psycopg_dialect
 from sqlalchemy.engine import Dialect
 
-from app.errors import DatabaseUnavailable
+from app.errors import DatabaseUnavailable, MigrationsPending
 from app.ledger.drivers import DuplicateKey, Params, Row
 
 log = logging.getLogger("s3gate.ledger")
@@ -89,6 +89,9 @@ class PostgresDriver:
                 yield conn
         except psycopg.errors.UniqueViolation:
             raise DuplicateKey from None
+        except (psycopg.errors.UndefinedTable, psycopg.errors.UndefinedColumn):
+            # A table or column that no migration has created yet: the operator's step.
+            raise MigrationsPending() from None
         except (psycopg.OperationalError, PoolTimeout) as exc:
             # Refused, dropped or timed out: the dependency failed, not the client.
             log.warning("postgresql call failed: %s", type(exc).__name__)

@@ -16,6 +16,7 @@ from app.schemas import HealthOut, ReadyOut
 router = APIRouter(tags=["operations"])
 log = logging.getLogger("s3gate.ops")
 DB_CHECK_TIMEOUT_SECONDS = 2.0
+READY_CHECKS = ("database", "migrations", "verification_keys", "s3_credentials")
 
 
 @router.get("/healthz", summary="Liveness: the process runs")
@@ -24,20 +25,40 @@ async def healthz() -> HealthOut:
     return HealthOut(status="ok")
 
 
-@router.get("/readyz", summary="Readiness", responses=problem_responses(NotReady))
+@router.get(
+    "/readyz",
+    summary="Readiness",
+    description=(
+        "200 when the database answers with its schema at this version's migration head, token "
+        "verification keys are loaded and S3 credentials are there to sign with. Else 503 "
+        "`not_ready` naming each failing check: `database`, `migrations_pending` (run "
+        "`s3gate migrate`), `verification_keys`, `s3_credentials`."
+    ),
+    responses=problem_responses(NotReady),
+)
 async def readyz(state: StateDep) -> ReadyOut:
-    """Ready when the database answers quickly and token verification keys are loaded."""
+    """One SELECT (the schema revision) answers both the database and the migrations check."""
     failing = []
+    hints = []
     try:
-        await asyncio.wait_for(state.ledger.ping(), DB_CHECK_TIMEOUT_SECONDS)
+        pending = await asyncio.wait_for(
+            state.ledger.pending_migrations(), DB_CHECK_TIMEOUT_SECONDS
+        )
     except Exception as exc:  # any failure of the check means not ready
         log.warning("readiness: database check failed: %s", type(exc).__name__)
         failing.append("database")
+    else:
+        if pending is not None:
+            failing.append(pending.code)
+            hints.append(pending.detail)
     if not state.verifier.keys_loaded:
         failing.append("verification_keys")
+    if not state.service.can_sign:
+        failing.append("s3_credentials")
+        hints.append("No S3 credentials were found (or they expired): URL routes answer 503.")
     if failing:
-        raise NotReady(f"Failing checks: {', '.join(failing)}.")
-    return ReadyOut(status="ok", checks={"database": "ok", "verification_keys": "ok"})
+        raise NotReady(" ".join([f"Failing checks: {', '.join(failing)}.", *hints]))
+    return ReadyOut(status="ok", checks=dict.fromkeys(READY_CHECKS, "ok"))
 
 
 @router.get(

@@ -9,14 +9,31 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
 
+from app.config import Settings
+from app.db import run_migrations
+from app.devstack import EmbeddedS3
 from app.logs import configure_logging
 from app.models import files_table
-from tests.support import TEST_JWT_SECRET, Api, new_sub, running_app, sql_engine, tiny_png
+from tests.support import (
+    S3GATE,
+    TEST_JWT_SECRET,
+    Api,
+    new_sub,
+    run_s3gate,
+    running_app,
+    s3gate_env,
+    serve_api,
+    sql_engine,
+    stop_process,
+    tiny_png,
+)
 
 
 async def test_healthz_and_readyz_answer_ok(api: Api) -> None:
@@ -24,7 +41,12 @@ async def test_healthz_and_readyz_answer_ok(api: Api) -> None:
     ready = await api.client.get("/readyz")
     assert health.json() == {"status": "ok"}
     assert ready.status_code == 200
-    assert ready.json()["checks"] == {"database": "ok", "verification_keys": "ok"}
+    assert ready.json()["checks"] == {
+        "database": "ok",
+        "migrations": "ok",
+        "verification_keys": "ok",
+        "s3_credentials": "ok",
+    }
 
 
 async def test_readyz_names_the_failing_database(api: Api) -> None:
@@ -65,8 +87,14 @@ async def test_openapi_declares_every_route_and_its_errors(api: Api) -> None:
     assert request_schema["examples"][0]["filename"] == "Résumé 2026.pdf"
 
 
+@dataclass
+class BlackHole:
+    url: str
+    accepted: list[socket.socket]  # every connection it took, for tests that count them
+
+
 @pytest.fixture
-def black_hole() -> Iterator[str]:
+def black_hole() -> Iterator[BlackHole]:
     """A TCP server that accepts connections and never answers."""
     server = socket.socket()
     server.bind(("127.0.0.1", 0))
@@ -84,7 +112,7 @@ def black_hole() -> Iterator[str]:
 
     thread = threading.Thread(target=accept, daemon=True)
     thread.start()
-    yield f"http://127.0.0.1:{server.getsockname()[1]}"
+    yield BlackHole(f"http://127.0.0.1:{server.getsockname()[1]}", accepted)
     stop.set()
     thread.join()
     for conn in accepted:
@@ -94,9 +122,9 @@ def black_hole() -> Iterator[str]:
 
 @pytest.mark.parametrize("store", ["refused", "silent"])
 async def test_store_down_is_a_quick_503_while_signing_still_works(
-    api: Api, s3_http: httpx.AsyncClient, black_hole: str, store: str
+    api: Api, s3_http: httpx.AsyncClient, black_hole: BlackHole, store: str
 ) -> None:
-    endpoint = "http://127.0.0.1:9" if store == "refused" else black_hole
+    endpoint = "http://127.0.0.1:9" if store == "refused" else black_hole.url
     down = api.settings.model_copy(
         update={
             "s3_endpoint_url": endpoint,
@@ -215,3 +243,133 @@ async def test_no_token_url_or_key_reaches_the_logs(
         assert secret not in text
         assert secret not in written
         assert secret not in exposition
+
+
+# --- starting as users do: `s3gate serve` without credentials, on an unmigrated ledger --------
+
+UPLOAD = {"filename": "a.png", "content_type": "image/png", "size": 68}
+
+
+def test_serve_without_s3_credentials_starts_within_seconds_and_answers_503(
+    tmp_path: Path, s3_server: EmbeddedS3, bucket: str, black_hole: BlackHole
+) -> None:
+    empty = tmp_path / "empty-aws-file"
+    empty.write_text("")
+    env = s3gate_env(s3_server, bucket, S3GATE_DATABASE_URL=f"sqlite:///{tmp_path / 'ledger.db'}")
+    assert run_s3gate("migrate", env=env).returncode == 0
+    started = time.monotonic()
+    api, server = serve_api(
+        [S3GATE, "serve"],
+        tmp_path=tmp_path,
+        s3=s3_server,
+        bucket=bucket,
+        migrate=False,
+        ready_path="/healthz",
+        unset=("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"),
+        AWS_CONFIG_FILE=str(empty),
+        AWS_SHARED_CREDENTIALS_FILE=str(empty),
+        # Instance metadata that never answers, as off EC2 behind a silent route: the chain's
+        # probe must be asked once and be bounded by its timeout.
+        AWS_EC2_METADATA_SERVICE_ENDPOINT=black_hole.url,
+    )
+    try:
+        ready_after = time.monotonic() - started
+        ready = httpx.get(f"{api}/readyz")
+        upload = httpx.post(f"{api}/uploads", json=UPLOAD, headers=Api.auth(new_sub()))
+        health = httpx.get(f"{api}/healthz")
+    finally:
+        stop_process(server)
+    output = server.stdout.read() if server.stdout else ""
+    assert ready_after < 8, ready_after
+    # One probe: the token PUT and the role GET of IMDSv2/v1 (three probes before: six).
+    assert len(black_hole.accepted) <= 2, len(black_hole.accepted)
+    assert ready.status_code == 503
+    assert ready.json()["code"] == "not_ready"
+    assert "s3_credentials" in ready.json()["detail"]
+    assert upload.status_code == 503
+    assert upload.headers["content-type"] == "application/problem+json"
+    assert upload.json()["code"] == "credentials_unavailable"
+    assert health.status_code == 200
+    assert "no S3 credentials found" in output
+    assert "Traceback" not in output
+    assert "Application shutdown complete." in output
+
+
+@pytest.mark.parametrize(
+    "empty_database_url",
+    ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)],
+    indirect=True,
+)
+def test_an_unmigrated_ledger_is_not_ready_and_answers_503_until_migrated(
+    tmp_path: Path, s3_server: EmbeddedS3, bucket: str, empty_database_url: str
+) -> None:
+    api, server = serve_api(
+        [S3GATE, "serve"],
+        tmp_path=tmp_path,
+        s3=s3_server,
+        bucket=bucket,
+        database_url=empty_database_url,
+        migrate=False,
+        ready_path="/healthz",
+    )
+    headers = Api.auth(new_sub())
+    try:
+        ready = httpx.get(f"{api}/readyz")
+        upload = httpx.post(f"{api}/uploads", json=UPLOAD, headers=headers)
+        listing = httpx.get(f"{api}/files", headers=headers)
+        for answer in (upload, listing):
+            assert answer.status_code == 503, answer.text
+            assert answer.headers["content-type"] == "application/problem+json"
+            assert answer.json()["code"] == "migrations_pending"
+            assert "s3gate migrate" in answer.json()["detail"]
+        assert ready.status_code == 503
+        assert "migrations_pending" in ready.json()["detail"]
+        assert "s3gate migrate" in ready.json()["detail"]
+
+        env = s3gate_env(s3_server, bucket, S3GATE_DATABASE_URL=empty_database_url)
+        migrated = run_s3gate("migrate", env=env, cwd=tmp_path)
+        assert migrated.returncode == 0, migrated.stderr
+        assert httpx.get(f"{api}/readyz").status_code == 200
+        assert httpx.post(f"{api}/uploads", json=UPLOAD, headers=headers).status_code == 201
+        assert httpx.get(f"{api}/files", headers=headers).status_code == 200
+    finally:
+        stop_process(server)
+    output = server.stdout.read() if server.stdout else ""
+    assert "run `s3gate migrate`" in output  # the startup check's warning
+    assert "Traceback" not in output
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+@pytest.mark.parametrize(
+    "empty_database_url",
+    ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)],
+    indirect=True,
+)
+async def test_a_ledger_one_migration_behind_is_pending_and_a_newer_one_is_ready(
+    settings: Settings, empty_database_url: str
+) -> None:
+    run_migrations(empty_database_url, "0003")  # before 0004's verify_lease_until
+    behind = settings.model_copy(update={"database_url": empty_database_url})
+    owner = new_sub()
+    async with running_app(behind) as client:
+        ready = await client.get("/readyz")
+        upload = await client.post("/uploads", json=UPLOAD, headers=Api.auth(owner))
+    assert ready.status_code == 503
+    assert "migrations_pending" in ready.json()["detail"]
+    assert "at revision 0003" in ready.json()["detail"]
+    assert upload.status_code == 503, upload.text
+    assert upload.json()["code"] == "migrations_pending"
+
+    # A release after this one migrated (rolling update): this one keeps serving on it.
+    run_migrations(empty_database_url)
+    engine = sql_engine(empty_database_url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("UPDATE alembic_version SET version_num = '9999_next_release'"))
+    finally:
+        engine.dispose()
+    async with running_app(behind) as client:
+        assert (await client.get("/readyz")).status_code == 200
+        assert (
+            await client.post("/uploads", json=UPLOAD, headers=Api.auth(owner))
+        ).status_code == 201

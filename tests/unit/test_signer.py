@@ -225,3 +225,23 @@ def test_no_credentials_are_unavailable_for_downloads_too(client: Any) -> None:
             response_cache_control="no-store",
             ttl_seconds=60,
         )
+
+
+@pytest.mark.parametrize("engine", ["sigv4", "boto3"])
+def test_a_signer_builds_without_any_credentials_and_answers_unavailable(engine: Any) -> None:
+    # The client of a process that found no credentials at all: the chain itself has none.
+    bare = boto3.session.Session(region_name="eu-west-3").client(
+        "s3", endpoint_url="http://127.0.0.1:9", config=Config(signature_version="s3v4")
+    )
+    assert bare._request_signer._credentials is None
+    signer = Signer(bare, None, BUCKET, engine=engine)
+    assert signer.origin == "http://127.0.0.1:9"
+    assert not signer.has_credentials
+    with pytest.raises(CredentialsUnavailable):
+        put(signer)
+
+
+def test_has_credentials_follows_their_expiry(client: Any) -> None:
+    assert Signer(client, Credentials(ACCESS_KEY, SECRET_KEY), BUCKET).has_credentials
+    assert Signer(client, refreshable(100), BUCKET).has_credentials
+    assert not Signer(client, refreshable(-10), BUCKET).has_credentials
