@@ -7,6 +7,7 @@ import asyncio
 import json
 import os
 import secrets
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from importlib import metadata
@@ -256,6 +257,10 @@ def cmd_dev(args: argparse.Namespace) -> int:
     from app.main import create_app
     from app.storage import ensure_bucket
 
+    # SIGTERM unwinds like Ctrl-C, so the embedded S3 server below is stopped too. (uvicorn
+    # re-raises the signal it caught once it has shut down; the default action would end the
+    # process before the `with` below could stop SeaweedFS, which runs in its own session.)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     state = Path(args.state_dir).resolve()
     jwt_secret = _secret_file(state / "jwt-secret", 48)
     s3_secret = _secret_file(state / "s3-secret", 24)

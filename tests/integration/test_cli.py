@@ -288,3 +288,34 @@ def test_the_mobile_example_survives_being_killed_mid_upload(
         listing = httpx.get(f"{api}/files", headers=Api.auth("phone")).json()["items"]
         same_name = [f["id"] for f in listing if f["filename"] == photo.name]
         assert same_name == [file_id]  # one file, not one per attempt
+
+
+def test_dev_command_stopped_with_sigterm_stops_its_s3_server_too(
+    tmp_path: Path, process_reaper: list[subprocess.Popen[str]]
+) -> None:
+    """`kill PID` (or a supervisor's SIGTERM) to `s3gate dev` alone, not its process group:
+    the embedded SeaweedFS it started must not outlive it."""
+    port = free_port()
+    dev = start_s3gate(
+        "dev",
+        "--port",
+        str(port),
+        "--state-dir",
+        str(tmp_path / "state"),
+        env=clean_env(),
+        cwd=tmp_path,
+    )
+    process_reaper.append(dev)
+    assert dev.stdout is not None
+    lines: list[str] = []
+    for line in dev.stdout:
+        lines.append(line)
+        if "Uvicorn running" in line:
+            break
+    s3_url = re.search(r"embedded S3 \(SeaweedFS\): (http://\S+),", "".join(lines))
+    assert s3_url, "".join(lines)
+    assert httpx.get(s3_url.group(1), timeout=2).status_code in (200, 403)
+    os.kill(dev.pid, signal.SIGTERM)
+    dev.wait(timeout=30)
+    with pytest.raises(httpx.HTTPError):
+        httpx.get(s3_url.group(1), timeout=1)
