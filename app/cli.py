@@ -14,8 +14,6 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import uvicorn
-
 from app.auth import TokenVerifier, mint_token
 from app.config import AuthSettings, ConfigError, MigrateSettings, Settings, load_settings
 from app.db import run_migrations
@@ -298,20 +296,19 @@ def cmd_dev(args: argparse.Namespace) -> int:
             issuer=settings.jwt_issuer,
             audience=settings.jwt_audience,
         )
-        print(
-            _walkthrough(
-                api, token, s3.endpoint_url, settings.database_url, state, demo=settings.demo
-            ),
-            flush=True,
+        banner = _walkthrough(
+            api, token, s3.endpoint_url, settings.database_url, state, demo=settings.demo
         )
-        uvicorn.run(
+        return run_server(
             create_app(settings),
             host=args.host,
             port=args.port,
             log_level="info",
             access_log=False,  # s3gate's own access line is on
+            # Only once the port takes connections: a script that waits for the banner can
+            # call the API right away. A startup that fails prints none.
+            on_started=lambda: print(banner, flush=True),
         )
-    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -8,6 +8,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -60,6 +61,33 @@ def process_reaper() -> Iterator[list[subprocess.Popen[str]]]:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
+
+
+def _start_dev(
+    tmp_path: Path, reaper: list[subprocess.Popen[str]], port: int
+) -> subprocess.Popen[str]:
+    dev = start_s3gate(
+        "dev",
+        "--port",
+        str(port),
+        "--state-dir",
+        str(tmp_path / "state"),
+        env=clean_env(),
+        cwd=tmp_path,
+    )
+    reaper.append(dev)
+    return dev
+
+
+def _dev_banner(dev: subprocess.Popen[str]) -> str:
+    """What `s3gate dev` printed up to its banner's token line (the banner is one write)."""
+    assert dev.stdout is not None
+    lines: list[str] = []
+    for line in dev.stdout:
+        lines.append(line)
+        if line.startswith("export API="):
+            return "".join(lines)
+    raise AssertionError(f"s3gate dev ended without its banner:\n{''.join(lines)}")
 
 
 def test_token_command_mints_a_token_the_service_accepts(tmp_path: Path) -> None:
@@ -160,23 +188,8 @@ def test_dev_command_serves_everything_and_ctrl_c_stops_it(
     tmp_path: Path, process_reaper: list[subprocess.Popen[str]]
 ) -> None:
     port = free_port()
-    dev = start_s3gate(
-        "dev",
-        "--port",
-        str(port),
-        "--state-dir",
-        str(tmp_path / "state"),
-        env=clean_env(),
-        cwd=tmp_path,
-    )
-    process_reaper.append(dev)
-    assert dev.stdout is not None
-    lines: list[str] = []
-    for line in dev.stdout:
-        lines.append(line)
-        if "Uvicorn running" in line:
-            break
-    output = "".join(lines)
+    dev = _start_dev(tmp_path, process_reaper, port)
+    output = _dev_banner(dev)
     token = re.search(r"TOKEN=(\S+)", output)
     s3_url = re.search(r"embedded S3 \(SeaweedFS\): (http://\S+),", output)
     assert token, output
@@ -215,6 +228,32 @@ def test_dev_command_serves_everything_and_ctrl_c_stops_it(
     assert not answers(f"{api}/healthz")
     with pytest.raises(httpx.HTTPError):
         httpx.get(s3_url.group(1), timeout=1)
+
+
+def test_dev_banner_appears_only_once_its_port_accepts_connections(
+    tmp_path: Path, process_reaper: list[subprocess.Popen[str]]
+) -> None:
+    port = free_port()
+    dev = _start_dev(tmp_path, process_reaper, port)
+    assert dev.stdout is not None
+    for line in dev.stdout:
+        if line.startswith("s3gate dev is up"):
+            # At once, as a script waiting for the banner would: no retry, no sleep.
+            socket.create_connection(("127.0.0.1", port), timeout=5).close()
+            break
+    else:
+        raise AssertionError("s3gate dev ended without its banner")
+
+
+def test_dev_prints_no_banner_when_the_server_cannot_start(
+    tmp_path: Path, process_reaper: list[subprocess.Popen[str]]
+) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        dev = _start_dev(tmp_path, process_reaper, taken.getsockname()[1])
+        output, _ = dev.communicate(timeout=120)
+    assert dev.returncode != 0
+    assert "s3gate dev is up" not in output
+    assert "TOKEN=" not in output
 
 
 def test_upload_and_download_commands_move_real_bytes(
@@ -295,25 +334,10 @@ def test_dev_command_stopped_with_sigterm_stops_its_s3_server_too(
 ) -> None:
     """`kill PID` (or a supervisor's SIGTERM) to `s3gate dev` alone, not its process group:
     the embedded SeaweedFS it started must not outlive it."""
-    port = free_port()
-    dev = start_s3gate(
-        "dev",
-        "--port",
-        str(port),
-        "--state-dir",
-        str(tmp_path / "state"),
-        env=clean_env(),
-        cwd=tmp_path,
-    )
-    process_reaper.append(dev)
-    assert dev.stdout is not None
-    lines: list[str] = []
-    for line in dev.stdout:
-        lines.append(line)
-        if "Uvicorn running" in line:
-            break
-    s3_url = re.search(r"embedded S3 \(SeaweedFS\): (http://\S+),", "".join(lines))
-    assert s3_url, "".join(lines)
+    dev = _start_dev(tmp_path, process_reaper, free_port())
+    output = _dev_banner(dev)
+    s3_url = re.search(r"embedded S3 \(SeaweedFS\): (http://\S+),", output)
+    assert s3_url, output
     assert httpx.get(s3_url.group(1), timeout=2).status_code in (200, 403)
     os.kill(dev.pid, signal.SIGTERM)
     dev.wait(timeout=30)
