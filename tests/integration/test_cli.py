@@ -9,11 +9,13 @@ import os
 import re
 import signal
 import socket
+import stat
 import subprocess
 import sys
 from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -26,15 +28,18 @@ from tests.support import (
     S3GATE,
     TEST_JWT_SECRET,
     Api,
+    ByteGate,
     answers,
     clean_env,
     free_port,
+    new_sub,
     run_s3gate,
     serve_api,
     sql_engine,
     start_s3gate,
     tiny_png,
     upload_over_http,
+    wait_until,
 )
 
 
@@ -43,11 +48,12 @@ def _serve(
     s3_server: EmbeddedS3,
     bucket: str,
     reaper: list[subprocess.Popen[str]],
+    stdout: Any = subprocess.PIPE,
     **settings: str,
 ) -> tuple[str, subprocess.Popen[str]]:
     """`s3gate migrate`, then `s3gate serve` on a free port until /readyz answers."""
     api, server = serve_api(
-        [S3GATE, "serve"], tmp_path=tmp_path, s3=s3_server, bucket=bucket, **settings
+        [S3GATE, "serve"], tmp_path=tmp_path, s3=s3_server, bucket=bucket, stdout=stdout, **settings
     )
     reaper.append(server)
     return api, server
@@ -284,12 +290,109 @@ def test_upload_and_download_commands_move_real_bytes(
         )
         assert downloaded.returncode == 0, downloaded.stderr
         assert target.read_bytes() == source.read_bytes()
+        # `-o -`: the bytes on stdout and nothing else; progress stays on stderr
+        piped = subprocess.run(
+            [S3GATE, "download", file_id, "-o", "-"],
+            env=client_env,
+            cwd=tmp_path,
+            capture_output=True,
+            timeout=120,
+        )
+        assert piped.returncode == 0, piped.stderr
+        assert piped.stdout == source.read_bytes()
+        assert b"download 100%" in piped.stderr
 
     missing_token = run_s3gate(
         "upload", str(small), env=clean_env(S3GATE_API_URL=api), cwd=tmp_path, timeout=30
     )
     assert missing_token.returncode == 2
     assert "S3GATE_TOKEN" in missing_token.stderr
+
+
+def test_an_upload_killed_mid_way_resumes_the_same_file_sending_only_the_missing_parts(
+    tmp_path: Path, s3_server: EmbeddedS3, bucket: str, process_reaper: list[subprocess.Popen[str]]
+) -> None:
+    part = 5 * 1024 * 1024  # the smallest part S3 takes
+    source = tmp_path / "big.bin"
+    source.write_bytes(os.urandom(3 * part + part // 2))  # four parts, the last one half
+    server_log = tmp_path / "server.log"
+    with ByteGate(s3_server.endpoint_url) as gate, server_log.open("w") as log:
+        api, _ = _serve(
+            tmp_path,
+            s3_server,
+            bucket,
+            process_reaper,
+            stdout=log,
+            S3GATE_MULTIPART_THRESHOLD=str(part),
+            S3GATE_PART_SIZE=str(part),
+            S3GATE_S3_PUBLIC_ENDPOINT_URL=gate.url,  # part URLs lead through the gate
+        )
+        auth = Api.auth(new_sub())
+        state_home = tmp_path / "xdg-state"  # the records' default place: under XDG_STATE_HOME
+        env = clean_env(
+            S3GATE_API_URL=api,
+            S3GATE_TOKEN=auth["Authorization"][7:],
+            XDG_STATE_HOME=str(state_home),
+        )
+
+        def stored_parts() -> set[int]:
+            pending = httpx.get(f"{api}/files", headers=auth).json()["items"]
+            if not pending:
+                return set()
+            held = httpx.get(f"{api}/uploads/{pending[0]['id']}/parts", headers=auth)
+            return {p["part_number"] for p in held.json()["parts"]}
+
+        gate.allow(2 * part + part // 2)  # parts 1 and 2 get through, part 3 stalls half-way
+        first = start_s3gate("upload", str(source), env=env, cwd=tmp_path)
+        process_reaper.append(first)
+        wait_until(lambda: stored_parts() == {1, 2}, timeout=60)
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait()
+        first_output = first.stdout.read() if first.stdout else ""
+        gate.reset()  # what it held of part 3 never arrives; open for the rerun
+        assert stored_parts() == {1, 2}
+        (pending,) = httpx.get(f"{api}/files", headers=auth).json()["items"]
+        saved = [
+            (record, stat.S_IMODE(record.stat().st_mode), json.loads(record.read_text()))
+            for record in (state_home / "s3gate" / "uploads").glob("*.json")
+        ]
+
+        log.flush()
+        log_offset = server_log.stat().st_size
+        second = run_s3gate("upload", str(source), env=env, cwd=tmp_path)
+        assert second.returncode == 0, second.stderr
+        assert second.stdout.strip() == pending["id"]  # the same file, not a second one
+        assert f"resuming upload {pending['id']} (2 of 4 parts already stored)" in second.stderr
+        # Only parts 3 and 4 crossed to the store (plus two requests' headers) ...
+        missing_bytes = part + part // 2
+        assert missing_bytes <= gate.forwarded < missing_bytes + 16 * 1024
+        # ... with their two URLs asked for in one call.
+        log.flush()
+        with server_log.open() as written:
+            written.seek(log_offset)
+            part_url_calls = [
+                line
+                for line in map(json.loads, filter(str.strip, written))
+                if (line.get("method"), line.get("route")) == ("POST", "/uploads/{file_id}/parts")
+            ]
+        assert len(part_url_calls) == 1
+
+        (only,) = httpx.get(f"{api}/files", headers=auth).json()["items"]
+        assert (only["id"], only["status"]) == (pending["id"], "available")
+        downloaded = subprocess.run(
+            [S3GATE, "download", only["id"], "-o", "-"], env=env, capture_output=True, timeout=120
+        )
+        assert downloaded.returncode == 0, downloaded.stderr
+        assert downloaded.stdout == source.read_bytes()
+
+    # The record was there between the runs (owner-only) and is gone once complete; its
+    # Idempotency-Key, the token and the URLs never reached the terminal.
+    ((record, mode, content),) = saved
+    assert mode == 0o600
+    assert not record.exists()
+    terminal = first_output + second.stdout + second.stderr
+    for secret in (content["idempotency_key"], auth["Authorization"][7:], "X-Amz-Signature"):
+        assert secret not in terminal
 
 
 def test_the_mobile_example_survives_being_killed_mid_upload(
