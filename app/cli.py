@@ -1,4 +1,4 @@
-"""The `s3gate` command: serve, migrate, dev, token."""
+"""The `s3gate` command: serve, migrate, dev, token, upload, download, ..."""
 
 from __future__ import annotations
 
@@ -13,8 +13,6 @@ from collections.abc import Callable, Sequence
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING
-
-import uvicorn
 
 from app.auth import TokenVerifier, mint_token
 from app.config import AuthSettings, ConfigError, MigrateSettings, Settings, load_settings
@@ -150,14 +148,28 @@ def _client(args: argparse.Namespace) -> S3gateClient:
 
 
 def cmd_upload(args: argparse.Namespace) -> int:
+    import httpx
+
     from app.client import ApiError
+    from app.client_state import UploadRecords, default_state_dir
+
+    def resuming(file_id: str, held: int, count: int | None) -> None:
+        parts = f" ({held} of {count} parts already stored)" if count is not None else ""
+        print(f"s3gate: resuming upload {file_id}{parts}", file=sys.stderr, flush=True)
 
     client = _client(args)
+    records = UploadRecords(Path(args.state_dir) if args.state_dir else default_state_dir())
     try:
         file = client.upload(
-            Path(args.file), content_type=args.content_type, progress=_terminal_progress("upload")
+            Path(args.file),
+            content_type=args.content_type,
+            progress=_terminal_progress("upload"),
+            records=records,
+            on_resume=resuming,
         )
-    except (ApiError, OSError) as exc:
+    except (ApiError, OSError, httpx.HTTPError) as exc:
+        # httpx's transport errors name the failure, not the (presigned) URL; only
+        # raise_for_status, which the client never calls, would put a URL in a message.
         print(f"s3gate: upload failed: {exc}", file=sys.stderr)
         return 1
     finally:
@@ -167,21 +179,28 @@ def cmd_upload(args: argparse.Namespace) -> int:
 
 
 def cmd_download(args: argparse.Namespace) -> int:
+    import httpx
+
     from app.client import ApiError
 
     client = _client(args)
+    progress = _terminal_progress("download")
     try:
-        target = client.download(
-            args.id,
-            Path(args.output) if args.output else None,
-            progress=_terminal_progress("download"),
-        )
-    except (ApiError, OSError) as exc:
+        if args.output == "-":
+            client.download_to(args.id, sys.stdout.buffer, progress=progress)
+            sys.stdout.buffer.flush()
+            written = None
+        else:
+            written = client.download(
+                args.id, Path(args.output) if args.output else None, progress=progress
+            )
+    except (ApiError, OSError, httpx.HTTPError) as exc:
         print(f"s3gate: download failed: {exc}", file=sys.stderr)
         return 1
     finally:
         client.close()
-    print(target)
+    if written is not None:  # with `-o -`, stdout carries the bytes and nothing else
+        print(written)
     return 0
 
 
@@ -298,20 +317,19 @@ def cmd_dev(args: argparse.Namespace) -> int:
             issuer=settings.jwt_issuer,
             audience=settings.jwt_audience,
         )
-        print(
-            _walkthrough(
-                api, token, s3.endpoint_url, settings.database_url, state, demo=settings.demo
-            ),
-            flush=True,
+        banner = _walkthrough(
+            api, token, s3.endpoint_url, settings.database_url, state, demo=settings.demo
         )
-        uvicorn.run(
+        return run_server(
             create_app(settings),
             host=args.host,
             port=args.port,
             log_level="info",
             access_log=False,  # s3gate's own access line is on
+            # Only once the port takes connections: a script that waits for the banner can
+            # call the API right away. A startup that fails prints none.
+            on_started=lambda: print(banner, flush=True),
         )
-    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -373,19 +391,35 @@ def build_parser() -> argparse.ArgumentParser:
     iam.set_defaults(handler=cmd_iam_policy)
 
     api_default = os.environ.get("S3GATE_API_URL", "http://127.0.0.1:8000")
-    for name, help_text in (
-        ("upload", "upload FILE through the API and its presigned URLs; prints the file id"),
-        ("download", "download file ID through a presigned URL; prints the path written"),
-    ):
-        command = sub.add_parser(name, help=help_text)
-        if name == "upload":
-            command.add_argument("file")
-            command.add_argument("--content-type", help="default: guessed from the name")
-            command.set_defaults(handler=cmd_upload)
-        else:
-            command.add_argument("id")
-            command.add_argument("-o", "--output", help="default: the file's name, here")
-            command.set_defaults(handler=cmd_download)
+    upload = sub.add_parser(
+        "upload",
+        help="upload FILE through the API and its presigned URLs; prints the file id",
+        description="Upload FILE (one PUT, or parts when the server says multipart) and print "
+        "its id. A run that was stopped (Ctrl-C, kill, a lost connection) is resumed by running "
+        "the same command again: the same file id, and only the parts the store does not hold "
+        "yet. What a rerun needs is saved per upload until it completes; a file that changed "
+        "since (size, mtime or content) is uploaded anew.",
+    )
+    upload.add_argument("file")
+    upload.add_argument("--content-type", help="default: guessed from the name")
+    upload.add_argument(
+        "--state-dir",
+        help="where unfinished uploads are remembered (one owner-only file each) "
+        "[default: $XDG_STATE_HOME/s3gate/uploads, else ~/.local/state/s3gate/uploads]",
+    )
+    upload.set_defaults(handler=cmd_upload)
+    download = sub.add_parser(
+        "download",
+        help="download file ID through a presigned URL; prints the path written",
+        description="Download file ID and print the path written; with `-o -` the bytes go "
+        "to stdout and nothing else does (progress is on stderr).",
+    )
+    download.add_argument("id")
+    download.add_argument(
+        "-o", "--output", help="where to write; - for stdout [default: the file's name, here]"
+    )
+    download.set_defaults(handler=cmd_download)
+    for command in (upload, download):
         command.add_argument("--api", default=api_default, help="[S3GATE_API_URL]")
         command.add_argument("--token", help="bearer token [S3GATE_TOKEN]")
 

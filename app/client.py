@@ -2,25 +2,44 @@
 
 It speaks the HTTP contract only (no server internals) and moves the bytes through the
 presigned URLs exactly as the API says: the returned headers for a PUT, the form fields for a
-POST, part URLs for a multipart upload (asked for again when one fails or expires).
+POST, part URLs for a multipart upload (asked for in batches, again when they near expiry or
+S3 refuses one). With resume records (app/client_state.py), a run that was killed is finished
+by the next one as docs/mobile.md describes: same Idempotency-Key, same file, missing parts only.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import mimetypes
 import re
+import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import httpx
 
+from app.client_state import FileIdentity, UploadRecord, UploadRecords
+
 Progress = Callable[[int, int], None]  # (bytes done, bytes in all)
+# (file id, parts the store already holds, parts in all: None for a single PUT)
+Resuming = Callable[[str, int, int | None], None]
 CHUNK = 1024 * 1024
 PART_ATTEMPTS = 3
+# Part URLs asked for per call. The API takes up to 1000, but on a slow link 100 parts (1.6 GB
+# at the default 16 MiB) already outlast the URLs' 15 minutes: a larger batch would only expire.
 URLS_PER_CALL = 100
+# A batch of part URLs is asked for again this long before it expires (or halfway through a
+# shorter lifetime), so no PUT starts on a URL that dies during the request's first bytes.
+REFRESH_MARGIN_SECONDS = 60.0
+# Answers after which the saved state can never finish the upload: the next run starts anew.
+_ENDS_THE_UPLOAD = frozenset(
+    {"not_found", "not_pending", "upload_expired", "upload_rejected", "idempotency_key_reused"}
+)
 
 
 class ApiError(Exception):
@@ -68,6 +87,42 @@ def _s3_refusal(answer: httpx.Response) -> ApiError:
     )
 
 
+def _seconds_left(expires_at: str, answer: httpx.Response) -> float:
+    """How long a URL in `answer` lives, on the server's clock (its Date header) when it
+    sent one: a client whose clock is off still asks for fresh URLs in time."""
+    now = datetime.now(UTC)
+    with contextlib.suppress(KeyError, TypeError, ValueError):
+        now = parsedate_to_datetime(answer.headers["date"])
+        if now.tzinfo is None:
+            now = now.replace(tzinfo=UTC)
+    return (datetime.fromisoformat(expires_at) - now).total_seconds()
+
+
+class _PartUrls:
+    """Part URLs for `order` (the parts to send, in sending order), URLS_PER_CALL at a time:
+    the batch from the part wanted on, asked for again when it nears expiry or S3 refused one."""
+
+    def __init__(self, ask: Callable[[list[int]], httpx.Response], order: list[int]) -> None:
+        self._ask, self._order = ask, order
+        self._urls: dict[int, dict[str, Any]] = {}
+        self._refresh_at = 0.0  # on time.monotonic()
+
+    def get(self, number: int) -> dict[str, Any]:
+        if number not in self._urls or time.monotonic() >= self._refresh_at:
+            first = self._order.index(number)
+            answer = self._ask(self._order[first : first + URLS_PER_CALL])
+            parts = answer.json()["parts"]
+            self._urls = {part["part_number"]: part for part in parts}
+            lifetime = min(_seconds_left(part["expires_at"], answer) for part in parts)
+            margin = min(REFRESH_MARGIN_SECONDS, lifetime / 2)
+            self._refresh_at = time.monotonic() + lifetime - margin
+        return self._urls[number]
+
+    def expire(self) -> None:
+        """Ask for a fresh batch next time (S3 said 403: most often, "Request has expired")."""
+        self._refresh_at = 0.0
+
+
 class S3gateClient:
     """Upload and download files through an s3gate service."""
 
@@ -79,41 +134,106 @@ class S3gateClient:
     def close(self) -> None:
         self._http.close()
 
-    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
-        answer = self._http.request(method, self._api + path, headers=self._auth, **kwargs)
+    def _send(
+        self, method: str, path: str, *, headers: dict[str, str] | None = None, **kwargs: Any
+    ) -> httpx.Response:
+        answer = self._http.request(
+            method, self._api + path, headers={**self._auth, **(headers or {})}, **kwargs
+        )
         if answer.is_success:
-            return answer.json() if answer.content else None
+            return answer
         try:
             problem = answer.json()
             raise ApiError(answer.status_code, problem["code"], problem.get("detail", ""))
         except (ValueError, KeyError, TypeError):
             raise ApiError(answer.status_code, "http_error", answer.reason_phrase) from None
 
+    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        answer = self._send(method, path, **kwargs)
+        return answer.json() if answer.content else None
+
     def upload(
-        self, path: Path, *, content_type: str | None = None, progress: Progress | None = None
+        self,
+        path: Path,
+        *,
+        content_type: str | None = None,
+        progress: Progress | None = None,
+        records: UploadRecords | None = None,
+        on_resume: Resuming | None = None,
     ) -> dict[str, Any]:
-        """Upload one file (single PUT or multipart, as the server decides); the File."""
-        size = path.stat().st_size
+        """Upload one file (single PUT or multipart, as the server decides); the File.
+
+        With `records`, the upload is saved before it starts and forgotten once complete, so a
+        run that was killed is resumed by the next one for the same file: the same
+        Idempotency-Key returns the same file, and only what the store lacks is sent.
+        """
+        identity = FileIdentity.of(path)
         body = {
             "filename": path.name,
             "content_type": content_type
             or mimetypes.guess_type(path.name)[0]
             or "application/octet-stream",
-            "size": size,
+            "size": identity.size,
             "checksum_sha256": _sha256_b64(path),
         }
-        created = self._call("POST", "/uploads", json=body)
-        file, upload = created["file"], created["upload"]
+        record = records.resume_or_start(self._api, identity, body) if records else None
+        try:
+            file = self._upload(path, body, records, record, progress, on_resume)
+        except ApiError as exc:
+            if records and record and exc.code in _ENDS_THE_UPLOAD:
+                records.remove(record)
+            raise
+        if records and record:
+            records.remove(record)
+        return file
+
+    def _upload(
+        self,
+        path: Path,
+        body: dict[str, Any],
+        records: UploadRecords | None,
+        record: UploadRecord | None,
+        progress: Progress | None,
+        on_resume: Resuming | None,
+    ) -> dict[str, Any]:
+        key = {"Idempotency-Key": record.idempotency_key} if record else {}
+        try:
+            created = self._send("POST", "/uploads", json=body, headers=key)
+        except ApiError as exc:
+            if exc.code != "not_pending" or record is None or record.file_id is None:
+                raise
+            # The key's file ended: an earlier run completed it (and was stopped before it
+            # could forget the record), or it was rejected or expired.
+            earlier: dict[str, Any] = self._call("GET", f"/files/{record.file_id}")
+            if earlier["status"] == "available":
+                return earlier
+            raise ApiError(
+                exc.status,
+                exc.code,
+                f"the earlier upload {record.file_id} of this file is {earlier['status']}; "
+                "run again to start a new one",
+            ) from None
+        file, upload = created.json()["file"], created.json()["upload"]
+        if records and record and record.file_id != file["id"]:
+            record.file_id = file["id"]
+            records.save(record)
+        # 200 instead of 201: the server knew the key, this run resumes an earlier one.
+        resuming = on_resume if created.status_code == 200 else None
+        size = body["size"]
         done = [0]
         if upload["method"] == "MULTIPART":
-            self._upload_parts(path, file["id"], size, upload, done, progress)
+            self._upload_parts(path, file["id"], size, upload, done, progress, resuming)
         else:
+            if resuming:
+                resuming(file["id"], 0, None)
             sent = self._http.put(
                 upload["url"],
                 content=_chunks(path, 0, size, done, size, progress),
                 headers={**upload["headers"], "Content-Length": str(size)},
             )
-            if not sent.is_success:
+            # 412: the create-only URL found the object there (an earlier run's PUT got
+            # through); complete checks it.
+            if not sent.is_success and sent.status_code != 412:
                 raise _s3_refusal(sent)
         completed: dict[str, Any] = self._call("POST", f"/uploads/{file['id']}/complete")
         return completed
@@ -126,22 +246,30 @@ class S3gateClient:
         upload: dict[str, Any],
         done: list[int],
         progress: Progress | None,
+        resuming: Resuming | None,
     ) -> None:
         part_size, count = upload["part_size"], upload["part_count"]
-        held = self._call("GET", f"/uploads/{file_id}/parts")["parts"]
-        missing = sorted(set(range(1, count + 1)) - {p["part_number"] for p in held})
-        done[0] = sum(p["size"] for p in held)  # resuming: what the store already has
-        for first in range(0, len(missing), URLS_PER_CALL):
-            batch = missing[first : first + URLS_PER_CALL]
-            for number in batch:
-                start = (number - 1) * part_size
-                length = min(part_size, size - start)
-                for attempt in range(1, PART_ATTEMPTS + 1):
-                    # A fresh URL per attempt: the last one may have expired meanwhile.
-                    url = self._call(
-                        "POST", f"/uploads/{file_id}/parts", json={"part_numbers": [number]}
-                    )["parts"][0]
-                    before = done[0]
+        lengths = {n: min(part_size, size - (n - 1) * part_size) for n in range(1, count + 1)}
+        stored = self._call("GET", f"/uploads/{file_id}/parts")["parts"]
+        # A part stored at another length (a PUT cut short) is sent again.
+        held = {p["part_number"] for p in stored if lengths.get(p["part_number"]) == p["size"]}
+        missing = [n for n in lengths if n not in held]
+        done[0] = sum(lengths[n] for n in held)
+        if resuming:
+            resuming(file_id, len(held), count)
+        urls = _PartUrls(
+            lambda numbers: self._send(
+                "POST", f"/uploads/{file_id}/parts", json={"part_numbers": numbers}
+            ),
+            missing,
+        )
+        for number in missing:
+            start, length = (number - 1) * part_size, lengths[number]
+            for attempt in range(1, PART_ATTEMPTS + 1):
+                url = urls.get(number)
+                before = done[0]
+                failure: Exception
+                try:
                     sent = self._http.put(
                         url["url"],
                         content=_chunks(path, start, length, done, size, progress),
@@ -149,26 +277,49 @@ class S3gateClient:
                     )
                     if sent.is_success:
                         break
-                    done[0] = before
-                    if attempt == PART_ATTEMPTS:
-                        raise _s3_refusal(sent)
+                    failure = _s3_refusal(sent)
+                    if sent.status_code == 403:
+                        urls.expire()
+                except httpx.TransportError as exc:
+                    failure = exc
+                done[0] = before
+                if attempt == PART_ATTEMPTS:
+                    raise failure
+
+    @contextlib.contextmanager
+    def _object(self, file_id: str) -> Iterator[tuple[dict[str, Any], httpx.Response]]:
+        """The File and the store's answer to its presigned GET, streaming."""
+        file = self._call("GET", f"/files/{file_id}")
+        link = self._call("GET", f"/downloads/{file_id}")
+        with self._http.stream("GET", link["url"]) as answer:
+            if not answer.is_success:
+                answer.read()
+                raise _s3_refusal(answer)
+            yield file, answer
+
+    @staticmethod
+    def _copy(answer: httpx.Response, out: BinaryIO, total: int, progress: Progress | None) -> None:
+        done = 0
+        for chunk in answer.iter_bytes(CHUNK):
+            out.write(chunk)
+            done += len(chunk)
+            if progress:
+                progress(done, total)
 
     def download(
         self, file_id: str, destination: Path | None = None, *, progress: Progress | None = None
     ) -> Path:
         """Fetch a file's bytes to `destination` (default: its name in the cwd)."""
-        file = self._call("GET", f"/files/{file_id}")
-        link = self._call("GET", f"/downloads/{file_id}")
-        target = destination or Path(Path(file["filename"]).name)
-        done = 0
-        with self._http.stream("GET", link["url"]) as answer:
-            if not answer.is_success:
-                answer.read()
-                raise _s3_refusal(answer)
+        with self._object(file_id) as (file, answer):
+            target = destination or Path(Path(file["filename"]).name)
             with target.open("wb") as out:
-                for chunk in answer.iter_bytes(CHUNK):
-                    out.write(chunk)
-                    done += len(chunk)
-                    if progress:
-                        progress(done, file["size"])
+                self._copy(answer, out, file["size"], progress)
         return target
+
+    def download_to(
+        self, file_id: str, out: BinaryIO, *, progress: Progress | None = None
+    ) -> dict[str, Any]:
+        """Write a file's bytes to an open binary stream (stdout, for `-o -`); the File."""
+        with self._object(file_id) as (file, answer):
+            self._copy(answer, out, file["size"], progress)
+        return file

@@ -22,6 +22,7 @@ import asyncio
 import logging
 import os
 import socket
+from collections.abc import Callable
 from typing import Any
 
 import uvicorn
@@ -111,7 +112,21 @@ class DrainingHttpToolsProtocol(HttpToolsProtocol):
 
 
 class DrainingServer(uvicorn.Server):
-    """uvicorn's server, except that closing the listening sockets resets no connection."""
+    """uvicorn's server, except that closing the listening sockets resets no connection, and
+    that `on_started` runs once the sockets listen (never when startup fails)."""
+
+    def __init__(
+        self, config: uvicorn.Config, on_started: Callable[[], None] | None = None
+    ) -> None:
+        super().__init__(config)
+        self._on_started = on_started
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        # uvicorn sets `started` after its listeners are bound and listening, and exits
+        # before that when the lifespan or the bind fails.
+        await super().startup(sockets)
+        if self.started and self._on_started is not None:
+            self._on_started()
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         # Empty each accept queue and close each listener in one go, without letting the event
@@ -183,12 +198,16 @@ class DrainingMultiprocess(multiprocess.Multiprocess):
         super().handle_int()
 
 
-def run_server(app: str, **options: Any) -> int:
+def run_server(
+    app: str | Callable[..., Any], *, on_started: Callable[[], None] | None = None, **options: Any
+) -> int:
     """What `uvicorn.run(app, **options)` does, with the draining protocol, server and
-    supervisor."""
+    supervisor. `on_started` runs once the port takes connections (one worker only)."""
     options.setdefault("http", f"{__name__}:{DrainingHttpToolsProtocol.__name__}")
     config = uvicorn.Config(app, **options)
-    server = DrainingServer(config=config)
+    if on_started is not None and config.workers > 1:
+        raise ValueError("on_started needs a single worker: each worker starts on its own")
+    server = DrainingServer(config=config, on_started=on_started)
     try:
         if config.workers > 1:
             DrainingMultiprocess(config, sockets=[config.bind_socket()]).run()

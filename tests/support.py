@@ -9,14 +9,17 @@ import hmac
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 from botocore.exceptions import ClientError
@@ -312,3 +315,100 @@ def stop_process(process: subprocess.Popen[str], timeout: float = 30) -> None:
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGKILL)
         process.wait()
+
+
+class ByteGate:
+    """A TCP forwarder to `upstream_url` that lets `allow(n)` bytes from clients through, then
+    holds the rest: an upload stalls at a chosen byte, with no race against a timer.
+
+    Signed URLs that name `url` (as S3GATE_S3_PUBLIC_ENDPOINT_URL) reach the store unchanged,
+    Host header included, so their signatures still hold. `reset()` cuts every connection (what
+    was held never arrives), opens the gate and starts counting `forwarded` from zero.
+    """
+
+    def __init__(self, upstream_url: str) -> None:
+        parts = urlsplit(upstream_url)
+        self._upstream = (parts.hostname or "127.0.0.1", parts.port or 80)
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}"
+        self.forwarded = 0  # client bytes passed on since the last reset
+        self._allowance: int | None = None  # None: open
+        self._generation = 0
+        self._connections: list[socket.socket] = []
+        self._state = threading.Condition()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def allow(self, nbytes: int | None) -> None:
+        with self._state:
+            self._allowance = nbytes
+            self._state.notify_all()
+
+    def reset(self) -> None:
+        with self._state:
+            self._generation += 1
+            for connection in self._connections:
+                with contextlib.suppress(OSError):
+                    connection.shutdown(socket.SHUT_RDWR)
+                connection.close()
+            self._connections.clear()
+            self._allowance, self.forwarded = None, 0
+            self._state.notify_all()
+
+    def close(self) -> None:
+        # shutdown() first: a thread blocked in accept() keeps a merely closed socket listening.
+        with contextlib.suppress(OSError):
+            self._listener.shutdown(socket.SHUT_RDWR)
+        self._listener.close()
+        self.reset()
+
+    def __enter__(self) -> ByteGate:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+                upstream = socket.create_connection(self._upstream)
+            except OSError:
+                return
+            with self._state:
+                self._connections += [client, upstream]
+                generation = self._generation
+            for source, sink, metered in ((client, upstream, True), (upstream, client, False)):
+                threading.Thread(
+                    target=self._pump, args=(source, sink, metered, generation), daemon=True
+                ).start()
+
+    def _pump(
+        self, source: socket.socket, sink: socket.socket, metered: bool, generation: int
+    ) -> None:
+        try:
+            while True:
+                size = 65536
+                if metered:
+                    with self._state:
+                        self._state.wait_for(
+                            lambda: self._generation != generation or self._allowance != 0
+                        )
+                        if self._generation != generation:
+                            return
+                        if self._allowance is not None:
+                            size = min(size, self._allowance)
+                            self._allowance -= size  # reserved; what recv did not use is back
+                data = source.recv(size)
+                if metered:
+                    with self._state:
+                        if self._generation != generation:
+                            return  # cut by reset(): nothing more of it arrives
+                        if self._allowance is not None:
+                            self._allowance += size - len(data)
+                        self.forwarded += len(data)
+                if not data:
+                    sink.shutdown(socket.SHUT_WR)
+                    return
+                sink.sendall(data)
+        except OSError:
+            return

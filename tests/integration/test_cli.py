@@ -8,11 +8,14 @@ import json
 import os
 import re
 import signal
+import socket
+import stat
 import subprocess
 import sys
 from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -25,15 +28,18 @@ from tests.support import (
     S3GATE,
     TEST_JWT_SECRET,
     Api,
+    ByteGate,
     answers,
     clean_env,
     free_port,
+    new_sub,
     run_s3gate,
     serve_api,
     sql_engine,
     start_s3gate,
     tiny_png,
     upload_over_http,
+    wait_until,
 )
 
 
@@ -42,11 +48,12 @@ def _serve(
     s3_server: EmbeddedS3,
     bucket: str,
     reaper: list[subprocess.Popen[str]],
+    stdout: Any = subprocess.PIPE,
     **settings: str,
 ) -> tuple[str, subprocess.Popen[str]]:
     """`s3gate migrate`, then `s3gate serve` on a free port until /readyz answers."""
     api, server = serve_api(
-        [S3GATE, "serve"], tmp_path=tmp_path, s3=s3_server, bucket=bucket, **settings
+        [S3GATE, "serve"], tmp_path=tmp_path, s3=s3_server, bucket=bucket, stdout=stdout, **settings
     )
     reaper.append(server)
     return api, server
@@ -60,6 +67,33 @@ def process_reaper() -> Iterator[list[subprocess.Popen[str]]]:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
+
+
+def _start_dev(
+    tmp_path: Path, reaper: list[subprocess.Popen[str]], port: int
+) -> subprocess.Popen[str]:
+    dev = start_s3gate(
+        "dev",
+        "--port",
+        str(port),
+        "--state-dir",
+        str(tmp_path / "state"),
+        env=clean_env(),
+        cwd=tmp_path,
+    )
+    reaper.append(dev)
+    return dev
+
+
+def _dev_banner(dev: subprocess.Popen[str]) -> str:
+    """What `s3gate dev` printed up to its banner's token line (the banner is one write)."""
+    assert dev.stdout is not None
+    lines: list[str] = []
+    for line in dev.stdout:
+        lines.append(line)
+        if line.startswith("export API="):
+            return "".join(lines)
+    raise AssertionError(f"s3gate dev ended without its banner:\n{''.join(lines)}")
 
 
 def test_token_command_mints_a_token_the_service_accepts(tmp_path: Path) -> None:
@@ -160,23 +194,8 @@ def test_dev_command_serves_everything_and_ctrl_c_stops_it(
     tmp_path: Path, process_reaper: list[subprocess.Popen[str]]
 ) -> None:
     port = free_port()
-    dev = start_s3gate(
-        "dev",
-        "--port",
-        str(port),
-        "--state-dir",
-        str(tmp_path / "state"),
-        env=clean_env(),
-        cwd=tmp_path,
-    )
-    process_reaper.append(dev)
-    assert dev.stdout is not None
-    lines: list[str] = []
-    for line in dev.stdout:
-        lines.append(line)
-        if "Uvicorn running" in line:
-            break
-    output = "".join(lines)
+    dev = _start_dev(tmp_path, process_reaper, port)
+    output = _dev_banner(dev)
     token = re.search(r"TOKEN=(\S+)", output)
     s3_url = re.search(r"embedded S3 \(SeaweedFS\): (http://\S+),", output)
     assert token, output
@@ -217,6 +236,32 @@ def test_dev_command_serves_everything_and_ctrl_c_stops_it(
         httpx.get(s3_url.group(1), timeout=1)
 
 
+def test_dev_banner_appears_only_once_its_port_accepts_connections(
+    tmp_path: Path, process_reaper: list[subprocess.Popen[str]]
+) -> None:
+    port = free_port()
+    dev = _start_dev(tmp_path, process_reaper, port)
+    assert dev.stdout is not None
+    for line in dev.stdout:
+        if line.startswith("s3gate dev is up"):
+            # At once, as a script waiting for the banner would: no retry, no sleep.
+            socket.create_connection(("127.0.0.1", port), timeout=5).close()
+            break
+    else:
+        raise AssertionError("s3gate dev ended without its banner")
+
+
+def test_dev_prints_no_banner_when_the_server_cannot_start(
+    tmp_path: Path, process_reaper: list[subprocess.Popen[str]]
+) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        dev = _start_dev(tmp_path, process_reaper, taken.getsockname()[1])
+        output, _ = dev.communicate(timeout=120)
+    assert dev.returncode != 0
+    assert "s3gate dev is up" not in output
+    assert "TOKEN=" not in output
+
+
 def test_upload_and_download_commands_move_real_bytes(
     tmp_path: Path, s3_server: EmbeddedS3, bucket: str, process_reaper: list[subprocess.Popen[str]]
 ) -> None:
@@ -245,12 +290,109 @@ def test_upload_and_download_commands_move_real_bytes(
         )
         assert downloaded.returncode == 0, downloaded.stderr
         assert target.read_bytes() == source.read_bytes()
+        # `-o -`: the bytes on stdout and nothing else; progress stays on stderr
+        piped = subprocess.run(
+            [S3GATE, "download", file_id, "-o", "-"],
+            env=client_env,
+            cwd=tmp_path,
+            capture_output=True,
+            timeout=120,
+        )
+        assert piped.returncode == 0, piped.stderr
+        assert piped.stdout == source.read_bytes()
+        assert b"download 100%" in piped.stderr
 
     missing_token = run_s3gate(
         "upload", str(small), env=clean_env(S3GATE_API_URL=api), cwd=tmp_path, timeout=30
     )
     assert missing_token.returncode == 2
     assert "S3GATE_TOKEN" in missing_token.stderr
+
+
+def test_an_upload_killed_mid_way_resumes_the_same_file_sending_only_the_missing_parts(
+    tmp_path: Path, s3_server: EmbeddedS3, bucket: str, process_reaper: list[subprocess.Popen[str]]
+) -> None:
+    part = 5 * 1024 * 1024  # the smallest part S3 takes
+    source = tmp_path / "big.bin"
+    source.write_bytes(os.urandom(3 * part + part // 2))  # four parts, the last one half
+    server_log = tmp_path / "server.log"
+    with ByteGate(s3_server.endpoint_url) as gate, server_log.open("w") as log:
+        api, _ = _serve(
+            tmp_path,
+            s3_server,
+            bucket,
+            process_reaper,
+            stdout=log,
+            S3GATE_MULTIPART_THRESHOLD=str(part),
+            S3GATE_PART_SIZE=str(part),
+            S3GATE_S3_PUBLIC_ENDPOINT_URL=gate.url,  # part URLs lead through the gate
+        )
+        auth = Api.auth(new_sub())
+        state_home = tmp_path / "xdg-state"  # the records' default place: under XDG_STATE_HOME
+        env = clean_env(
+            S3GATE_API_URL=api,
+            S3GATE_TOKEN=auth["Authorization"][7:],
+            XDG_STATE_HOME=str(state_home),
+        )
+
+        def stored_parts() -> set[int]:
+            pending = httpx.get(f"{api}/files", headers=auth).json()["items"]
+            if not pending:
+                return set()
+            held = httpx.get(f"{api}/uploads/{pending[0]['id']}/parts", headers=auth)
+            return {p["part_number"] for p in held.json()["parts"]}
+
+        gate.allow(2 * part + part // 2)  # parts 1 and 2 get through, part 3 stalls half-way
+        first = start_s3gate("upload", str(source), env=env, cwd=tmp_path)
+        process_reaper.append(first)
+        wait_until(lambda: stored_parts() == {1, 2}, timeout=60)
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait()
+        first_output = first.stdout.read() if first.stdout else ""
+        gate.reset()  # what it held of part 3 never arrives; open for the rerun
+        assert stored_parts() == {1, 2}
+        (pending,) = httpx.get(f"{api}/files", headers=auth).json()["items"]
+        saved = [
+            (record, stat.S_IMODE(record.stat().st_mode), json.loads(record.read_text()))
+            for record in (state_home / "s3gate" / "uploads").glob("*.json")
+        ]
+
+        log.flush()
+        log_offset = server_log.stat().st_size
+        second = run_s3gate("upload", str(source), env=env, cwd=tmp_path)
+        assert second.returncode == 0, second.stderr
+        assert second.stdout.strip() == pending["id"]  # the same file, not a second one
+        assert f"resuming upload {pending['id']} (2 of 4 parts already stored)" in second.stderr
+        # Only parts 3 and 4 crossed to the store (plus two requests' headers) ...
+        missing_bytes = part + part // 2
+        assert missing_bytes <= gate.forwarded < missing_bytes + 16 * 1024
+        # ... with their two URLs asked for in one call.
+        log.flush()
+        with server_log.open() as written:
+            written.seek(log_offset)
+            part_url_calls = [
+                line
+                for line in map(json.loads, filter(str.strip, written))
+                if (line.get("method"), line.get("route")) == ("POST", "/uploads/{file_id}/parts")
+            ]
+        assert len(part_url_calls) == 1
+
+        (only,) = httpx.get(f"{api}/files", headers=auth).json()["items"]
+        assert (only["id"], only["status"]) == (pending["id"], "available")
+        downloaded = subprocess.run(
+            [S3GATE, "download", only["id"], "-o", "-"], env=env, capture_output=True, timeout=120
+        )
+        assert downloaded.returncode == 0, downloaded.stderr
+        assert downloaded.stdout == source.read_bytes()
+
+    # The record was there between the runs (owner-only) and is gone once complete; its
+    # Idempotency-Key, the token and the URLs never reached the terminal.
+    ((record, mode, content),) = saved
+    assert mode == 0o600
+    assert not record.exists()
+    terminal = first_output + second.stdout + second.stderr
+    for secret in (content["idempotency_key"], auth["Authorization"][7:], "X-Amz-Signature"):
+        assert secret not in terminal
 
 
 def test_the_mobile_example_survives_being_killed_mid_upload(
@@ -295,25 +437,10 @@ def test_dev_command_stopped_with_sigterm_stops_its_s3_server_too(
 ) -> None:
     """`kill PID` (or a supervisor's SIGTERM) to `s3gate dev` alone, not its process group:
     the embedded SeaweedFS it started must not outlive it."""
-    port = free_port()
-    dev = start_s3gate(
-        "dev",
-        "--port",
-        str(port),
-        "--state-dir",
-        str(tmp_path / "state"),
-        env=clean_env(),
-        cwd=tmp_path,
-    )
-    process_reaper.append(dev)
-    assert dev.stdout is not None
-    lines: list[str] = []
-    for line in dev.stdout:
-        lines.append(line)
-        if "Uvicorn running" in line:
-            break
-    s3_url = re.search(r"embedded S3 \(SeaweedFS\): (http://\S+),", "".join(lines))
-    assert s3_url, "".join(lines)
+    dev = _start_dev(tmp_path, process_reaper, free_port())
+    output = _dev_banner(dev)
+    s3_url = re.search(r"embedded S3 \(SeaweedFS\): (http://\S+),", output)
+    assert s3_url, output
     assert httpx.get(s3_url.group(1), timeout=2).status_code in (200, 403)
     os.kill(dev.pid, signal.SIGTERM)
     dev.wait(timeout=30)
