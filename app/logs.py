@@ -95,9 +95,17 @@ def audit(logger: logging.Logger, event: str, /, **fields: object) -> None:
     logger.info(event, extra={"fields": fields})
 
 
+# One encoder for every line: json.dumps(default=...) builds a new one per call.
+_ENCODER = json.JSONEncoder(default=_jsonable)
+_seconds_cache: tuple[int, str] = (-1, "")
+
+
 def _timestamp(created: float) -> str:
-    seconds = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(created))
-    return f"{seconds}.{int(created % 1 * 1000):03d}Z"
+    global _seconds_cache
+    whole = int(created)
+    if _seconds_cache[0] != whole:  # strftime once per second, not once per line
+        _seconds_cache = (whole, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)))
+    return f"{_seconds_cache[1]}.{int(created % 1 * 1000):03d}Z"
 
 
 class JsonFormatter(logging.Formatter):
@@ -120,7 +128,7 @@ class JsonFormatter(logging.Formatter):
         if record.stack_info:
             line["stack"] = self.formatStack(record.stack_info)
         # ASCII only: escaped control characters keep a forged path from starting a new line.
-        return json.dumps(line, default=_jsonable)
+        return _ENCODER.encode(line)
 
 
 class TextFormatter(logging.Formatter):
@@ -169,6 +177,7 @@ class _StderrHandler(logging.StreamHandler[TextIO]):
 
 def log_handler(log_format: LogFormat = "text", stream: TextIO | None = None) -> logging.Handler:
     """Our handler: the chosen format, request ids, on `stream` (default: stderr)."""
+    skip_unused_record_attributes()  # also when uvicorn's dictConfig builds it in a worker
     handler: logging.Handler = _StderrHandler() if stream is None else logging.StreamHandler(stream)
     handler.set_name(HANDLER_NAME)
     handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
@@ -184,11 +193,22 @@ def silence_uvicorn_access_log() -> None:
     access.propagate = False
 
 
+def skip_unused_record_attributes() -> None:
+    """Stop the logging module from filling in what no s3gate format prints: the caller's
+    file, function and line (a stack walk per record), thread, process and multiprocessing
+    names. The stdlib's own HOWTO ("Optimization") lists these switches for this purpose."""
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
+
+
 def configure_logging(level: str, log_format: LogFormat = "text") -> None:
     """Logs at `level` on stderr in `log_format`, with secret-bearing library loggers held back.
 
     Replaces only a handler this function installed before, so test runners keep theirs.
     """
+    skip_unused_record_attributes()
     root = logging.getLogger()
     for handler in [h for h in root.handlers if h.get_name() == HANDLER_NAME]:
         root.removeHandler(handler)

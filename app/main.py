@@ -41,6 +41,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # FastAPI's own docs pages load their scripts from a CDN; add_docs_pages serves them.
         docs_url=None,
         redoc_url=None,
+        # s3gate exports Prometheus metrics and its own access/audit lines; FastAPI's native
+        # OpenTelemetry hooks would only ask the (unconfigured) global providers per request.
+        telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
     )
     app.state.settings = settings
     app.state.verifier = verifier

@@ -1,10 +1,12 @@
 """s3gate's benchmark harness: `.venv/bin/python -m bench.run [--quick]` (see bench/README.md).
 
-Starts one embedded SeaweedFS, a bare FastAPI baseline and s3gate (one uvicorn worker per
-ledger backend, each its own process, started as production starts it), drives each with wrk
-from a separate process, and prints one table of req/s, p50 and p99 with the ratio of each
-s3gate endpoint to the baseline measured in the same run. Then RSS per worker, time to ready,
-a signer micro-benchmark and the issue's targets (PASS/MISS, informational only).
+Starts one embedded SeaweedFS, s3gate (one uvicorn worker per ledger backend, each its own
+process, started as production starts it: JSON access log on, rate limits off) and the peer (the
+seeds' design in Node: Express + jsonwebtoken + the AWS SDK presigner, bench/peers/express),
+drives each with wrk from a separate process, and prints one table of req/s, p50 and p99 with
+the ratio of each s3gate route to the baseline, that server's own `GET /healthz`, and of the
+upload path to the peer's, all measured in the same run. Then RSS per worker, time to ready, a
+signer micro-benchmark and the issue's targets (PASS/MISS, informational only).
 
 Exit status: 0 when everything ran (whatever the timings), 1 when something broke (a server
 did not start, a load run had errors, preparation failed), 2 when wrk is missing or the
@@ -69,7 +71,10 @@ WRK_TIMEOUT = "10s"  # a request slower than this counts as an error (wrk's defa
 PREPARE_CONCURRENCY = 16
 MAX_COMPLETE_IDS = 40_000
 
-BASELINE_LABEL = "GET /baseline (bare FastAPI)"
+BASELINE_LABEL = "GET /healthz (baseline)"
+PEER_UPLOADS_LABEL = "POST /uploads (JWT + presign)"
+PEER = "peer"
+PEER_DIR = BENCH_DIR / "peers" / "express"
 UPLOADS_LABEL = "POST /uploads"
 DOWNLOADS_LABEL = "GET /downloads/{id}"
 COMPLETE_LABEL = "POST /uploads/{id}/complete"
@@ -138,6 +143,7 @@ class Server:
     ready_path: str
     env: dict[str, str]
     workdir: Path
+    argv: list[str] | None = None  # another runtime's command (the peer); else uvicorn's
     port: int = 0
     process: subprocess.Popen[bytes] | None = None
     ready_seconds: float | None = None
@@ -148,6 +154,8 @@ class Server:
         return f"http://{HOST}:{self.port}"
 
     def command(self) -> list[str]:
+        if self.argv is not None:
+            return self.argv
         uvicorn = Path(sys.executable).parent / "uvicorn"
         return [
             str(uvicorn if uvicorn.is_file() else shutil.which("uvicorn") or "uvicorn"),
@@ -177,7 +185,7 @@ class Server:
             self.process = subprocess.Popen(
                 self.command(),
                 cwd=self.workdir,
-                env=self.env,
+                env={**self.env, "HOST": HOST, "PORT": str(self.port)},
                 stdin=subprocess.DEVNULL,
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
@@ -218,7 +226,7 @@ class Server:
         children = _child_pids(pid)
         if children:
             return children[0], f"worker = child {children[0]} of {pid}"
-        return pid, "worker = the uvicorn process itself (no child processes)"
+        return pid, "worker = the server process itself (no child processes)"
 
     def memory(self) -> tuple[int | None, int | None, str]:
         """(VmRSS KiB, VmHWM KiB, how the worker was found) of the worker."""
@@ -755,11 +763,11 @@ def _s3gate_env(
         "S3GATE_S3_ADDRESSING_STYLE": "path",
         "S3GATE_JWT_SECRET": jwt_secret,
         "S3GATE_DATABASE_URL": database_url,
-        "S3GATE_LOG_LEVEL": "warning",
-        # One owner drives the whole load: a limit it never reaches keeps the limiter's code
-        # path in the measurement without throttling the run.
-        "S3GATE_RATE_LIMIT_PER_MINUTE": "10000000",
-        "S3GATE_RATE_LIMIT_BURST": "1000000",
+        # As deployed: one JSON access line per request (to the server's log file here).
+        "S3GATE_LOG_LEVEL": "info",
+        "S3GATE_LOG_FORMAT": "json",
+        # One owner drives the whole load; the issue measures with rate limits off.
+        "S3GATE_RATE_LIMIT_PER_MINUTE": "0",
     }
 
 
@@ -785,22 +793,69 @@ def _record_process(report: Report, server: Server) -> None:
     report.processes.append(ProcessReport(server.name, server.ready_seconds, rss, hwm, note))
 
 
-def bench_baseline(report: Report, plan: Plan, env: dict[str, str], workdir: Path) -> None:
-    server = Server("baseline", "bench.baseline_app:app", "/baseline", env, workdir)
+def _peer_ready() -> str | None:
+    """Install the peer's packages from its lock file when they are missing or stale; None
+    when it can run, else why not (no Node.js here: the peer rows are skipped)."""
+    node, npm = shutil.which("node"), shutil.which("npm")
+    if node is None or npm is None:
+        return "Node.js/npm not installed: the peer rows are skipped"
+    lock = PEER_DIR / "package-lock.json"
+    installed = PEER_DIR / "node_modules" / ".package-lock.json"
+    if not installed.is_file() or installed.stat().st_mtime < lock.stat().st_mtime:
+        print("bench: npm ci (the peer's packages, from its lock file) ...", flush=True)
+        done = subprocess.run(
+            [npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"],
+            cwd=PEER_DIR,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+        if done.returncode != 0:
+            raise BenchError(f"peer: npm ci failed:\n{(done.stdout + done.stderr)[-2000:]}")
+    return None
+
+
+def _check_peer_url(server: Server, token: str) -> None:
+    """The peer's URLs must be real: one of them stores bytes in SeaweedFS."""
+    body = {"filename": "report.txt", "content_type": "text/plain", "size": FILE_SIZE}
+    with httpx.Client(timeout=10) as client:
+        made = client.post(
+            f"{server.url}/uploads", json=body, headers={"Authorization": f"Bearer {token}"}
+        )
+        if made.status_code != 201:
+            raise BenchError(f"peer: POST /uploads answered {made.status_code}: {made.text}")
+        upload = made.json()["upload"]
+        sent = client.put(upload["url"], content=_file_bytes(), headers=upload["headers"])
+        if sent.status_code != 200:
+            raise BenchError(f"peer: its presigned PUT was refused ({sent.status_code})")
+
+
+def bench_peer(report: Report, plan: Plan, env: dict[str, str], token: str, workdir: Path) -> None:
+    """The seeds' design, one Node process, no database: JWT + presign alone."""
+    why_not = _peer_ready()
+    if why_not is not None:
+        report.notes.append(why_not)
+        return
+    argv = [shutil.which("node") or "node", str(PEER_DIR / "server.js")]
+    server = Server(PEER, "", "/healthz", {**env, "NODE_NO_WARNINGS": "1"}, workdir, argv=argv)
+    extra = {"BENCH_TOKEN": token, "BENCH_FILE_SIZE": str(FILE_SIZE)}
     try:
         server.start()
-        for seconds in (plan.warmup, plan.duration):
-            if seconds:
-                load = run_wrk(
-                    server,
-                    BASELINE_LABEL,
-                    "baseline.lua",
-                    duration=seconds,
-                    connections=plan.connections,
-                    threads=plan.threads,
-                    env={},
-                )
-        report.loads.append(load)  # the last one: the measured run
+        _check_peer_url(server, token)
+        for label, script in ((BASELINE_LABEL, "healthz.lua"), (PEER_UPLOADS_LABEL, "uploads.lua")):
+            for seconds in (plan.warmup, plan.duration):
+                if seconds:
+                    load = run_wrk(
+                        server,
+                        label,
+                        script,
+                        duration=seconds,
+                        connections=plan.connections,
+                        threads=plan.threads,
+                        env=extra,
+                    )
+            report.loads.append(load)  # the last one: the measured run
         _record_process(report, server)
     finally:
         server.stop()
@@ -849,6 +904,9 @@ def bench_s3gate(
             complete_count = min(MAX_COMPLETE_IDS, max(needed, plan.complete_probe_ids))
         completable = prepare("complete", complete_count, complete=False)
 
+        if plan.warmup:
+            load(BASELINE_LABEL, "healthz.lua", plan.warmup)
+        report.loads.append(load(BASELINE_LABEL, "healthz.lua", plan.duration))
         if plan.warmup:
             load(UPLOADS_LABEL, "uploads.lua", plan.warmup)
             load(DOWNLOADS_LABEL, "downloads.lua", plan.warmup, downloads)
@@ -972,8 +1030,26 @@ def _table(rows: list[list[str]], left: int = 2) -> list[str]:
     ]
 
 
+def _baseline_of(report: Report, load: Load) -> Load | None:
+    """The `GET /healthz` run on the same server (the sustained run's server is SQLite's)."""
+    server = "sqlite" if load.server == "sustained" else load.server
+    return next((b for b in report.loads if b.server == server and b.label == BASELINE_LABEL), None)
+
+
+def _vs_baseline(report: Report, load: Load) -> float | None:
+    baseline = _baseline_of(report, load)
+    return load.rps / baseline.rps if baseline is not None and baseline.rps else None
+
+
+def _vs_peer(report: Report, load: Load) -> float | None:
+    """s3gate's full upload path (token, row, signature) against the peer's JWT + presign."""
+    if not load.label.startswith(UPLOADS_LABEL) or load.server == PEER:
+        return None
+    peer = next((p for p in report.loads if p.label == PEER_UPLOADS_LABEL), None)
+    return load.rps / peer.rps if peer is not None and peer.rps else None
+
+
 def print_report(report: Report, plan: Plan, started: float) -> None:
-    baseline = next((load for load in report.loads if load.server == "baseline"), None)
     print()
     print(f"s3gate bench  {report.date:%Y-%m-%d %H:%M} UTC  tree {report.tree}")
     print(f"machine: {_machine_line()}; load average at start {report.load_average}")
@@ -992,17 +1068,13 @@ def print_report(report: Report, plan: Plan, started: float) -> None:
             "p99/p50",
             "errors",
             "vs baseline",
+            "vs peer",
             "srv CPU",
             "CPU us/req",
         ]
     ]
     for load in report.loads:
-        if load is baseline:
-            ratio = "100%"
-        elif baseline is not None and baseline.rps:
-            ratio = f"{load.rps / baseline.rps:.1%}"
-        else:
-            ratio = "-"
+        ratio, peer = _vs_baseline(report, load), _vs_peer(report, load)
         rows.append(
             [
                 load.server,
@@ -1012,7 +1084,8 @@ def print_report(report: Report, plan: Plan, started: float) -> None:
                 _fmt_ms(load.p99_ms),
                 f"{load.tail:.1f}x",
                 str(load.error_count),
-                ratio,
+                f"{ratio:.1%}" if ratio is not None else "-",
+                f"{peer:.2f}x" if peer is not None else "-",
                 f"{load.cpu_share:.0%}" if load.cpu_share is not None else "-",
                 f"{load.cpu_us_per_request:.0f}" if load.cpu_us_per_request is not None else "-",
             ]
@@ -1079,35 +1152,39 @@ def print_report(report: Report, plan: Plan, started: float) -> None:
 
     print()
     print("targets (informational: the exit status never depends on timings)")
-    for line in _targets(report, baseline):
+    for line in _targets(report):
         print(f"  {line}")
     print()
     print(f"total bench time {time.perf_counter() - started:.0f} s")
 
 
-def _targets(report: Report, baseline: Load | None) -> list[str]:
+def _targets(report: Report) -> list[str]:
     lines: list[str] = []
 
     def check(ok: bool, text: str) -> None:
         lines.append(f"{'PASS' if ok else 'MISS'}  {text}")
 
     by_key = {(load.server, load.label): load for load in report.loads}
-    if baseline is not None and baseline.rps:
-        for backend, label, wanted in (
-            ("sqlite", UPLOADS_LABEL, 0.40),
-            ("postgres", UPLOADS_LABEL, 0.30),
-            ("sqlite", DOWNLOADS_LABEL, 0.50),
-            ("postgres", DOWNLOADS_LABEL, 0.40),
-        ):
-            load = by_key.get((backend, label))
-            if load is not None:
-                ratio = load.rps / baseline.rps
-                check(
-                    ratio >= wanted,
-                    f"{backend:<8} {label:<28} >= {wanted:.0%} of baseline req/s: {ratio:.1%}",
-                )
+    for backend, label, wanted in (
+        ("sqlite", UPLOADS_LABEL, 0.40),
+        ("postgres", UPLOADS_LABEL, 0.30),
+        ("sqlite", DOWNLOADS_LABEL, 0.50),
+        ("postgres", DOWNLOADS_LABEL, 0.40),
+    ):
+        load = by_key.get((backend, label))
+        ratio = _vs_baseline(report, load) if load is not None else None
+        if ratio is not None:
+            check(
+                ratio >= wanted,
+                f"{backend:<8} {label:<28} >= {wanted:.0%} of its /healthz req/s: {ratio:.1%}",
+            )
+    for backend in ("sqlite", "postgres"):
+        load = by_key.get((backend, UPLOADS_LABEL))
+        peer = _vs_peer(report, load) if load is not None else None
+        if peer is not None:
+            check(peer >= 1.5, f"{backend:<8} {UPLOADS_LABEL:<28} >= 1.5x the peer: {peer:.2f}x")
     for load in report.loads:
-        if load.server in ("postgres", "sustained"):
+        if load.server != PEER:
             check(
                 load.tail <= 5, f"{load.server:<8} {load.label:<28} p99 <= 5x p50: {load.tail:.1f}x"
             )
@@ -1117,7 +1194,7 @@ def _targets(report: Report, baseline: Load | None) -> list[str]:
     total_errors = sum(load.error_count for load in report.loads)
     check(total_errors == 0, f"zero errors in every load run: {total_errors}")
     for proc in report.processes:
-        if proc.name == "baseline":
+        if proc.name == PEER:
             continue
         if proc.rss_kib is not None:
             check(
@@ -1133,7 +1210,6 @@ def _targets(report: Report, baseline: Load | None) -> list[str]:
 
 
 def _json_report(report: Report, plan: Plan) -> dict[str, Any]:
-    baseline = next((load for load in report.loads if load.server == "baseline"), None)
     return {
         "date": report.date.isoformat(timespec="seconds"),
         "cores": os.cpu_count(),
@@ -1144,7 +1220,8 @@ def _json_report(report: Report, plan: Plan) -> dict[str, Any]:
             {
                 **dataclasses.asdict(load),
                 "rps": load.rps,
-                "ratio_vs_baseline": load.rps / baseline.rps if baseline and baseline.rps else None,
+                "ratio_vs_baseline": _vs_baseline(report, load),
+                "ratio_vs_peer": _vs_peer(report, load),
             }
             for load in report.loads
         ],
@@ -1270,10 +1347,10 @@ def main(argv: list[str] | None = None) -> int:
         os.environ.update(signer_env)
 
         try:
-            print("bench: baseline ...", flush=True)
-            bench_baseline(report, plan, base_env, workdir)
+            print("bench: the peer (Express + jsonwebtoken + AWS SDK presigner) ...", flush=True)
+            bench_peer(report, plan, signer_env, token, workdir)
         except Exception as exc:  # broken, not slow: recorded, the other parts still run
-            report.problems.append(f"baseline: {_describe(exc)}")
+            report.problems.append(f"peer: {_describe(exc)}")
 
         for backend in backends:
             try:

@@ -33,7 +33,8 @@ def test_quick_bench_runs_every_part() -> None:
         "req/s",
         "p99/p50",
         "vs baseline",
-        "GET /baseline (bare FastAPI)",
+        "GET /healthz (baseline)",
+        "vs peer",
         "POST /uploads",
         "GET /downloads/{id}",
         "POST /uploads/{id}/complete",
@@ -48,3 +49,11 @@ def test_quick_bench_runs_every_part() -> None:
         "WAL under a sustained write load",
     ):
         assert expected in output, f"{expected!r} missing from:\n{output[-4000:]}"
+    # The peer (bench/peers/express, installed by `npm ci` from its lock file) runs wherever
+    # Node.js does; without it the bench says it skipped the peer rows.
+    peer = (
+        "peer       POST /uploads (JWT + presign)"
+        if shutil.which("node") and shutil.which("npm")
+        else "Node.js/npm not installed: the peer rows are skipped"
+    )
+    assert peer in output, f"{peer!r} missing from:\n{output[-4000:]}"
