@@ -793,6 +793,30 @@ def _record_process(report: Report, server: Server) -> None:
     report.processes.append(ProcessReport(server.name, server.ready_seconds, rss, hwm, note))
 
 
+def _load(
+    server: Server,
+    plan: Plan,
+    token: str,
+    label: str,
+    script: str,
+    seconds: int,
+    ids: Path | None = None,
+) -> Load:
+    """One wrk run of `script` against `server` with the plan's connections and threads."""
+    extra = {"BENCH_TOKEN": token, "BENCH_FILE_SIZE": str(FILE_SIZE)}
+    if ids is not None:
+        extra["BENCH_IDS_FILE"] = str(ids)
+    return run_wrk(
+        server,
+        label,
+        script,
+        duration=seconds,
+        connections=plan.connections,
+        threads=plan.threads,
+        env=extra,
+    )
+
+
 def _peer_ready() -> str | None:
     """Install the peer's packages from its lock file when they are missing or stale; None
     when it can run, else why not (no Node.js here: the peer rows are skipped)."""
@@ -839,23 +863,13 @@ def bench_peer(report: Report, plan: Plan, env: dict[str, str], token: str, work
         return
     argv = [shutil.which("node") or "node", str(PEER_DIR / "server.js")]
     server = Server(PEER, "", "/healthz", {**env, "NODE_NO_WARNINGS": "1"}, workdir, argv=argv)
-    extra = {"BENCH_TOKEN": token, "BENCH_FILE_SIZE": str(FILE_SIZE)}
     try:
         server.start()
         _check_peer_url(server, token)
         for label, script in ((BASELINE_LABEL, "healthz.lua"), (PEER_UPLOADS_LABEL, "uploads.lua")):
-            for seconds in (plan.warmup, plan.duration):
-                if seconds:
-                    load = run_wrk(
-                        server,
-                        label,
-                        script,
-                        duration=seconds,
-                        connections=plan.connections,
-                        threads=plan.threads,
-                        env=extra,
-                    )
-            report.loads.append(load)  # the last one: the measured run
+            if plan.warmup:
+                _load(server, plan, token, label, script, plan.warmup)
+            report.loads.append(_load(server, plan, token, label, script, plan.duration))
         _record_process(report, server)
     finally:
         server.stop()
@@ -867,18 +881,7 @@ def bench_s3gate(
     server = Server(backend, "app.main:app", "/readyz", env, workdir)
 
     def load(label: str, script: str, seconds: int, ids: Path | None = None) -> Load:
-        extra = {"BENCH_TOKEN": token, "BENCH_FILE_SIZE": str(FILE_SIZE)}
-        if ids is not None:
-            extra["BENCH_IDS_FILE"] = str(ids)
-        return run_wrk(
-            server,
-            label,
-            script,
-            duration=seconds,
-            connections=plan.connections,
-            threads=plan.threads,
-            env=extra,
-        )
+        return _load(server, plan, token, label, script, seconds, ids)
 
     def prepare(kind: str, count: int, *, complete: bool) -> Path:
         path = workdir / f"{backend}-{kind}.ids"
@@ -950,15 +953,7 @@ def bench_sustained_sqlite(
         server.start()
         sampler.start()
         report.loads.append(
-            run_wrk(
-                server,
-                f"{UPLOADS_LABEL} ({seconds} s)",
-                "uploads.lua",
-                duration=seconds,
-                connections=plan.connections,
-                threads=plan.threads,
-                env={"BENCH_TOKEN": token, "BENCH_FILE_SIZE": str(FILE_SIZE)},
-            )
+            _load(server, plan, token, f"{UPLOADS_LABEL} ({seconds} s)", "uploads.lua", seconds)
         )
     finally:
         done.set()
