@@ -23,7 +23,7 @@ from sqlalchemy import inspect
 
 from app.auth import TokenVerifier
 from app.config import AuthSettings
-from app.devstack import EmbeddedS3
+from app.devstack import EmbeddedS3, stop_process_group
 from tests.support import (
     S3GATE,
     TEST_JWT_SECRET,
@@ -64,9 +64,9 @@ def process_reaper() -> Iterator[list[subprocess.Popen[str]]]:
     started: list[subprocess.Popen[str]] = []
     yield started
     for process in started:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+        # SIGTERM first: `s3gate dev` then stops the SeaweedFS it started in a session of its
+        # own, which a SIGKILL of this group would leave running (it did, once per test run).
+        stop_process_group(process)
 
 
 def _start_dev(
