@@ -841,8 +841,19 @@ async def test_aclose_leaves_an_injected_client_open(rsa_key: rsa.RSAPrivateKey)
 
 async def test_aclose_closes_its_own_client() -> None:
     v = TokenVerifier(settings(jwt_jwks_url=JWKS_URL))
+    own = v._http
+    assert isinstance(own, httpx.AsyncClient)
+    assert not own.is_closed
     await v.aclose()
-    await v.aclose()
+    assert own.is_closed
+    await v.aclose()  # a second close is harmless
+
+
+async def test_aclose_leaves_a_client_it_was_given_open() -> None:
+    async with httpx.AsyncClient() as given:
+        v = TokenVerifier(settings(jwt_jwks_url=JWKS_URL), http=given)
+        await v.aclose()
+        assert not given.is_closed  # its owner closes it
 
 
 # --- garbage input -----------------------------------------------------------------------------

@@ -63,8 +63,13 @@ def test_object_key_differs_per_file() -> None:
     assert object_key("uploads/", "alice", FILE_ID) != object_key("uploads/", "alice", other)
 
 
-def test_object_key_is_stable() -> None:
-    assert object_key("uploads/", "alice", FILE_ID) == object_key("uploads/", "alice", FILE_ID)
+def test_one_owners_objects_share_one_prefix() -> None:
+    # Everything an owner stores lies under one prefix (what a per-owner listing or policy
+    # scopes to), and another owner's prefix is another.
+    other = uuid.UUID("0b6f1c1e-8a34-4c8e-9a51-2f0d3e0a9c12")
+    first = object_key("uploads/", "alice", FILE_ID).rsplit("/", 1)[0]
+    assert object_key("uploads/", "alice", other).rsplit("/", 1)[0] == first
+    assert object_key("uploads/", "bob", FILE_ID).rsplit("/", 1)[0] != first
 
 
 def test_object_key_uses_the_configured_prefix() -> None:
@@ -85,8 +90,17 @@ def request(**changes: object) -> CreateUploadRequest:
     return CreateUploadRequest.model_validate(body)
 
 
-def test_fingerprint_is_equal_for_equal_bodies() -> None:
-    assert request_fingerprint(request()) == request_fingerprint(request())
+def test_fingerprint_is_equal_for_the_same_body_sent_another_way() -> None:
+    # A client that replays its Idempotency-Key may serialise the same body differently.
+    sent = CreateUploadRequest.model_validate_json(
+        '{"filename": "report.pdf", "content_type": "application/pdf", "size": 1234, '
+        f'"checksum_sha256": "{CHECKSUM}"}}'
+    )
+    resent = CreateUploadRequest.model_validate_json(
+        f'{{"checksum_sha256":"{CHECKSUM}","size":1234,"content_type":"application/pdf",'
+        '"filename":"report.pdf"}'
+    )
+    assert request_fingerprint(sent) == request_fingerprint(resent)
 
 
 def test_fingerprint_is_equal_for_bodies_equal_after_normalisation() -> None:
