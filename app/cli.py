@@ -38,7 +38,7 @@ def installed_version() -> str:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from app.observability import share_metrics_between_workers
+    from app.metrics import share_metrics_between_workers
 
     # Flags win over the S3GATE_* settings (which configure a container), and go through the
     # same validation: a bad flag is named like the variable it stands for.

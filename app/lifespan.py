@@ -21,7 +21,7 @@ from app.auth import TokenVerifier
 from app.config import Settings
 from app.ledger import Ledger
 from app.logs import configure_logging, silence_uvicorn_access_log
-from app.observability import worker_started, worker_stopped
+from app.metrics import worker_started, worker_stopped
 from app.ratelimit import LocalRateLimiter, RateLimiter, RedisRateLimiter, Unlimited
 from app.service import FileService
 from app.signer import Signer

@@ -10,12 +10,12 @@ from fastapi.openapi.utils import get_openapi
 
 from app.auth import TokenVerifier, bearer_description
 from app.config import ConfigError, Settings, load_settings
-from app.errors import install_error_handlers
+from app.http.assets import add_docs_pages, mount_browser_assets
+from app.http.middleware import CORS, BodyLimitMiddleware
+from app.http.observer import RequestObserver
+from app.http.problems import install_error_handlers
+from app.http.routers import downloads, files, ops, uploads
 from app.lifespan import lifespan
-from app.middleware import CORS, BodyLimitMiddleware
-from app.observability import RequestObserver
-from app.routers import downloads, files, ops, uploads
-from app.web import add_docs_pages, mount_browser_assets
 
 DESCRIPTION = """\
 Short-lived S3 presigned URLs for a private bucket. Callers authenticate with a JWT

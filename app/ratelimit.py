@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
 from app.errors import RateLimited, RateLimiterUnavailable
-from app.observability import metrics
+from app.metrics import metrics
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis

@@ -45,8 +45,8 @@ from app.errors import (
 from app.filenames import DOWNLOAD_CACHE_CONTROL, SNIFFED_TYPES, download_headers
 from app.ledger import FileRecord, IdempotencyKeyTaken, Ledger
 from app.logs import audit
+from app.metrics import metrics
 from app.models import FileStatus, UploadMethod
-from app.observability import metrics
 from app.schemas import CreateUploadRequest
 from app.signer import PresignedPost, PresignedRequest, Signer
 from app.sniff import SNIFF_BYTES, check_magic

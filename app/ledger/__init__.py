@@ -33,8 +33,8 @@ from sqlalchemy import (
 from app.config import DatabaseSettings
 from app.errors import MigrationsPending
 from app.ledger.drivers import Driver, DuplicateKey, Params, open_driver
+from app.metrics import metrics
 from app.models import FileStatus, files_table
-from app.observability import metrics
 
 _c = files_table.c
 _VISIBLE = _c.status != FileStatus.DELETED

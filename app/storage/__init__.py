@@ -19,7 +19,7 @@ import anyio.to_thread
 from botocore.exceptions import BotoCoreError, ClientError
 
 from app.errors import StorageUnavailable
-from app.observability import metrics
+from app.metrics import metrics
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client

@@ -20,9 +20,9 @@ from sqlalchemy import select, text
 from app.config import Settings
 from app.db import run_migrations
 from app.devstack import EmbeddedS3
+from app.http.routers import downloads, files, ops, uploads
 from app.logs import configure_logging
 from app.models import files_table
-from app.routers import downloads, files, ops, uploads
 from tests.support import (
     S3GATE,
     TEST_JWT_SECRET,

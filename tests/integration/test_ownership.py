@@ -10,7 +10,7 @@ import httpx
 import pytest
 from fastapi.routing import APIRoute
 
-from app.routers import downloads, files, uploads
+from app.http.routers import downloads, files, uploads
 from tests.support import Api, hs256_token, new_sub, running_app
 
 # Every route that names a file, taken from the routers the app serves: a new one is covered

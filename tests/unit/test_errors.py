@@ -13,19 +13,16 @@ from pydantic import BaseModel, Field
 
 from app.config import Settings
 from app.errors import (
-    PROBLEM_JSON,
     AppError,
     InvalidToken,
     MissingToken,
     NotFound,
-    Problem,
     UploadRejected,
     ValidationFailed,
-    install_error_handlers,
-    problem_responses,
 )
-from app.middleware import MAX_REQUEST_BODY_BYTES, BodyLimitMiddleware
-from app.observability import RequestObserver
+from app.http.middleware import MAX_REQUEST_BODY_BYTES, BodyLimitMiddleware
+from app.http.observer import RequestObserver
+from app.http.problems import PROBLEM_JSON, Problem, install_error_handlers, problem_responses
 from tests.support import TEST_JWT_SECRET
 
 LIMIT = 64 * 1024

@@ -18,15 +18,15 @@ import pytest
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
-from app import observability
+from app import metrics as metrics_module
 from app.config import ConfigError
-from app.errors import PROBLEM_JSON, install_error_handlers
+from app.http.middleware import BodyLimitMiddleware
+from app.http.observer import RequestObserver
+from app.http.problems import PROBLEM_JSON, install_error_handlers
 from app.logs import RequestContext, audit, bind_request, log_handler, unbind_request
-from app.middleware import BodyLimitMiddleware
-from app.observability import (
+from app.metrics import (
     MULTIPROC_ENV,
     Metrics,
-    RequestObserver,
     share_metrics_between_workers,
 )
 
@@ -238,7 +238,7 @@ def test_several_workers_get_a_private_temp_directory_removed_at_exit(
     monkeypatch.setenv(MULTIPROC_ENV, "")  # set but empty means unset (not the working dir)
     at_exit: list[tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]] = []
     monkeypatch.setattr(
-        observability.atexit, "register", lambda f, *a, **k: at_exit.append((f, a, k))
+        metrics_module.atexit, "register", lambda f, *a, **k: at_exit.append((f, a, k))
     )
     assert share_metrics_between_workers(1) is None
     assert MULTIPROC_ENV not in os.environ
@@ -259,7 +259,7 @@ def test_a_scrape_forgets_the_live_gauges_of_dead_workers(tmp_path: Path) -> Non
     for pid in (dead.pid, os.getpid()):
         (tmp_path / f"gauge_livesum_{pid}.db").write_bytes(b"")
         (tmp_path / f"counter_{pid}.db").write_bytes(b"")
-    observability._forget_dead_workers(str(tmp_path))
+    metrics_module._forget_dead_workers(str(tmp_path))
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         [f"gauge_livesum_{os.getpid()}.db", f"counter_{dead.pid}.db", f"counter_{os.getpid()}.db"]
     )

@@ -6,7 +6,8 @@ from typing import Any
 
 import pytest
 
-from app import cli, observability
+from app import cli
+from app import metrics as metrics_module
 from app.config import ConfigError, Settings, load_settings
 
 SECRET = "unit-test-hmac-key-0123456789abcdefghij"
@@ -23,7 +24,7 @@ def served(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
 
     monkeypatch.setattr(cli, "run_server", run_server)
     monkeypatch.setattr(cli, "run_migrations", lambda url: captured.setdefault("migrated", url))
-    monkeypatch.setattr(observability, "share_metrics_between_workers", lambda workers: None)
+    monkeypatch.setattr(metrics_module, "share_metrics_between_workers", lambda workers: None)
     monkeypatch.setenv("S3GATE_S3_BUCKET", "bucket")
     monkeypatch.setenv("S3GATE_JWT_SECRET", SECRET)
     monkeypatch.chdir("/")  # no stray .env

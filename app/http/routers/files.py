@@ -6,7 +6,6 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, status
 
-from app.deps import FileIdDep, PrincipalDep, ServiceDep
 from app.errors import (
     Forbidden,
     InvalidToken,
@@ -14,8 +13,9 @@ from app.errors import (
     NotFound,
     StorageUnavailable,
     ValidationFailed,
-    problem_responses,
 )
+from app.http.deps import FileIdDep, PrincipalDep, ServiceDep
+from app.http.problems import problem_responses
 from app.schemas import FileListOut, FileOut
 
 router = APIRouter(tags=["files"])

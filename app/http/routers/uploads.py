@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response, status
 
-from app.deps import FileIdDep, IdempotencyKeyDep, LimitedPrincipalDep, PrincipalDep, ServiceDep
 from app.errors import (
     ContentTypeNotAllowed,
     CredentialsUnavailable,
@@ -25,9 +24,16 @@ from app.errors import (
     UploadIncomplete,
     UploadRejected,
     ValidationFailed,
-    problem_responses,
 )
-from app.middleware import ModelResponse
+from app.http.deps import (
+    FileIdDep,
+    IdempotencyKeyDep,
+    LimitedPrincipalDep,
+    PrincipalDep,
+    ServiceDep,
+)
+from app.http.middleware import ModelResponse
+from app.http.problems import problem_responses
 from app.schemas import (
     CreateUploadRequest,
     CreateUploadResponse,

@@ -10,7 +10,8 @@ from starlette.datastructures import Headers
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.errors import RequestTooLarge, problem_response
+from app.errors import RequestTooLarge
+from app.http.problems import problem_response
 
 MAX_REQUEST_BODY_BYTES = 64 * 1024  # the largest body this API takes is a few hundred bytes
 _CACHE_CONTROL = b"cache-control"
@@ -21,7 +22,7 @@ def with_no_store(headers: Iterable[tuple[bytes, bytes]]) -> list[tuple[bytes, b
     """`headers` plus `Cache-Control: no-store`, unless they set a Cache-Control of their own.
 
     Every API answer is one caller's private data, and many carry signed URLs: never cached.
-    Applied to each answer as it leaves (observability.RequestObserver), not per response
+    Applied to each answer as it leaves (app.http.observer.RequestObserver), not per response
     class: FastAPI answers some routes without the app's default response class.
     """
     listed = list(headers)

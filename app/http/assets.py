@@ -25,7 +25,7 @@ from app.config import Settings
 if TYPE_CHECKING:
     from app.lifespan import AppState
 
-STATIC_DIR = Path(__file__).resolve().parent / "static"
+STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 # The Swagger UI and ReDoc bundles fastapi-offline ships (its static/ folder, hence the
 # upper bound on it in pyproject.toml): the docs pages work offline and load no third party.
 DOCS_ASSETS_DIR = Path(fastapi_offline.__file__).resolve().parent / "static"

@@ -8,9 +8,10 @@ import logging
 import anyio.to_thread
 from fastapi import APIRouter, Response
 
-from app.deps import StateDep
-from app.errors import NotReady, problem_responses
-from app.observability import exposition
+from app.errors import NotReady
+from app.http.deps import StateDep
+from app.http.problems import problem_responses
+from app.metrics import exposition
 from app.schemas import HealthOut, ReadyOut
 
 router = APIRouter(tags=["operations"])

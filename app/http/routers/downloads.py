@@ -7,7 +7,6 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query
 from fastapi.responses import RedirectResponse
 
-from app.deps import FileIdDep, LimitedPrincipalDep, ServiceDep
 from app.errors import (
     CredentialsUnavailable,
     FileNotAvailable,
@@ -17,9 +16,10 @@ from app.errors import (
     RateLimited,
     RateLimiterUnavailable,
     ValidationFailed,
-    problem_responses,
 )
-from app.middleware import ModelResponse
+from app.http.deps import FileIdDep, LimitedPrincipalDep, ServiceDep
+from app.http.middleware import ModelResponse
+from app.http.problems import problem_responses
 from app.schemas import DownloadOut
 
 router = APIRouter(tags=["downloads"])
