@@ -9,7 +9,14 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    BeforeValidator,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
@@ -47,7 +54,6 @@ _ACCEPTED_DATABASE_URLS = (
     "use sqlite:///path/to/ledger.db or postgresql://user:password@host/dbname"
 )
 
-CsvList = Annotated[list[str], NoDecode]
 SettingsT = TypeVar("SettingsT", bound=BaseSettings)
 
 
@@ -65,6 +71,14 @@ def _empty_to_none(value: Any) -> Any:
     if isinstance(value, str) and not value.strip():
         return None
     return value
+
+
+# Declared once, by type: a comma-separated list, and text where blank (empty or spaces, from
+# the environment, .env or a flag) means unset. env_ignore_empty (the model config) already
+# drops empty variables; these also cover whitespace and values passed in code.
+CsvList = Annotated[list[str], NoDecode, BeforeValidator(_split_csv)]
+OptionalText = Annotated[str | None, BeforeValidator(_empty_to_none)]
+OptionalSecret = Annotated[SecretStr | None, BeforeValidator(_empty_to_none)]
 
 
 def ledger_url(database_url: str) -> tuple[URL, Literal["sqlite", "postgresql"]]:
@@ -119,7 +133,7 @@ def jwt_secret_problem(secret: str) -> str | None:
 
 
 _MODEL_CONFIG = SettingsConfigDict(
-    env_prefix="S3GATE_", env_file=".env", extra="ignore", frozen=True
+    env_prefix="S3GATE_", env_file=".env", extra="ignore", frozen=True, env_ignore_empty=True
 )
 
 
@@ -158,12 +172,12 @@ class AuthSettings(BaseSettings):
 
     model_config = _MODEL_CONFIG
 
-    jwt_secret: SecretStr | None = None
-    jwt_public_key: SecretStr | None = None
-    jwt_jwks_url: str | None = None
+    jwt_secret: OptionalSecret = None
+    jwt_public_key: OptionalSecret = None
+    jwt_jwks_url: OptionalText = None
     jwt_algorithms: CsvList = Field(default_factory=list)
-    jwt_issuer: str | None = None
-    jwt_audience: str | None = None
+    jwt_issuer: OptionalText = None
+    jwt_audience: OptionalText = None
     # A public key or JWKS is usually an identity provider's, signing tokens for many
     # applications; without an audience check any of their tokens is accepted here.
     jwt_audience_optional: bool = False
@@ -173,20 +187,7 @@ class AuthSettings(BaseSettings):
     admin_scope: str = Field(default="s3gate:admin", min_length=1)
     # The claim (a list of strings) whose exact element equal to admin_scope also makes a
     # caller admin; unset, only `scope` does.
-    admin_roles_claim: str | None = None
-
-    @field_validator(
-        "jwt_secret",
-        "jwt_public_key",
-        "jwt_jwks_url",
-        "jwt_issuer",
-        "jwt_audience",
-        "admin_roles_claim",
-        mode="before",
-    )
-    @classmethod
-    def _blank_is_unset(cls, value: Any) -> Any:
-        return _empty_to_none(value)
+    admin_roles_claim: OptionalText = None
 
     @field_validator("admin_scope", mode="after")
     @classmethod
@@ -210,11 +211,6 @@ class AuthSettings(BaseSettings):
         if value is not None and (problem := jwt_secret_problem(value.get_secret_value())):
             raise ValueError(problem)
         return value
-
-    @field_validator("jwt_algorithms", mode="before")
-    @classmethod
-    def _parse_algorithms(cls, value: Any) -> Any:
-        return _split_csv(value)
 
     @field_validator("jwt_public_key", mode="after")
     @classmethod
@@ -307,59 +303,17 @@ class AuthSettings(BaseSettings):
         return self
 
 
-class Settings(DatabaseSettings, LoggingSettings, AuthSettings):
-    """Everything `s3gate serve` needs."""
+class StoreSettings(BaseSettings):
+    """The bucket, how to reach it, and how URLs for it are signed."""
+
+    model_config = _MODEL_CONFIG
 
     s3_bucket: str
     s3_region: str = Field(default="us-east-1", min_length=1)
-    s3_endpoint_url: str | None = None
-    s3_public_endpoint_url: str | None = None
+    s3_endpoint_url: OptionalText = None
+    s3_public_endpoint_url: OptionalText = None
     s3_addressing_style: Literal["path", "virtual", "auto"] = "auto"
     s3_key_prefix: str = "uploads/"
-
-    upload_url_ttl_seconds: int = Field(default=900, ge=1, le=MAX_URL_TTL_SECONDS)
-    download_url_ttl_seconds: int = Field(default=60, ge=1, le=MAX_URL_TTL_SECONDS)
-    # An upload that S3 accepted just before its URL expired may take a while to arrive.
-    completion_grace_seconds: int = Field(default=3600, ge=0, le=MAX_URL_TTL_SECONDS)
-    # How far the store's clock may run behind ours (`s3gate bucket check` measures it): an
-    # upload URL may still write until its expiry plus the grace plus this, so until then an
-    # ended file's object is deleted again on every reaper pass and its bytes count as held.
-    store_clock_skew_seconds: int = Field(default=300, ge=0, le=3600)
-    # Whole-object reads (hashing at completion) at once per process.
-    hash_concurrency: int = Field(default=4, ge=1, le=64)
-    # How long a completion waits for another one that is verifying the same file, to answer
-    # with its result; past it, 409 upload_incomplete ("verifying": call again). Longer than
-    # the 10 s verification lease, so a retry after a replica died mid-way verifies itself.
-    completion_wait_seconds: float = Field(default=15.0, ge=0, le=60)
-    max_file_size: int = Field(default=SINGLE_PUT_MAX_BYTES, ge=1, le=MAX_OBJECT_BYTES)
-    # Files above the threshold (or declared "multipart": true) upload in parts of part_size
-    # (grown when needed to stay within 10,000 parts); part URLs can be asked for again until
-    # the multipart deadline.
-    multipart_threshold: int = Field(
-        default=100 * 1024**2, ge=MIN_PART_BYTES, le=SINGLE_PUT_MAX_BYTES
-    )
-    part_size: int = Field(default=16 * 1024**2, ge=MIN_PART_BYTES, le=SINGLE_PUT_MAX_BYTES)
-    multipart_deadline_seconds: int = Field(default=86400, ge=60, le=MAX_URL_TTL_SECONDS)
-    allowed_content_types: CsvList = Field(default_factory=lambda: ["*/*"])
-
-    # Per-owner quotas, checked before anything is handed out (0: no limit): bytes held by
-    # pending and available files, and the number of uploads pending at once.
-    quota_bytes_per_owner: int = Field(default=0, ge=0)
-    quota_pending_uploads_per_owner: int = Field(default=0, ge=0, le=1_000_000)
-
-    # Per-owner limit on the routes that issue URLs (uploads, part URLs, downloads):
-    # `burst` at once, refilled at `per_minute`; 0 turns it off. Shared through Redis when
-    # S3GATE_REDIS_URL is set, per process otherwise.
-    rate_limit_per_minute: int = Field(default=600, ge=0, le=10_000_000)
-    rate_limit_burst: int = Field(default=100, ge=1, le=1_000_000)
-    redis_url: str | None = None
-    # When Redis fails: true lets requests through (logged), false answers 503.
-    rate_limit_fail_open: bool = True
-
-    # Expire stale uploads and remove orphaned objects in-process every N seconds (0: off; run
-    # `s3gate reap` from cron or a Kubernetes CronJob instead, or as well: runs never clash).
-    reaper_interval_seconds: int = Field(default=0, ge=0, le=86400)
-    reaper_batch_size: int = Field(default=500, ge=1, le=10_000)
 
     # sigv4: direct signing, byte-identical to boto3 and several times cheaper; boto3: the SDK's
     # generate_presigned_url, as a fallback.
@@ -368,40 +322,8 @@ class Settings(DatabaseSettings, LoggingSettings, AuthSettings):
     storage_connect_timeout_seconds: float = Field(default=2.0, gt=0, le=60)
     storage_read_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
     storage_max_attempts: int = Field(default=3, ge=1, le=10)
-
-    cors_origins: CsvList = Field(default_factory=list)
-    # The demo page at /demo/ (a development aid: `s3gate dev` turns it on). The browser
-    # client at /client/s3gate.js is always served.
-    demo: bool = False
-    root_path: str = ""
-
-    # Deployment: how `s3gate serve` runs, so a container is configured by its environment
-    # (command-line flags win). Proxy headers are trusted only from the listed addresses or
-    # networks ("*": any, only where nothing else can reach the port).
-    host: str = Field(default="127.0.0.1", min_length=1)
-    port: int = Field(default=8000, ge=1, le=65535)
-    workers: int = Field(default=1, ge=1, le=64)
-    proxy_headers: bool = False
-    forwarded_allow_ips: CsvList = Field(default_factory=lambda: ["127.0.0.1"])
-    # After SIGTERM: stop accepting, let in-flight requests finish for up to this long, exit.
-    # Keep it below the orchestrator's own grace period (docker stop -t, Kubernetes'
-    # terminationGracePeriodSeconds), which ends in SIGKILL.
-    graceful_shutdown_seconds: int = Field(default=25, ge=0, le=3600)
-    # Apply ledger migrations before serving (safe with several replicas starting at once:
-    # they take turns on a PostgreSQL advisory lock). Off: run `s3gate migrate` as a release step.
-    migrate_on_start: bool = False
-
-    @field_validator("s3_endpoint_url", "s3_public_endpoint_url", "redis_url", mode="before")
-    @classmethod
-    def _blank_means_none(cls, value: Any) -> Any:
-        return _empty_to_none(value)
-
-    @field_validator("redis_url", mode="after")
-    @classmethod
-    def _redis_url(cls, value: str | None) -> str | None:
-        if value is not None and not re.match(r"^(redis|rediss|unix)://", value):
-            raise ValueError("must be a redis://, rediss:// or unix:// URL")
-        return value
+    # Whole-object reads (hashing at completion) at once per process.
+    hash_concurrency: int = Field(default=4, ge=1, le=64)
 
     @field_validator("s3_endpoint_url", "s3_public_endpoint_url", mode="after")
     @classmethod
@@ -428,10 +350,46 @@ class Settings(DatabaseSettings, LoggingSettings, AuthSettings):
             )
         return value
 
-    @field_validator("allowed_content_types", "cors_origins", "forwarded_allow_ips", mode="before")
-    @classmethod
-    def _parse_csv(cls, value: Any) -> Any:
-        return _split_csv(value)
+    @property
+    def signing_endpoint_url(self) -> str | None:
+        """The endpoint that goes into presigned URLs (clients must be able to reach it)."""
+        return self.s3_public_endpoint_url or self.s3_endpoint_url
+
+
+class UrlSettings(BaseSettings):
+    """How long the URLs handed out live, and how long after that they may still write."""
+
+    model_config = _MODEL_CONFIG
+
+    upload_url_ttl_seconds: int = Field(default=900, ge=1, le=MAX_URL_TTL_SECONDS)
+    download_url_ttl_seconds: int = Field(default=60, ge=1, le=MAX_URL_TTL_SECONDS)
+    # An upload that S3 accepted just before its URL expired may take a while to arrive.
+    completion_grace_seconds: int = Field(default=3600, ge=0, le=MAX_URL_TTL_SECONDS)
+    # How far the store's clock may run behind ours (`s3gate bucket check` measures it): an
+    # upload URL may still write until its expiry plus the grace plus this, so until then an
+    # ended file's object is deleted again on every reaper pass and its bytes count as held.
+    store_clock_skew_seconds: int = Field(default=300, ge=0, le=3600)
+
+
+class UploadSettings(BaseSettings):
+    """What may be uploaded, and how: sizes, types, parts, completion."""
+
+    model_config = _MODEL_CONFIG
+
+    # How long a completion waits for another one that is verifying the same file, to answer
+    # with its result; past it, 409 upload_incomplete ("verifying": call again). Longer than
+    # the 10 s verification lease, so a retry after a replica died mid-way verifies itself.
+    completion_wait_seconds: float = Field(default=15.0, ge=0, le=60)
+    max_file_size: int = Field(default=SINGLE_PUT_MAX_BYTES, ge=1, le=MAX_OBJECT_BYTES)
+    # Files above the threshold (or declared "multipart": true) upload in parts of part_size
+    # (grown when needed to stay within 10,000 parts); part URLs can be asked for again until
+    # the multipart deadline.
+    multipart_threshold: int = Field(
+        default=100 * 1024**2, ge=MIN_PART_BYTES, le=SINGLE_PUT_MAX_BYTES
+    )
+    part_size: int = Field(default=16 * 1024**2, ge=MIN_PART_BYTES, le=SINGLE_PUT_MAX_BYTES)
+    multipart_deadline_seconds: int = Field(default=86400, ge=60, le=MAX_URL_TTL_SECONDS)
+    allowed_content_types: CsvList = Field(default_factory=lambda: ["*/*"])
 
     @field_validator("allowed_content_types", mode="after")
     @classmethod
@@ -443,6 +401,78 @@ class Settings(DatabaseSettings, LoggingSettings, AuthSettings):
         if not patterns:
             raise ValueError("must allow at least one pattern (default */*)")
         return patterns
+
+
+class QuotaSettings(BaseSettings):
+    """Per-owner quotas, checked before anything is handed out (0: no limit)."""
+
+    model_config = _MODEL_CONFIG
+
+    # Per-owner quotas, checked before anything is handed out (0: no limit): bytes held by
+    # pending and available files, and the number of uploads pending at once.
+    quota_bytes_per_owner: int = Field(default=0, ge=0)
+    quota_pending_uploads_per_owner: int = Field(default=0, ge=0, le=1_000_000)
+
+
+class RateLimitSettings(BaseSettings):
+    """The per-owner request rate limit on the routes that issue URLs."""
+
+    model_config = _MODEL_CONFIG
+
+    # Per-owner limit on the routes that issue URLs (uploads, part URLs, downloads):
+    # `burst` at once, refilled at `per_minute`; 0 turns it off. Shared through Redis when
+    # S3GATE_REDIS_URL is set, per process otherwise.
+    rate_limit_per_minute: int = Field(default=600, ge=0, le=10_000_000)
+    rate_limit_burst: int = Field(default=100, ge=1, le=1_000_000)
+    redis_url: OptionalText = None
+    # When Redis fails: true lets requests through (logged), false answers 503.
+    rate_limit_fail_open: bool = True
+
+    @field_validator("redis_url", mode="after")
+    @classmethod
+    def _redis_url(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^(redis|rediss|unix)://", value):
+            raise ValueError("must be a redis://, rediss:// or unix:// URL")
+        return value
+
+
+class ReaperSettings(BaseSettings):
+    """The in-process reaper (`s3gate reap` runs the same pass on demand)."""
+
+    model_config = _MODEL_CONFIG
+
+    # Expire stale uploads and remove orphaned objects in-process every N seconds (0: off; run
+    # `s3gate reap` from cron or a Kubernetes CronJob instead, or as well: runs never clash).
+    reaper_interval_seconds: int = Field(default=0, ge=0, le=86400)
+    reaper_batch_size: int = Field(default=500, ge=1, le=10_000)
+
+
+class HttpSettings(BaseSettings):
+    """How the HTTP server runs and whom it answers: CORS, the demo, proxies, the drain."""
+
+    model_config = _MODEL_CONFIG
+
+    cors_origins: CsvList = Field(default_factory=list)
+    # The demo page at /demo/ (a development aid: `s3gate dev` turns it on). The browser
+    # client at /client/s3gate.js is always served.
+    demo: bool = False
+    root_path: str = ""
+
+    # Deployment: how `s3gate serve` runs, so a container is configured by its environment
+    # (command-line flags win). Proxy headers are trusted only from the listed addresses or
+    # networks ("*": any, only where nothing else can reach the port).
+    host: str = Field(default="127.0.0.1", min_length=1)
+    port: int = Field(default=8000, ge=1, le=65535)
+    workers: int = Field(default=1, ge=1, le=64)
+    proxy_headers: bool = False
+    forwarded_allow_ips: CsvList = Field(default_factory=lambda: ["127.0.0.1"])
+    # After SIGTERM: stop accepting, let in-flight requests finish for up to this long, exit.
+    # Keep it below the orchestrator's own grace period (docker stop -t, Kubernetes'
+    # terminationGracePeriodSeconds), which ends in SIGKILL.
+    graceful_shutdown_seconds: int = Field(default=25, ge=0, le=3600)
+    # Apply ledger migrations before serving (safe with several replicas starting at once:
+    # they take turns on a PostgreSQL advisory lock). Off: run `s3gate migrate` as a release step.
+    migrate_on_start: bool = False
 
     @field_validator("cors_origins", mode="after")
     @classmethod
@@ -474,10 +504,23 @@ class Settings(DatabaseSettings, LoggingSettings, AuthSettings):
             raise ValueError("must start with '/'")
         return value
 
-    @property
-    def signing_endpoint_url(self) -> str | None:
-        """The endpoint that goes into presigned URLs (clients must be able to reach it)."""
-        return self.s3_public_endpoint_url or self.s3_endpoint_url
+
+class Settings(
+    DatabaseSettings,
+    LoggingSettings,
+    AuthSettings,
+    StoreSettings,
+    UrlSettings,
+    UploadSettings,
+    QuotaSettings,
+    RateLimitSettings,
+    ReaperSettings,
+    HttpSettings,
+):
+    """Everything `s3gate serve` needs: each concern's settings, read from one environment.
+
+    Each part takes only the concern it uses (e.g. the upload use case an UploadSettings), so
+    its type says which variables can change its behaviour."""
 
 
 def _problems(exc: ValidationError, prefix: str) -> list[str]:

@@ -622,3 +622,30 @@ def test_the_ledger_url_check_guards_migrations_and_drivers_too() -> None:
         assert "hunter2" not in str(info.value)
         with pytest.raises(ValueError, match=r"^S3GATE_DATABASE_URL: .*sqlite:///"):
             asyncio.run(open_driver(url, 1))
+
+
+# --- concerns -------------------------------------------------------------------------------------
+
+
+def test_every_setting_belongs_to_exactly_one_concern() -> None:
+    # Settings only combines the concerns; a field declared on it directly (or on two concerns)
+    # would reach code typed to take one concern without that concern saying so.
+    from app import config
+
+    concerns = [base for base in Settings.__mro__[1:] if base.__module__ == config.__name__]
+    owners: dict[str, list[str]] = {}
+    for concern in concerns:
+        for name in concern.__annotations__:
+            if name in concern.model_fields:
+                owners.setdefault(name, []).append(concern.__name__)
+    assert set(owners) == set(Settings.model_fields)
+    assert {name: found for name, found in owners.items() if len(found) != 1} == {}
+    assert "__annotations__" not in vars(Settings) or not vars(Settings)["__annotations__"]
+
+
+def test_an_empty_variable_means_the_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    # `S3GATE_S3_REGION=` in a compose file or .env is "not set", not an invalid region.
+    monkeypatch.setenv("S3GATE_S3_REGION", "")
+    monkeypatch.setenv("S3GATE_PORT", "")
+    settings = Settings(_env_file=None, s3_bucket=BUCKET, jwt_secret=SECRET)
+    assert (settings.s3_region, settings.port) == ("us-east-1", 8000)
