@@ -21,6 +21,8 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
+from app.mediatypes import ALLOWED_PATTERN
+
 HMAC_ALGORITHMS = frozenset({"HS256", "HS384", "HS512"})
 ASYMMETRIC_ALGORITHMS = frozenset({"RS256", "RS384", "RS512", "ES256", "ES384", "ES512"})
 # python-jose (the stack's JWT library) implements no RSASSA-PSS; refuse rather than fail later.
@@ -32,10 +34,6 @@ MAX_OBJECT_BYTES = 5 * 1024**4  # S3's limit for one object (multipart)
 MIN_PART_BYTES = 5 * 1024**2  # S3's smallest part (all but the last)
 MAX_PARTS = 10_000
 
-# Always used with fullmatch: `$` would also accept a trailing newline.
-_CONTENT_TYPE_PATTERN = re.compile(
-    r"\*/\*|[a-z0-9][a-z0-9!#$&^_.+-]{0,126}/(\*|[a-z0-9][a-z0-9!#$&^_.+-]{0,126})"
-)
 _KEY_PREFIX_PATTERN = re.compile(r"([A-Za-z0-9._-]+/)*")
 _BUCKET_PATTERN = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 _IPV4 = re.compile(r"\d+\.\d+\.\d+\.\d+")
@@ -395,7 +393,7 @@ class UploadSettings(BaseSettings):
     @classmethod
     def _content_type_patterns(cls, value: list[str]) -> list[str]:
         patterns = [item.lower() for item in value]
-        bad = [item for item in patterns if not _CONTENT_TYPE_PATTERN.fullmatch(item)]
+        bad = [item for item in patterns if not ALLOWED_PATTERN.fullmatch(item)]
         if bad:
             raise ValueError(f"not type/subtype patterns: {bad} (e.g. image/*,application/pdf)")
         if not patterns:

@@ -7,6 +7,8 @@ import unicodedata
 import urllib.parse
 from typing import Literal
 
+from app.mediatypes import essence, is_token_essence
+
 MAX_FILENAME_BYTES = 255
 
 # Cc: C0/C1 controls (CR, LF, TAB, NUL, DEL, ...). Cf: invisible format characters, which include
@@ -92,8 +94,6 @@ SNIFFED_TYPES: frozenset[str] = frozenset(
 DOWNLOAD_CACHE_CONTROL = "private, no-store"
 
 _SAFE_DOWNLOAD_TYPE = "application/octet-stream"
-# RFC 9110 token characters on both sides of the slash.
-_MEDIA_TYPE_ESSENCE = re.compile(r"[!#$%&'*+.^_`|~0-9a-z-]+/[!#$%&'*+.^_`|~0-9a-z-]+")
 
 
 def normalize_filename(raw: str) -> str:
@@ -176,25 +176,21 @@ def content_disposition(filename: str, disposition: Literal["attachment", "inlin
     return f"{disposition}; filename=\"{_ascii_fallback(name)}\"; filename*=UTF-8''{encoded}"
 
 
-def _media_type_essence(content_type: str) -> str:
-    return content_type.split(";", 1)[0].strip().lower()
-
-
 def is_inline_safe(content_type: str) -> bool:
     """Tell whether a browser may render a response of this content type inline."""
-    essence = _media_type_essence(content_type)
-    return essence in INLINE_TYPES or essence.startswith(INLINE_TYPE_FAMILIES)
+    found = essence(content_type)
+    return found in INLINE_TYPES or found.startswith(INLINE_TYPE_FAMILIES)
 
 
 def download_headers(
     content_type: str, disposition: Literal["attachment", "inline"], filename: str
 ) -> tuple[str, str]:
     """Return the (Content-Type, Content-Disposition) a download URL should make S3 send."""
-    essence = _media_type_essence(content_type)
-    malformed = _MEDIA_TYPE_ESSENCE.fullmatch(essence) is None or not (
+    found = essence(content_type)
+    malformed = not is_token_essence(found) or not (
         content_type.isascii() and content_type.isprintable()
     )
     # A malformed type would let the browser sniff the bytes, which is as risky as HTML.
-    if malformed or not is_inline_safe(essence):
+    if malformed or not is_inline_safe(found):
         return _SAFE_DOWNLOAD_TYPE, content_disposition(filename, "attachment")
     return content_type, content_disposition(filename, disposition)

@@ -23,9 +23,10 @@ from app.ledger import Ledger
 from app.logs import configure_logging, silence_uvicorn_access_log
 from app.metrics import worker_started, worker_stopped
 from app.ratelimit import LocalRateLimiter, RateLimiter, RedisRateLimiter, Unlimited
-from app.service import FileService
 from app.signer import Signer
 from app.storage import Storage
+from app.usecases import UseCases, build_use_cases
+from app.usecases.reaper import Reaper
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -41,7 +42,7 @@ class AppState:
     settings: Settings
     ledger: Ledger
     verifier: TokenVerifier
-    service: FileService
+    use_cases: UseCases
     limiter: RateLimiter
 
 
@@ -112,11 +113,11 @@ async def _keep_credentials_fresh(credentials: Credentials) -> None:
             log.warning("credential refresh failed: %s", type(exc).__name__)
 
 
-async def _reap_periodically(service: FileService, interval: int, batch_size: int) -> None:
+async def _reap_periodically(reaper: Reaper, interval: int, batch_size: int) -> None:
     while True:
         await asyncio.sleep(interval)
         try:
-            await service.reap(batch_size=batch_size)
+            await reaper.reap(batch_size=batch_size)
         except Exception as exc:  # a failed pass must not end the loop; the next one retries
             log.warning("reaper pass failed: %s", type(exc).__name__)
 
@@ -146,7 +147,7 @@ async def _warn_if_migrations_pending(ledger: Ledger) -> None:
 
 
 @contextlib.asynccontextmanager
-async def open_service(settings: Settings) -> AsyncIterator[tuple[Ledger, FileService]]:
+async def open_use_cases(settings: Settings) -> AsyncIterator[tuple[Ledger, UseCases]]:
     """The ledger, S3 clients, signer and use cases: opened together, closed together.
 
     Everything opened goes on one exit stack as soon as it exists, so a failure at any later
@@ -161,7 +162,7 @@ async def open_service(settings: Settings) -> AsyncIterator[tuple[Ledger, FileSe
         stack.callback(signing_client.close)
         if credentials is None:
             log.warning("no S3 credentials found; URL signing will answer 503")
-        service = FileService(
+        use_cases = build_use_cases(
             settings,
             ledger,
             Signer(signing_client, credentials, settings.s3_bucket, engine=settings.signer),
@@ -170,7 +171,7 @@ async def open_service(settings: Settings) -> AsyncIterator[tuple[Ledger, FileSe
         if credentials is not None and hasattr(credentials, "_expiry_time"):
             await stack.enter_async_context(_background(_keep_credentials_fresh(credentials)))
         await _warn_if_migrations_pending(ledger)
-        yield ledger, service
+        yield ledger, use_cases
 
 
 @contextlib.asynccontextmanager
@@ -191,11 +192,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         stack.callback(worker_stopped)
         stack.push_async_callback(verifier.aclose)  # also releases a start that failed half-way
         await verifier.start()
-        ledger, service = await stack.enter_async_context(open_service(settings))
-        app.state.s3gate = AppState(settings, ledger, verifier, service, limiter)
+        ledger, use_cases = await stack.enter_async_context(open_use_cases(settings))
+        app.state.s3gate = AppState(settings, ledger, verifier, use_cases, limiter)
         if settings.reaper_interval_seconds:
             reaper = _reap_periodically(
-                service, settings.reaper_interval_seconds, settings.reaper_batch_size
+                use_cases.reaper, settings.reaper_interval_seconds, settings.reaper_batch_size
             )
             await stack.enter_async_context(_background(reaper))
         # Everything built so far lives as long as the process; freezing it keeps the

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import re
 import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
@@ -20,8 +19,7 @@ from pydantic import (
 )
 
 from app.filenames import normalize_filename
-
-_MEDIA_TYPE = re.compile(r"[a-z0-9][a-z0-9!#$&^_.+-]{0,126}/[a-z0-9][a-z0-9!#$&^_.+-]{0,126}")
+from app.mediatypes import DECLARED_TYPE
 
 
 def _rfc3339(value: datetime) -> str:
@@ -39,7 +37,7 @@ def _content_type(value: str) -> str:
     value = value.strip().lower()
     if ";" in value:
         raise ValueError("parameters (such as '; charset=...') are not accepted; send type/subtype")
-    if not _MEDIA_TYPE.fullmatch(value):
+    if not DECLARED_TYPE.fullmatch(value):
         raise ValueError("must be a media type of the form type/subtype")
     return value
 

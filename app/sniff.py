@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import codecs
-import re
 from collections.abc import Callable
+
+from app.mediatypes import essence, is_json, is_token_essence
 
 SNIFF_BYTES = 4096
 
@@ -172,27 +173,24 @@ _ZIP_FAMILY_PREFIXES = (
     "application/vnd.oasis.opendocument.",
 )
 
-# RFC 9110 token characters on both sides of the slash; anything else is not sniffed.
-_MEDIA_TYPE_ESSENCE = re.compile(r"[!#$%&'*+.^_`|~0-9a-z-]+/[!#$%&'*+.^_`|~0-9a-z-]+")
 
-
-def _check_for(essence: str) -> tuple[_Check, str] | None:
-    if essence in _CHECKS:
-        return _CHECKS[essence]
-    if essence.startswith(_ZIP_FAMILY_PREFIXES):
+def _check_for(declared: str) -> tuple[_Check, str] | None:
+    if declared in _CHECKS:
+        return _CHECKS[declared]
+    if declared.startswith(_ZIP_FAMILY_PREFIXES):
         return _ZIP
     # RFC 6839 §3.1 structured syntax suffix: the payload is JSON whatever the prefix.
-    if essence.endswith("+json"):
+    if is_json(declared):
         return (_json, "JSON")
     return None
 
 
 def check_magic(content_type: str, head: bytes, size: int) -> str | None:
     """Return None if `head` fits the declared type (or it is not sniffed), else a reason."""
-    essence = content_type.split(";", 1)[0].strip().lower()
-    if _MEDIA_TYPE_ESSENCE.fullmatch(essence) is None:
+    declared = essence(content_type)
+    if not is_token_essence(declared):  # anything else is not sniffed
         return None
-    check = _check_for(essence)
+    check = _check_for(declared)
     if check is None:
         return None
     matches, label = check
@@ -200,4 +198,4 @@ def check_magic(content_type: str, head: bytes, size: int) -> str | None:
     if matches(head, complete):
         return None
     # The essence is echoed only after the token check above, so it cannot smuggle anything.
-    return f"declared {essence} but the bytes are not {label}"
+    return f"declared {declared} but the bytes are not {label}"

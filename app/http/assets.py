@@ -90,7 +90,7 @@ def _demo_headers_for(scope: Scope) -> Mapping[str, str]:
     # The store's origin is the one the running signer writes into every URL (bucket, region
     # and addressing style resolved by botocore), known once the lifespan has built it.
     state: AppState = scope["app"].state.s3gate
-    return _demo_headers(state.service.storage_origin)
+    return _demo_headers(state.use_cases.signer.origin)
 
 
 def mount_browser_assets(app: FastAPI, settings: Settings) -> None:

@@ -16,7 +16,9 @@ from app.auth import Principal
 from app.errors import NotFound
 from app.lifespan import AppState
 from app.logs import note_owner
-from app.service import FileService
+from app.usecases.completion import Completion
+from app.usecases.files import Files
+from app.usecases.uploads import Uploads
 
 
 async def get_state(request: Request) -> AppState:
@@ -24,9 +26,19 @@ async def get_state(request: Request) -> AppState:
     return state
 
 
-async def get_service(request: Request) -> FileService:
+async def get_uploads(request: Request) -> Uploads:
     state: AppState = request.app.state.s3gate
-    return state.service
+    return state.use_cases.uploads
+
+
+async def get_completion(request: Request) -> Completion:
+    state: AppState = request.app.state.s3gate
+    return state.use_cases.completion
+
+
+async def get_files(request: Request) -> Files:
+    state: AppState = request.app.state.s3gate
+    return state.use_cases.files
 
 
 async def get_principal(request: Request) -> Principal:
@@ -58,7 +70,9 @@ async def parse_file_id(
 
 
 StateDep = Annotated[AppState, Depends(get_state)]
-ServiceDep = Annotated[FileService, Depends(get_service)]
+UploadsDep = Annotated[Uploads, Depends(get_uploads)]
+CompletionDep = Annotated[Completion, Depends(get_completion)]
+FilesDep = Annotated[Files, Depends(get_files)]
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
 LimitedPrincipalDep = Annotated[Principal, Depends(get_limited_principal)]
 FileIdDep = Annotated[uuid.UUID, Depends(parse_file_id)]

@@ -20,6 +20,7 @@ from app.errors import (
     UnsupportedMediaType,
     ValidationFailed,
 )
+from app.mediatypes import is_json
 
 log = logging.getLogger("s3gate.errors")
 
@@ -79,11 +80,6 @@ async def _on_app_error(_: Request, exc: Exception) -> JSONResponse:
     return problem_response(exc)
 
 
-def _is_json(content_type: str) -> bool:
-    essence = content_type.split(";", 1)[0].strip().lower()
-    return essence == "application/json" or essence.endswith("+json")
-
-
 async def _on_validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     errors = _validation_errors(exc)
@@ -94,7 +90,7 @@ async def _on_validation_error(request: Request, exc: Exception) -> JSONResponse
     )
     if (
         sent_body
-        and not _is_json(request.headers.get("content-type", ""))
+        and not is_json(request.headers.get("content-type", ""))
         and any(error["loc"][:1] == ["body"] for error in errors)
     ):
         return problem_response(UnsupportedMediaType())

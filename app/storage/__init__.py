@@ -296,7 +296,8 @@ def ensure_bucket(client: S3Client, bucket: str, cors_origins: Sequence[str]) ->
             "AllowedOrigins": list(cors_origins),
             "AllowedMethods": list(CORS_ALLOWED_METHODS),
             "AllowedHeaders": list(CORS_ALLOWED_HEADERS),
-            # Multipart clients read part ETags; without this the browser hides the header.
+            # s3gate's own clients never read it (completion lists the stored parts), but
+            # browser widgets that send parts themselves (Uppy's S3 plugin) fail without it.
             "ExposeHeaders": ["ETag"],
             "MaxAgeSeconds": 3000,
         }

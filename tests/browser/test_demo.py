@@ -14,7 +14,7 @@ import httpx
 import pytest
 from playwright.sync_api import Error as PlaywrightError
 
-from app.service import object_key
+from app.usecases.plans import object_key
 from tests.browser.conftest import DemoServer, MiB
 
 # Records every value a <progress> takes, per file name: the demo sets the `value` attribute,

@@ -18,7 +18,7 @@ from sqlalchemy import select
 
 from app.config import Settings
 from app.devstack import EmbeddedS3
-from app.lifespan import open_service
+from app.lifespan import open_use_cases
 from app.models import files_table
 from app.storage import Storage
 from tests.support import (
@@ -148,8 +148,8 @@ async def test_a_late_upload_through_a_url_that_outlived_its_file_is_reaped_and_
         assert refused.json()["code"] == "quota_exceeded"
 
         # A pass within the URL's lifetime deletes the late object, and does not let go.
-        async with open_service(settings) as (_, service):
-            assert (await service.reap()).watched >= 1
+        async with open_use_cases(settings) as (_, use_cases):
+            assert (await use_cases.reaper.reap()).watched >= 1
         assert not object_exists(s3_server, settings.s3_bucket, key)
         assert _purged_at(settings, file_id) is None
 
@@ -182,8 +182,8 @@ async def test_a_deleted_multipart_upload_is_purged_once_its_last_part_url_died(
         held = await client.post("/uploads", json=body, headers=api.auth(owner))
         assert held.json()["code"] == "quota_exceeded"
         await asyncio.sleep(1 + MARGIN)  # the URL TTL after the delete, and a margin
-        async with open_service(settings) as (_, service):
-            await service.reap()
+        async with open_use_cases(settings) as (_, use_cases):
+            await use_cases.reaper.reap()
         assert _purged_at(settings, file_id) is not None
         again = await client.post("/uploads", json=body, headers=api.auth(owner))
         assert again.status_code == 201, again.text
@@ -329,7 +329,7 @@ async def test_a_completion_that_died_mid_way_holds_the_file_only_until_its_leas
 ) -> None:
     owner = new_sub()
     file, _ = await api.upload(s3_http, owner, b"hello", content_type="text/plain")
-    async with open_service(api.settings) as (ledger, _):
+    async with open_use_cases(api.settings) as (ledger, _):
         now = datetime.now(UTC)
         held = await ledger.claim_verification(
             uuid.UUID(file["id"]), now, now + timedelta(seconds=2)
@@ -430,8 +430,8 @@ async def test_every_object_in_the_bucket_is_accounted_for_by_a_row_after_a_host
         assert (await _send(s3_http, upload, png)).is_success
 
         await _past(upload["expires_at"])
-        async with open_service(settings) as (_, service):
-            await service.reap()
+        async with open_use_cases(settings) as (_, use_cases):
+            await use_cases.reaper.reap()
 
         engine = sql_engine(settings.database_url)
         try:

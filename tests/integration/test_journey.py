@@ -12,7 +12,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from app.devstack import EmbeddedS3
-from app.service import object_key
+from app.usecases.plans import object_key
 from tests.support import Api, new_sub, running_app, sha256_b64, tiny_pdf, tiny_png
 
 

@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import update
 
 from app.devstack import EmbeddedS3
-from app.lifespan import open_service
+from app.lifespan import open_use_cases
 from app.models import files_table
 from tests.support import Api, new_sub, running_app, sha256_b64, sql_engine
 
@@ -189,8 +189,8 @@ async def test_the_reaper_aborts_a_stale_multipart_upload(
             )
     finally:
         engine.dispose()
-    async with open_service(api.settings) as (_, service):
-        report = await service.reap()
+    async with open_use_cases(api.settings) as (_, use_cases):
+        report = await use_cases.reaper.reap()
     assert report.expired >= 1
     assert not _multipart_uploads(s3_server, api.settings.s3_bucket, file_id)
     late = await _part_urls(api, owner, file_id, [1])
@@ -199,7 +199,7 @@ async def test_the_reaper_aborts_a_stale_multipart_upload(
 
 @pytest.mark.parametrize("size", [1, 5 * MIB, 16 * MIB, 16 * MIB + 1, 5 * 1024**4])
 def test_part_plans_stay_within_s3_limits(size: int) -> None:
-    from app.service import part_plan, part_sizes
+    from app.usecases.plans import part_plan, part_sizes
 
     part_size = part_plan(size, 16 * MIB)
     sizes = part_sizes(size, part_size)

@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from app.lifespan import open_service
+from app.lifespan import open_use_cases
 from tests.support import Api, new_sub, running_app
 
 
@@ -99,8 +99,8 @@ async def test_quota_is_released_when_a_deleted_or_abandoned_files_urls_have_run
             fits.json()["upload"]["expires_at"].replace("Z", "+00:00")
         )
         await asyncio.sleep(max(0.0, last_url.timestamp() + 2 - time.time()))  # + a margin
-        async with open_service(settings) as (_, service):
-            await service.reap()
+        async with open_use_cases(settings) as (_, use_cases):
+            await use_cases.reaper.reap()
         again = await client.post("/uploads", json=_body(size=100), headers=api.auth(owner))
     assert again.status_code == 201
 

@@ -15,7 +15,7 @@ from sqlalchemy import insert, select, update
 
 from app.config import Settings
 from app.devstack import EmbeddedS3
-from app.lifespan import open_service
+from app.lifespan import open_use_cases
 from app.models import files_table
 from tests.support import Api, new_sub, object_exists, run_s3gate, running_app, sql_engine
 
@@ -67,9 +67,10 @@ async def test_a_stale_upload_expires_and_its_object_is_removed(
     file_id, key = await _stale_upload_with_bytes(api, s3_http, owner)
     fresh = (await api.create(owner, BODY)).json()["file"]["id"]
 
-    async with open_service(_stale(api.settings)) as (_, service):
-        first = await service.reap()
-        await service.reap()  # a second pass finds this file done (counts are database-wide)
+    async with open_use_cases(_stale(api.settings)) as (_, use_cases):
+        first = await use_cases.reaper.reap()
+        # a second pass finds this file done (counts are database-wide)
+        await use_cases.reaper.reap()
     assert first.expired >= 1
     assert not object_exists(s3_server, api.settings.s3_bucket, key)
     stale = await api.client.get(f"/files/{file_id}", headers=api.auth(owner))
@@ -88,8 +89,8 @@ async def test_the_reaper_leaves_available_files_and_their_objects_alone(
     file, upload = await api.upload(s3_http, owner, b"keep me", content_type="text/plain")
     assert (await api.complete(owner, file["id"])).status_code == 200
     _age(api.settings, file["id"])  # its URL long dead: the reaper still keeps its object
-    async with open_service(_stale(api.settings)) as (_, service):
-        await service.reap()
+    async with open_use_cases(_stale(api.settings)) as (_, use_cases):
+        await use_cases.reaper.reap()
     assert object_exists(s3_server, api.settings.s3_bucket, _key(upload))
     kept = await api.client.get(f"/files/{file['id']}", headers=api.auth(owner))
     assert kept.json()["status"] == "available"
@@ -110,8 +111,8 @@ async def test_the_reaper_finishes_a_delete_that_met_a_store_outage(
     assert object_exists(s3_server, api.settings.s3_bucket, key)  # left behind
 
     _age(api.settings, file_id)  # its upload URL is dead: no request can store it again
-    async with open_service(_stale(api.settings)) as (_, service):
-        report = await service.reap()
+    async with open_use_cases(_stale(api.settings)) as (_, use_cases):
+        report = await use_cases.reaper.reap()
     assert report.purged >= 1
     assert not object_exists(s3_server, api.settings.s3_bucket, key)
     engine = sql_engine(api.settings.database_url)
@@ -157,7 +158,7 @@ async def test_concurrent_reapers_claim_every_stale_row_exactly_once(api: Api) -
 
     claimed: list[uuid.UUID] = []
     cutoff = datetime.now(UTC) - timedelta(hours=1)
-    async with open_service(api.settings) as (a, _), open_service(api.settings) as (b, _):
+    async with open_use_cases(api.settings) as (a, _), open_use_cases(api.settings) as (b, _):
 
         async def drain(ledger: Any) -> None:
             while batch := await ledger.expire_stale(cutoff, 3):

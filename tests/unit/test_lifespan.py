@@ -32,7 +32,7 @@ def settings(tmp_path: Path) -> Settings:
 
 @pytest.fixture
 def closed(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """The names of the resources open_service built and then closed, in closing order."""
+    """The names of the resources open_use_cases built and then closed, in closing order."""
     closed: list[str] = []
     open_ledger, make_clients = lifespan.Ledger.open, lifespan.s3_clients
 
@@ -79,10 +79,10 @@ def _failing(*_: Any, **__: Any) -> Any:
         ("s3_clients", ["ledger"]),
         ("Signer", ["signing client", "storage client", "ledger"]),
         ("Storage", ["signing client", "storage client", "ledger"]),
-        ("FileService", ["signing client", "storage client", "ledger"]),
+        ("build_use_cases", ["signing client", "storage client", "ledger"]),
     ],
 )
-async def test_a_failed_step_of_open_service_closes_what_was_opened_before_it(
+async def test_a_failed_step_of_open_use_cases_closes_what_was_opened_before_it(
     settings: Settings,
     closed: list[str],
     monkeypatch: pytest.MonkeyPatch,
@@ -94,15 +94,15 @@ async def test_a_failed_step_of_open_service_closes_what_was_opened_before_it(
     else:
         monkeypatch.setattr(lifespan, step, _failing)
     with pytest.raises(Boom):
-        async with lifespan.open_service(settings):
+        async with lifespan.open_use_cases(settings):
             pytest.fail("the service must not start")
     assert closed == opened_before
 
 
-async def test_open_service_closes_everything_on_the_way_out(
+async def test_open_use_cases_closes_everything_on_the_way_out(
     settings: Settings, closed: list[str]
 ) -> None:
-    async with lifespan.open_service(settings):
+    async with lifespan.open_use_cases(settings):
         assert closed == []
     assert closed == ["signing client", "storage client", "ledger"]
 

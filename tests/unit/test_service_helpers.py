@@ -1,4 +1,5 @@
-"""Pure helpers of the service: object keys, request fingerprints, type allow-list, cursors."""
+"""Pure decisions of the use cases: object keys, request fingerprints, type allow-list, cursors,
+the completion verdict."""
 
 from __future__ import annotations
 
@@ -13,18 +14,17 @@ import uuid6
 
 from app.errors import ValidationFailed
 from app.ledger import FileRecord
+from app.mediatypes import allowed as content_type_allowed
 from app.schemas import CreateUploadRequest
-from app.service import (
-    checksum_mismatch,
-    content_type_allowed,
-    declaration_mismatch,
+from app.storage import ObjectInfo, unsigned_headers
+from app.usecases.plans import (
     decode_cursor,
     encode_cursor,
     form_upload_key,
     object_key,
     request_fingerprint,
 )
-from app.storage import ObjectInfo, unsigned_headers
+from app.usecases.verdict import checksum_mismatch, declaration_mismatch
 
 CHECKSUM = "n4bQgYhMfWWaL+qgxVrQFaO/TxsrC4Is0V1sFbDwCgg="
 OTHER_CHECKSUM = base64.b64encode(bytes(range(32))).decode()

@@ -1,1 +1,1 @@
-"""Thin HTTP handlers: parse, call one service method, shape the answer."""
+"""Thin HTTP handlers: parse, call one use case, shape the answer."""

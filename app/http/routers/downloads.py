@@ -17,7 +17,7 @@ from app.errors import (
     RateLimiterUnavailable,
     ValidationFailed,
 )
-from app.http.deps import FileIdDep, LimitedPrincipalDep, ServiceDep
+from app.http.deps import FileIdDep, FilesDep, LimitedPrincipalDep
 from app.http.middleware import ModelResponse
 from app.http.problems import problem_responses
 from app.schemas import DownloadOut
@@ -46,7 +46,7 @@ router = APIRouter(tags=["downloads"])
 async def download(
     file_id: FileIdDep,
     principal: LimitedPrincipalDep,
-    service: ServiceDep,
+    files: FilesDep,
     disposition: Annotated[Literal["attachment", "inline"], Query()] = "attachment",
     redirect: Annotated[bool, Query()] = False,
 ) -> Any:
@@ -56,7 +56,7 @@ async def download(
     Every other type (HTML, SVG, XML, JavaScript, the "unknown" types browsers sniff, and any
     other) is served as an `application/octet-stream` attachment, whatever `disposition` asks.
     """
-    presigned = await service.issue_download(principal, file_id, disposition)
+    presigned = await files.issue_download(principal, file_id, disposition)
     if redirect:
         return RedirectResponse(presigned.url, status_code=307)
     return ModelResponse(

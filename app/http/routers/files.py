@@ -14,7 +14,7 @@ from app.errors import (
     StorageUnavailable,
     ValidationFailed,
 )
-from app.http.deps import FileIdDep, PrincipalDep, ServiceDep
+from app.http.deps import FileIdDep, FilesDep, PrincipalDep
 from app.http.problems import problem_responses
 from app.schemas import FileListOut, FileOut
 
@@ -28,7 +28,7 @@ router = APIRouter(tags=["files"])
 )
 async def list_files(
     principal: PrincipalDep,
-    service: ServiceDep,
+    files: FilesDep,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: Annotated[str | None, Query(max_length=64)] = None,
     owner: Annotated[
@@ -36,7 +36,7 @@ async def list_files(
     ] = None,
 ) -> FileListOut:
     """Cursor pagination: pass `next_cursor` back as `cursor` until it is null."""
-    page = await service.list_files(principal, limit=limit, cursor=cursor, owner=owner)
+    page = await files.list_files(principal, limit=limit, cursor=cursor, owner=owner)
     return FileListOut(
         items=[FileOut.model_validate(item) for item in page.items], next_cursor=page.next_cursor
     )
@@ -47,8 +47,8 @@ async def list_files(
     summary="Get one file",
     responses=problem_responses(MissingToken, InvalidToken, NotFound),
 )
-async def get_file(file_id: FileIdDep, principal: PrincipalDep, service: ServiceDep) -> FileOut:
-    return FileOut.model_validate(await service.get_file(principal, file_id))
+async def get_file(file_id: FileIdDep, principal: PrincipalDep, files: FilesDep) -> FileOut:
+    return FileOut.model_validate(await files.get_file(principal, file_id))
 
 
 @router.delete(
@@ -57,6 +57,6 @@ async def get_file(file_id: FileIdDep, principal: PrincipalDep, service: Service
     summary="Delete a file and its object",
     responses=problem_responses(MissingToken, InvalidToken, NotFound, StorageUnavailable),
 )
-async def delete_file(file_id: FileIdDep, principal: PrincipalDep, service: ServiceDep) -> None:
+async def delete_file(file_id: FileIdDep, principal: PrincipalDep, files: FilesDep) -> None:
     """A second delete answers 404."""
-    await service.delete_file(principal, file_id)
+    await files.delete_file(principal, file_id)

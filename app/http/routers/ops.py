@@ -54,7 +54,7 @@ async def readyz(state: StateDep) -> ReadyOut:
             hints.append(pending.detail)
     if not state.verifier.keys_loaded:
         failing.append("verification_keys")
-    if not state.service.can_sign:
+    if not state.use_cases.signer.has_credentials:
         failing.append("s3_credentials")
         hints.append("No S3 credentials were found (or they expired): URL routes answer 503.")
     if failing:

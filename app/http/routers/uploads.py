@@ -26,11 +26,12 @@ from app.errors import (
     ValidationFailed,
 )
 from app.http.deps import (
+    CompletionDep,
     FileIdDep,
     IdempotencyKeyDep,
     LimitedPrincipalDep,
     PrincipalDep,
-    ServiceDep,
+    UploadsDep,
 )
 from app.http.middleware import ModelResponse
 from app.http.problems import problem_responses
@@ -47,8 +48,8 @@ from app.schemas import (
     StoredPartsOut,
     UploadOut,
 )
-from app.service import MultipartPlan
 from app.signer import PresignedPost, PresignedRequest
+from app.usecases.plans import MultipartPlan
 
 router = APIRouter(tags=["uploads"])
 _AUTH_ERRORS = (MissingToken, InvalidToken)
@@ -80,11 +81,11 @@ _AUTH_ERRORS = (MissingToken, InvalidToken)
 async def create_upload(
     body: CreateUploadRequest,
     principal: LimitedPrincipalDep,
-    service: ServiceDep,
+    uploads: UploadsDep,
     idempotency_key: IdempotencyKeyDep = None,
 ) -> Response:
     """The URL is bound to the declared type, size and checksum: S3 refuses anything else."""
-    ticket = await service.create_upload(principal, body, idempotency_key)
+    ticket = await uploads.create_upload(principal, body, idempotency_key)
     answer = CreateUploadResponse(
         file=FileOut.model_validate(ticket.file), upload=_upload_out(ticket.upload)
     )
@@ -127,10 +128,10 @@ def _upload_out(
     ),
 )
 async def sign_parts(
-    file_id: FileIdDep, body: PartsRequest, principal: LimitedPrincipalDep, service: ServiceDep
+    file_id: FileIdDep, body: PartsRequest, principal: LimitedPrincipalDep, uploads: UploadsDep
 ) -> Response:
     """Each URL is bound to its part's exact length; ask again any time before the deadline."""
-    signed = await service.sign_parts(principal, file_id, body.part_numbers)
+    signed = await uploads.sign_parts(principal, file_id, body.part_numbers)
     parts = [
         PartUrlOut(
             part_number=number,
@@ -159,11 +160,11 @@ async def sign_parts(
     ),
 )
 async def stored_parts(
-    file_id: FileIdDep, principal: LimitedPrincipalDep, service: ServiceDep
+    file_id: FileIdDep, principal: LimitedPrincipalDep, uploads: UploadsDep
 ) -> Response:
     """Upload the parts that are missing here, then complete. Each call asks the store, so it
     counts against the caller's rate limit."""
-    plan, parts = await service.stored_parts(principal, file_id)
+    plan, parts = await uploads.stored_parts(principal, file_id)
     return ModelResponse(
         StoredPartsOut(
             part_size=plan.part_size,
@@ -189,14 +190,16 @@ async def stored_parts(
     ),
 )
 async def complete_upload(
-    file_id: FileIdDep, principal: LimitedPrincipalDep, service: ServiceDep
+    file_id: FileIdDep, principal: LimitedPrincipalDep, completion: CompletionDep
 ) -> Response:
     """Asks the store, never the client: size, type, checksum, leading bytes and stored
     headers must match. One completion verifies a file at a time (across replicas); another
     arriving meanwhile waits for its result (S3GATE_COMPLETION_WAIT_SECONDS, 15 s), then 409
     `upload_incomplete` ("verifying") without reading the object. Counts against the caller's
     rate limit (it reads the store)."""
-    return ModelResponse(FileOut.model_validate(await service.complete_upload(principal, file_id)))
+    return ModelResponse(
+        FileOut.model_validate(await completion.complete_upload(principal, file_id))
+    )
 
 
 @router.delete(
@@ -205,6 +208,6 @@ async def complete_upload(
     summary="Abandon a pending upload",
     responses=problem_responses(*_AUTH_ERRORS, NotFound, NotPending),
 )
-async def abandon_upload(file_id: FileIdDep, principal: PrincipalDep, service: ServiceDep) -> None:
+async def abandon_upload(file_id: FileIdDep, principal: PrincipalDep, uploads: UploadsDep) -> None:
     """Removes any partial object; the file disappears."""
-    await service.abandon_upload(principal, file_id)
+    await uploads.abandon_upload(principal, file_id)

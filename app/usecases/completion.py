@@ -1,0 +1,235 @@
+"""Completing an upload: check the stored object against the declaration, once at a time
+across every replica (a lease in the ledger), then make the file available or reject it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import NoReturn
+
+from app.auth import Principal
+from app.config import UploadSettings, UrlSettings
+from app.errors import (
+    AppError,
+    NotFound,
+    UploadExpired,
+    UploadIncomplete,
+    UploadRejected,
+    VerificationInProgress,
+)
+from app.ledger import FileRecord
+from app.logs import audit
+from app.metrics import metrics
+from app.models import FileStatus
+from app.sniff import SNIFF_BYTES
+from app.storage import ObjectInfo, Storage
+from app.usecases.common import Lookup
+from app.usecases.plans import part_sizes
+from app.usecases.verdict import checksum_mismatch, content_mismatch, declaration_mismatch
+
+log = logging.getLogger("s3gate.audit")
+
+# The `outcome` of a completion that raised (any other error counts as "error").
+_FAILED_COMPLETIONS: dict[type[Exception], str] = {
+    UploadRejected: "rejected",
+    UploadIncomplete: "not_uploaded",
+    VerificationInProgress: "in_progress",
+    UploadExpired: "expired",
+    NotFound: "not_found",
+}
+# A completion holds the file's verification lease this long, renewed a third of the way
+# through, so a completion that died with its replica holds the file 10 s at most: a client's
+# retry elsewhere waits that out (S3GATE_COMPLETION_WAIT_SECONDS is longer) and then verifies.
+VERIFY_LEASE_SECONDS = 10.0
+_WAIT_POLL_SECONDS = 0.05
+
+
+@dataclass(slots=True)
+class _Lease:
+    held: datetime  # the verify_lease_until this completion wrote (its compare-and-set token)
+    cleared: bool = False  # set once the status change that also clears it is under way
+
+
+class Completion:
+    def __init__(
+        self,
+        lookup: Lookup,
+        storage: Storage,
+        uploads: UploadSettings,
+        urls: UrlSettings,
+        *,
+        verify_lease_seconds: float = VERIFY_LEASE_SECONDS,
+    ) -> None:
+        self._lookup = lookup
+        self._ledger = lookup.ledger
+        self._storage = storage
+        self._uploads = uploads
+        self._urls = urls
+        self._lease = timedelta(seconds=verify_lease_seconds)
+        self._metrics = metrics()
+
+    async def complete_upload(self, principal: Principal, file_id: uuid.UUID) -> FileRecord:
+        """Check the stored object against the declaration; make the file available or reject it."""
+        try:
+            record, outcome = await self._complete(principal, file_id)
+        except Exception as exc:
+            self._metrics.completions[_FAILED_COMPLETIONS.get(type(exc), "error")].inc()
+            raise
+        self._metrics.completions[outcome].inc()
+        return record
+
+    async def _complete(self, principal: Principal, file_id: uuid.UUID) -> tuple[FileRecord, str]:
+        """complete_upload's work; the file and the outcome: available or already_available."""
+        record = await self._lookup.owned(principal, file_id)
+        if record.status == FileStatus.AVAILABLE:
+            return record, "already_available"
+        if record.status == FileStatus.REJECTED:
+            raise UploadRejected("This upload was already rejected; create a new upload.")
+        if record.status == FileStatus.EXPIRED:
+            raise UploadExpired()
+        grace = timedelta(seconds=self._urls.completion_grace_seconds)
+        if self._lookup.now() > record.upload_expires_at + grace:
+            raise UploadExpired()
+
+        waited_until = time.monotonic() + self._uploads.completion_wait_seconds
+        while True:
+            async with self._verification_lease(record) as lease:
+                if lease is not None:
+                    done = await self._verify(record, lease)
+                    break
+            # Another completion is verifying it: answer with its result when it ends (a
+            # ledger read every poll, never a second read of the object).
+            current = await self._lookup.owned(principal, file_id)
+            if current.status != FileStatus.PENDING:
+                return await self._complete(principal, file_id)
+            if time.monotonic() >= waited_until:
+                raise VerificationInProgress()
+            await asyncio.sleep(_WAIT_POLL_SECONDS)
+        if done is not None:
+            return done, "available"
+        return await self._complete(principal, file_id)  # lost a race: answer as it ended
+
+    @contextlib.asynccontextmanager
+    async def _verification_lease(self, record: FileRecord) -> AsyncIterator[_Lease | None]:
+        """Hold the file's verification lease while the block runs (None: another
+        completion holds it), so however many completions arrive, across every replica,
+        the object is read and checked once at a time."""
+        now = self._lookup.now()
+        lease = _Lease(now + self._lease)
+        if await self._ledger.claim_verification(record.id, now, lease.held) is None:
+            yield None
+            return
+        renewer = asyncio.create_task(self._renew_lease(record.id, lease))
+        try:
+            yield lease
+        finally:
+            renewer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renewer
+            if not lease.cleared:  # free it for the next completion (a status change did)
+                try:
+                    await self._ledger.move_lease(record.id, lease.held, None)
+                except AppError:
+                    log.warning("verification lease of file=%s left to run out", record.id)
+
+    async def _renew_lease(self, file_id: uuid.UUID, lease: _Lease) -> None:
+        while True:
+            await asyncio.sleep(self._lease.total_seconds() / 3)
+            renewed = self._lookup.now() + self._lease
+            if not await self._ledger.move_lease(file_id, lease.held, renewed):
+                return  # lost it; the final compare-and-set decides who answers
+            lease.held = renewed
+
+    async def _verify(self, record: FileRecord, lease: _Lease) -> FileRecord | None:
+        """Check the stored object; the available file, or None if the row moved on first."""
+        if record.multipart_upload_id is not None:
+            await self._assemble_parts(record)
+        target = record.upload_key or record.object_key
+        info = await self._storage.head(target)
+        if info is None:
+            raise UploadIncomplete()
+        reason = declaration_mismatch(record, info)
+        if reason is None and record.checksum_sha256 is not None:
+            stored_sha256 = info.checksum_sha256
+            if record.multipart_upload_id is not None:
+                # The store's checksum of a multipart object is one of part checksums, so the
+                # declared whole-file SHA-256 is checked by reading the object through once.
+                stored_sha256 = await self._storage.sha256(target)
+            reason = checksum_mismatch(record.checksum_sha256, stored_sha256)
+        if reason is None:
+            head = await self._storage.read_head(target, min(SNIFF_BYTES, record.size))
+            if head is None:
+                raise UploadIncomplete()
+            reason = content_mismatch(record, head)
+        if reason is not None:
+            await self._reject(record, target, reason, lease)
+        if record.upload_key is not None:
+            await self._promote(record, info)
+        lease.cleared = True  # by the status change below
+        return await self._ledger.transition(
+            record.id,
+            record.owner_id,
+            from_status=FileStatus.PENDING,
+            to_status=FileStatus.AVAILABLE,
+            completed_at=self._lookup.now().replace(microsecond=0),
+            verify_lease_until=None,
+        )
+
+    async def _reject(
+        self, record: FileRecord, target: str, reason: str, lease: _Lease
+    ) -> NoReturn:
+        await self._storage.delete(target)  # before the row says so: no orphan
+        lease.cleared = True  # by the status change below
+        # The row keeps purged_at empty: a late request through the still-valid URL could
+        # store the object again, so the reaper deletes it again until no URL can.
+        await self._ledger.transition(
+            record.id,
+            record.owner_id,
+            from_status=FileStatus.PENDING,
+            to_status=FileStatus.REJECTED,
+            verify_lease_until=None,
+        )
+        audit(log, "rejected upload", file=record.id, owner=record.owner_id)
+        raise UploadRejected(f"The uploaded bytes do not match the declaration: {reason}.")
+
+    async def _promote(self, record: FileRecord, verified: ObjectInfo) -> None:
+        """Copy the verified form upload to the file's own key, with only its declared type."""
+        assert record.upload_key is not None
+        copied = await self._storage.copy(
+            record.upload_key,
+            record.object_key,
+            if_match=verified.etag or "",
+            content_type=record.content_type,
+        )
+        if not copied:  # posted again between the check and the copy: check what is there now
+            raise UploadIncomplete("The upload changed while it was verified; complete again.")
+        # The reaper deletes it again (purged_at stays empty) until the policy has run out.
+        with contextlib.suppress(AppError):
+            await self._storage.delete(record.upload_key)
+
+    async def _assemble_parts(self, record: FileRecord) -> None:
+        """Complete the store's multipart upload from the parts it lists (clients send no
+        ETags); a no-op when a concurrent completion got there first."""
+        assert record.multipart_upload_id is not None
+        assert record.part_size is not None
+        parts = await self._storage.list_parts(record.object_key, record.multipart_upload_id)
+        if parts is None:
+            return  # already assembled (or aborted: the HEAD that follows tells which)
+        expected = part_sizes(record.size, record.part_size)
+        held = {part.number: part for part in parts}
+        missing = [n for n in range(1, len(expected) + 1) if n not in held]
+        if missing:
+            raise UploadIncomplete(
+                f"{len(missing)} of {len(expected)} parts are not in the store yet "
+                f"(first missing: {missing[0]})."
+            )
+        ordered = [held[n] for n in range(1, len(expected) + 1)]
+        await self._storage.complete_multipart_upload(
+            record.object_key, record.multipart_upload_id, ordered
+        )
