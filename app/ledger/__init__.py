@@ -2,7 +2,7 @@
 
 `owner=None` means "any owner" and is passed only on the explicit admin branch in service.py.
 Statements are SQLAlchemy Core expressions with bound parameters, compiled once per dialect and
-run by the driver (drivers.py). Each operation is one statement, atomic on its own: inserts,
+run by the driver (driver.py). Each operation is one statement, atomic on its own: inserts,
 owner-scoped reads and compare-and-set status updates.
 """
 
@@ -30,9 +30,9 @@ from sqlalchemy import (
     update,
 )
 
-from app.config import DatabaseSettings
+from app.config import DatabaseSettings, ledger_url
 from app.errors import MigrationsPending
-from app.ledger.drivers import Driver, DuplicateKey, Params, open_driver
+from app.ledger.driver import Driver, DuplicateKey, Params
 from app.models import FileStatus, files_table
 from app.observability import metrics
 
@@ -83,6 +83,22 @@ _TIMED: list[str] = []  # the `statement` label values: the timed Ledger methods
 
 class IdempotencyKeyTaken(Exception):
     """Another request inserted a file with this owner's Idempotency-Key first."""
+
+
+async def open_driver(database_url: str, pool_size: int) -> Driver:
+    """The driver for this URL (sqlite:///path or postgresql://...)."""
+    url, backend = ledger_url(database_url)
+    if backend == "sqlite":
+        from app.ledger.sqlite import SqliteDriver
+
+        return SqliteDriver(url.database or "")
+    # Imported only for PostgreSQL: psycopg and its dialect cost ~12 MB per worker.
+    from app.ledger.postgres import PostgresDriver
+
+    conninfo = url.set(drivername="postgresql").render_as_string(hide_password=False)
+    driver = PostgresDriver(conninfo, pool_size)
+    await driver.open()
+    return driver
 
 
 @contextlib.contextmanager

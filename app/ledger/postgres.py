@@ -14,7 +14,7 @@ from sqlalchemy.dialects.postgresql import psycopg as psycopg_dialect
 from sqlalchemy.engine import Dialect
 
 from app.errors import DatabaseUnavailable, MigrationsPending
-from app.ledger.drivers import DuplicateKey, Params, Row
+from app.ledger.driver import DuplicateKey, Params, Row
 
 log = logging.getLogger("s3gate.ledger")
 
