@@ -1,7 +1,8 @@
 """The ledger: one statement per call, owner-scoped in SQL.
 
 `owner=None` means "any owner" and is passed only on the explicit admin branch in service.py.
-The statements (statements.py) are compiled once per dialect and run by the driver (driver.py).
+The statements (statements.py) are compiled once per dialect, their parameters and rows
+converted by the column types (rows.py), and run by the driver (driver.py).
 """
 
 from __future__ import annotations
@@ -9,57 +10,20 @@ from __future__ import annotations
 import contextlib
 import functools
 import uuid
-from collections.abc import Awaitable, Callable, Collection, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Collection, Iterator
 from datetime import datetime
 from time import perf_counter
 from typing import Any, TypeVar, cast
 
-from sqlalchemy import ClauseElement
-
 from app.config import DatabaseSettings, ledger_url
 from app.errors import MigrationsPending
-from app.ledger.driver import Driver, DuplicateKey, Params
+from app.ledger.driver import Driver, DuplicateKey, Params, Row
+from app.ledger.rows import Compiled, FileRecord, column_values, compile_for, result_converters
 from app.ledger.statements import STATEMENTS, transition
-from app.models import FileStatus, files_table
+from app.models import FileStatus
 from app.observability import metrics
 
-_COLUMNS = tuple(files_table.c.keys())
-_DATETIME_COLUMNS = frozenset(
-    (
-        "created_at",
-        "upload_expires_at",
-        "completed_at",
-        "deleted_at",
-        "purged_at",
-        "verify_lease_until",
-    )
-)
-
-
-@dataclass(frozen=True, slots=True)
-class FileRecord:
-    id: uuid.UUID
-    owner_id: str
-    object_key: str
-    filename: str
-    content_type: str
-    size: int
-    checksum_sha256: str | None
-    status: str
-    idempotency_key: str | None
-    request_hash: str | None
-    created_at: datetime
-    upload_expires_at: datetime
-    completed_at: datetime | None
-    deleted_at: datetime | None
-    purged_at: datetime | None
-    upload_method: str
-    multipart_upload_id: str | None
-    part_size: int | None
-    upload_key: str | None
-    verify_lease_until: datetime | None
-
+__all__ = ["FileRecord", "IdempotencyKeyTaken", "Ledger", "open_driver"]
 
 Records = list[FileRecord]  # (the Ledger.list method shadows `list` inside the class)
 Method = TypeVar("Method", bound=Callable[..., Awaitable[Any]])
@@ -126,9 +90,10 @@ class Ledger:
     def __init__(self, driver: Driver) -> None:
         self._driver = driver
         self._calls = {name: metrics().db_call(name) for name in _TIMED}
-        self._compiled: dict[Any, tuple[str, dict[str, Any]]] = {}
+        self._compiled: dict[Any, Compiled] = {}
         for name, statement in STATEMENTS.items():
-            self._compiled[name] = self._compile(statement)
+            self._compiled[name] = compile_for(statement, driver.dialect)
+        self._from_db = result_converters(driver.dialect)
 
     @classmethod
     async def open(cls, settings: DatabaseSettings) -> Ledger:
@@ -143,27 +108,27 @@ class Ledger:
     async def insert(self, record: FileRecord) -> None:
         """Add a new file; IdempotencyKeyTaken when its key lost a race."""
         with _idempotency_race(record):
-            await self._execute("insert", {name: getattr(record, name) for name in _COLUMNS})
+            await self._execute("insert", column_values(record))
 
     @_timed
     async def insert_within_quota(
         self, record: FileRecord, *, max_bytes: int, max_pending: int
     ) -> bool:
         """Add the file only if its owner stays within both quotas; False when it would not."""
-        sql, defaults = self._compiled["insert_within_quota"]
-        params = {name: getattr(record, name) for name in _COLUMNS}
-        params.update(defaults, max_bytes=max_bytes, max_pending=max_pending)
+        statement = self._compiled["insert_within_quota"]
+        params = column_values(record)
+        params.update(max_bytes=max_bytes, max_pending=max_pending)
         with _idempotency_race(record):
             row = await self._driver.fetch_one_serialized(
-                f"quota:{record.owner_id}", sql, self._bind(params)
+                f"quota:{record.owner_id}", statement.sql, self._bind(statement, params)
             )
         return row is not None
 
     @_timed
     async def usage(self, owner: str) -> tuple[int, int]:
         """The owner's bytes held by pending and available files, and its pending uploads."""
-        sql, defaults = self._compiled["usage"]
-        row = await self._driver.fetch_one(sql, self._bind({**defaults, "owner": owner}))
+        statement = self._compiled["usage"]
+        row = await self._driver.fetch_one(statement.sql, self._bind(statement, {"owner": owner}))
         assert row is not None  # an aggregate always answers one row
         return int(row[0]), int(row[1])
 
@@ -200,7 +165,7 @@ class Ledger:
         shape = ("transition", allowed, owner is not None, tuple(sorted(values)))
         if shape not in self._compiled:
             statement = transition(allowed, scoped=owner is not None, columns=sorted(values))
-            self._compiled[shape] = self._compile(statement)
+            self._compiled[shape] = compile_for(statement, self._driver.dialect)
         params = {"file_id": file_id, "owner": owner, "to_status": str(to_status), **values}
         return await self._one(shape, params)
 
@@ -218,9 +183,9 @@ class Ledger:
     async def move_lease(self, file_id: uuid.UUID, held: datetime, until: datetime | None) -> bool:
         """Renew (or, with None, release) the lease this completion holds; False if it is
         no longer held (it ran out and another completion took it, or the file moved on)."""
-        sql, defaults = self._compiled["move_lease"]
-        params = {**defaults, "file_id": file_id, "held": held, "until": until}
-        return await self._driver.fetch_one(sql, self._bind(params)) is not None
+        statement = self._compiled["move_lease"]
+        params = self._bind(statement, {"file_id": file_id, "held": held, "until": until})
+        return await self._driver.fetch_one(statement.sql, params) is not None
 
     @_timed
     async def mark_purged(self, file_id: uuid.UUID, when: datetime) -> None:
@@ -246,9 +211,8 @@ class Ledger:
     @_timed
     async def schema_revision(self) -> str | None:
         """The Alembic revision the schema is at; None when it was never migrated."""
-        sql, _ = self._compiled["schema_revision"]
         try:
-            row = await self._driver.fetch_one(sql, {})
+            row = await self._driver.fetch_one(self._compiled["schema_revision"].sql, {})
         except MigrationsPending:  # no alembic_version table: an empty database
             return None
         return str(row[0]) if row is not None else None
@@ -268,36 +232,34 @@ class Ledger:
             f"needs {head}: run `s3gate migrate`."
         )
 
-    def _compile(self, statement: ClauseElement) -> tuple[str, dict[str, Any]]:
-        compiled = statement.compile(dialect=self._driver.dialect)
-        # Literal values (status names, OFFSET 0) are bound parameters with fixed values.
-        defaults = {k: v for k, v in compiled.params.items() if v is not None}
-        return str(compiled), defaults
+    def _bind(self, statement: Compiled, params: Params) -> dict[str, Any]:
+        """The parameters as the driver takes them: each converted by its type (rows.py)."""
+        bound = {**statement.defaults, **params}
+        for name, convert in statement.converters:
+            value = bound.get(name)
+            if value is not None:  # NULL on every dialect: nothing to convert
+                bound[name] = convert(value)
+        return bound
 
-    def _bind(self, params: Params) -> dict[str, Any]:
-        bind = self._driver.bind
-        return {key: bind(value) for key, value in params.items()}
-
-    def _record(self, row: Sequence[Any]) -> FileRecord:
-        values = dict(zip(_COLUMNS, row, strict=True))
-        values["id"] = (
-            values["id"] if isinstance(values["id"], uuid.UUID) else uuid.UUID(values["id"])
-        )
-        for name in _DATETIME_COLUMNS:
-            if values[name] is not None:
-                values[name] = self._driver.datetime_from_db(values[name])
-        return FileRecord(**values)
+    def _record(self, row: Row) -> FileRecord:
+        """The row (every column, in the table's order) as the driver returned it."""
+        values = list(row)
+        for index, convert in self._from_db:
+            value = values[index]
+            if value is not None:
+                values[index] = convert(value)
+        return FileRecord(*values)
 
     async def _one(self, key: Any, params: Params) -> FileRecord | None:
-        sql, defaults = self._compiled[key]
-        row = await self._driver.fetch_one(sql, self._bind({**defaults, **params}))
+        statement = self._compiled[key]
+        row = await self._driver.fetch_one(statement.sql, self._bind(statement, params))
         return self._record(row) if row is not None else None
 
     async def _all(self, key: Any, params: Params) -> Records:
-        sql, defaults = self._compiled[key]
-        rows = await self._driver.fetch_all(sql, self._bind({**defaults, **params}))
+        statement = self._compiled[key]
+        rows = await self._driver.fetch_all(statement.sql, self._bind(statement, params))
         return [self._record(row) for row in rows]
 
     async def _execute(self, key: Any, params: Params) -> None:
-        sql, defaults = self._compiled[key]
-        await self._driver.execute(sql, self._bind({**defaults, **params}))
+        statement = self._compiled[key]
+        await self._driver.execute(statement.sql, self._bind(statement, params))

@@ -10,7 +10,6 @@ every statement, and the request path hands the compiled SQL straight to the dri
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import datetime
 from typing import Any, Protocol
 
 from sqlalchemy.engine import Dialect
@@ -32,6 +31,4 @@ class Driver(Protocol):
     async def fetch_one_serialized(self, lock: str, sql: str, params: Params) -> Row | None:
         """fetch_one, with every other call for the same `lock` waiting until it is done."""
 
-    def bind(self, value: Any) -> Any: ...
-    def datetime_from_db(self, value: Any) -> datetime: ...
     async def close(self) -> None: ...

@@ -9,10 +9,8 @@ import os
 import re
 import sqlite3
 import time
-import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import anyio.to_thread
 from sqlalchemy.dialects import sqlite as sqlite_dialect
@@ -81,17 +79,6 @@ class SqliteDriver:
     async def fetch_one_serialized(self, lock: str, sql: str, params: Params) -> Row | None:
         # SQLite runs one write statement at a time, reading everything committed before it.
         return await self.fetch_one(sql, params)
-
-    def bind(self, value: Any) -> Any:
-        # The storage formats of SQLAlchemy's SQLite types, so both read the same rows.
-        if isinstance(value, uuid.UUID):
-            return value.hex
-        if isinstance(value, datetime):
-            return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
-        return value
-
-    def datetime_from_db(self, value: Any) -> datetime:
-        return datetime.fromisoformat(value).replace(tzinfo=UTC)
 
     async def _call(self, work: Callable[[], T]) -> T:
         deadline = time.monotonic() + SQLITE_LOCK_WAIT_SECONDS
