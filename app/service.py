@@ -755,7 +755,7 @@ class FileService:
         if owner is not None and owner != principal.sub and not principal.is_admin:
             raise Forbidden()
         before = decode_cursor(cursor) if cursor else None
-        rows = await self._ledger.list(owner or principal.sub, limit=limit + 1, before=before)
+        rows = await self._ledger.page(owner or principal.sub, limit=limit + 1, before=before)
         if len(rows) > limit:
             return FilePage(rows[:limit], encode_cursor(rows[limit - 1].id))
         return FilePage(rows, None)

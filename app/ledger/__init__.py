@@ -25,7 +25,6 @@ from app.observability import metrics
 
 __all__ = ["FileRecord", "IdempotencyKeyTaken", "Ledger", "open_driver"]
 
-Records = list[FileRecord]  # (the Ledger.list method shadows `list` inside the class)
 Method = TypeVar("Method", bound=Callable[..., Awaitable[Any]])
 _TIMED: list[str] = []  # the `statement` label values: the timed Ledger methods' names
 
@@ -193,18 +192,20 @@ class Ledger:
         await self._execute("mark_purged", {"file_id": file_id, "purged": when})
 
     @_timed
-    async def list(self, owner: str | None, *, limit: int, before: uuid.UUID | None) -> Records:
+    async def page(
+        self, owner: str | None, *, limit: int, before: uuid.UUID | None
+    ) -> list[FileRecord]:
         """Visible files, newest first (UUIDv7 order), strictly older than `before`."""
-        name = ("list_any" if owner is None else "list_owned") + ("_before" if before else "")
+        name = ("page_any" if owner is None else "page_owned") + ("_before" if before else "")
         return await self._all(name, {"owner": owner, "before": before, "limit": limit})
 
     @_timed
-    async def expire_stale(self, cutoff: datetime, limit: int) -> Records:
+    async def expire_stale(self, cutoff: datetime, limit: int) -> list[FileRecord]:
         """Mark up to `limit` pending uploads whose deadline is before `cutoff` expired."""
         return await self._all("expire_stale", {"cutoff": cutoff, "limit": limit})
 
     @_timed
-    async def unpurged(self, limit: int) -> Records:
+    async def unpurged(self, limit: int) -> list[FileRecord]:
         """Files whose object removal is not confirmed for good yet (see statements.py)."""
         return await self._all("unpurged", {"limit": limit})
 
@@ -255,7 +256,7 @@ class Ledger:
         row = await self._driver.fetch_one(statement.sql, self._bind(statement, params))
         return self._record(row) if row is not None else None
 
-    async def _all(self, key: Any, params: Params) -> Records:
+    async def _all(self, key: Any, params: Params) -> list[FileRecord]:
         statement = self._compiled[key]
         rows = await self._driver.fetch_all(statement.sql, self._bind(statement, params))
         return [self._record(row) for row in rows]

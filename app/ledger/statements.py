@@ -64,7 +64,7 @@ def _select_visible(*, scoped: bool) -> ClauseElement:
     return query.where(_c.owner_id == bindparam("owner")) if scoped else query
 
 
-def _list(*, scoped: bool, paged: bool) -> ClauseElement:
+def _page(*, scoped: bool, paged: bool) -> ClauseElement:
     query = select(files_table).where(_VISIBLE)
     if scoped:
         query = query.where(_c.owner_id == bindparam("owner"))
@@ -94,10 +94,10 @@ STATEMENTS: dict[str, ClauseElement] = {
     "mark_purged": update(files_table)
     .where(_c.id == bindparam("file_id"))
     .values(purged_at=bindparam("purged")),
-    "list_owned": _list(scoped=True, paged=False),
-    "list_owned_before": _list(scoped=True, paged=True),
-    "list_any": _list(scoped=False, paged=False),
-    "list_any_before": _list(scoped=False, paged=True),
+    "page_owned": _page(scoped=True, paged=False),
+    "page_owned_before": _page(scoped=True, paged=True),
+    "page_any": _page(scoped=False, paged=False),
+    "page_any_before": _page(scoped=False, paged=True),
     "schema_revision": text("SELECT version_num FROM alembic_version"),
     # Claim stale pending uploads: one statement, and on PostgreSQL SKIP LOCKED, so reapers
     # running side by side never take the same row; the outer status test is the CAS that a
