@@ -1,4 +1,4 @@
-"""Database URLs and migrations (the request path's drivers live in app/ledger/drivers.py)."""
+"""Database URLs and migrations (the request path's drivers live in app/ledger/)."""
 
 from __future__ import annotations
 

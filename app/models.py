@@ -1,4 +1,8 @@
-"""The ledger's tables. Queries live in ledger.py; this module only describes the schema."""
+"""The ledger's table: the one description of a row, for the migrations and the request path.
+
+The statements live in app/ledger/statements.py. The column types also say how each value is
+stored on each backend: the request path applies their own conversions (app/ledger/rows.py).
+"""
 
 from __future__ import annotations
 
@@ -48,10 +52,15 @@ class UploadMethod(StrEnum):
 
 
 class UtcDateTime(TypeDecorator[datetime]):
-    """Timezone-aware UTC in Python on every backend (SQLite stores naive UTC)."""
+    """Timezone-aware UTC in Python on every backend (SQLite stores naive UTC); a naive
+    datetime is refused."""
 
     impl = DateTime(timezone=True)
     cache_ok = True
+
+    @property
+    def python_type(self) -> type[datetime]:
+        return datetime
 
     def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         if value is None:

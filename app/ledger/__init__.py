@@ -1,9 +1,8 @@
-"""Ledger queries. Every query made for a caller carries the owner in its WHERE clause.
+"""The ledger: one statement per call, owner-scoped in SQL.
 
 `owner=None` means "any owner" and is passed only on the explicit admin branch in service.py.
-Statements are SQLAlchemy Core expressions with bound parameters, compiled once per dialect and
-run by the driver (drivers.py). Each operation is one statement, atomic on its own: inserts,
-owner-scoped reads and compare-and-set status updates.
+The statements (statements.py) are compiled once per dialect, their parameters and rows
+converted by the column types (rows.py), and run by the driver (driver.py).
 """
 
 from __future__ import annotations
@@ -11,78 +10,43 @@ from __future__ import annotations
 import contextlib
 import functools
 import uuid
-from collections.abc import Awaitable, Callable, Collection, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Collection, Iterator
 from datetime import datetime
 from time import perf_counter
 from typing import Any, TypeVar, cast
 
-from sqlalchemy import (
-    ClauseElement,
-    ScalarSelect,
-    and_,
-    bindparam,
-    func,
-    literal,
-    or_,
-    select,
-    text,
-    update,
-)
-
-from app.config import DatabaseSettings
+from app.config import DatabaseSettings, ledger_url
 from app.errors import MigrationsPending
-from app.ledger.drivers import Driver, DuplicateKey, Params, open_driver
+from app.ledger.driver import Driver, DuplicateKey, Params, Row
+from app.ledger.rows import Compiled, FileRecord, column_values, compile_for, result_converters
+from app.ledger.statements import STATEMENTS, transition
 from app.metrics import metrics
-from app.models import FileStatus, files_table
+from app.models import FileStatus
 
-_c = files_table.c
-_VISIBLE = _c.status != FileStatus.DELETED
-_ENDED = (FileStatus.DELETED, FileStatus.EXPIRED, FileStatus.REJECTED)
-_COLUMNS = tuple(files_table.c.keys())
-_DATETIME_COLUMNS = frozenset(
-    (
-        "created_at",
-        "upload_expires_at",
-        "completed_at",
-        "deleted_at",
-        "purged_at",
-        "verify_lease_until",
-    )
-)
+__all__ = ["FileRecord", "IdempotencyKeyTaken", "Ledger", "open_driver"]
 
-
-@dataclass(frozen=True, slots=True)
-class FileRecord:
-    id: uuid.UUID
-    owner_id: str
-    object_key: str
-    filename: str
-    content_type: str
-    size: int
-    checksum_sha256: str | None
-    status: str
-    idempotency_key: str | None
-    request_hash: str | None
-    created_at: datetime
-    upload_expires_at: datetime
-    completed_at: datetime | None
-    deleted_at: datetime | None
-    purged_at: datetime | None
-    upload_method: str
-    multipart_upload_id: str | None
-    part_size: int | None
-    upload_key: str | None
-    verify_lease_until: datetime | None
-
-
-Records = list[FileRecord]  # (the Ledger.list method shadows `list` inside the class)
 Method = TypeVar("Method", bound=Callable[..., Awaitable[Any]])
 _TIMED: list[str] = []  # the `statement` label values: the timed Ledger methods' names
 
 
 class IdempotencyKeyTaken(Exception):
     """Another request inserted a file with this owner's Idempotency-Key first."""
+
+
+async def open_driver(database_url: str, pool_size: int) -> Driver:
+    """The driver for this URL (sqlite:///path or postgresql://...)."""
+    url, backend = ledger_url(database_url)
+    if backend == "sqlite":
+        from app.ledger.sqlite import SqliteDriver
+
+        return SqliteDriver(url.database or "")
+    # Imported only for PostgreSQL: psycopg and its dialect cost ~12 MB per worker.
+    from app.ledger.postgres import PostgresDriver
+
+    conninfo = url.set(drivername="postgresql").render_as_string(hide_password=False)
+    driver = PostgresDriver(conninfo, pool_size)
+    await driver.open()
+    return driver
 
 
 @contextlib.contextmanager
@@ -95,123 +59,6 @@ def _idempotency_race(record: FileRecord) -> Iterator[None]:
         if record.idempotency_key is None:
             raise
         raise IdempotencyKeyTaken from None
-
-
-def _usage(owner_param: str) -> tuple[ScalarSelect[Any], ScalarSelect[Any]]:
-    """The owner's bytes held by pending and available files and by files whose object may
-    still be (re)written through a live URL (not yet purged), and its pending uploads."""
-    held = (literal(str(FileStatus.PENDING)), literal(str(FileStatus.AVAILABLE)))
-    owner = bindparam(owner_param, type_=_c.owner_id.type)
-    stored = (
-        select(func.coalesce(func.sum(_c.size), 0))
-        .where(_c.owner_id == owner, or_(_c.status.in_(held), _c.purged_at.is_(None)))
-        .scalar_subquery()
-    )
-    pending = (
-        select(func.count())
-        .where(_c.owner_id == owner, _c.status == literal(str(FileStatus.PENDING)))
-        .scalar_subquery()
-    )
-    return stored, pending
-
-
-def _insert_within_quota() -> ClauseElement:
-    stored, pending = _usage("owner_id")
-    values = select(*(bindparam(name, type_=files_table.c[name].type) for name in _COLUMNS))
-    values = values.where(
-        stored + bindparam("size", type_=_c.size.type) <= bindparam("max_bytes"),
-        pending < bindparam("max_pending"),
-    )
-    return files_table.insert().from_select(list(_COLUMNS), values).returning(_c.id)
-
-
-def _select_visible(*, scoped: bool) -> ClauseElement:
-    query = select(files_table).where(_c.id == bindparam("file_id"), _VISIBLE)
-    return query.where(_c.owner_id == bindparam("owner")) if scoped else query
-
-
-def _list(*, scoped: bool, paged: bool) -> ClauseElement:
-    query = select(files_table).where(_VISIBLE)
-    if scoped:
-        query = query.where(_c.owner_id == bindparam("owner"))
-    if paged:
-        query = query.where(_c.id < bindparam("before"))
-    return query.order_by(_c.id.desc()).limit(bindparam("limit"))
-
-
-_STATEMENTS: dict[str, ClauseElement] = {
-    "insert": files_table.insert().values({name: bindparam(name) for name in _COLUMNS}),
-    # Usage is read from the ledger itself (pending and available files), so every status
-    # change releases quota with no counter to keep in step.
-    "insert_within_quota": _insert_within_quota(),
-    "usage": select(*_usage("owner")),
-    "get_owned": _select_visible(scoped=True),
-    "get_any": _select_visible(scoped=False),
-    "by_idempotency_key": select(files_table).where(
-        _c.owner_id == bindparam("owner"), _c.idempotency_key == bindparam("key")
-    ),
-    "release_idempotency_key": update(files_table)
-    .where(
-        _c.owner_id == bindparam("owner"),
-        _c.idempotency_key == bindparam("key"),
-        _c.created_at < bindparam("older_than"),
-    )
-    .values(idempotency_key=None, request_hash=None),
-    "mark_purged": update(files_table)
-    .where(_c.id == bindparam("file_id"))
-    .values(purged_at=bindparam("purged")),
-    "list_owned": _list(scoped=True, paged=False),
-    "list_owned_before": _list(scoped=True, paged=True),
-    "list_any": _list(scoped=False, paged=False),
-    "list_any_before": _list(scoped=False, paged=True),
-    "schema_revision": text("SELECT version_num FROM alembic_version"),
-    # Claim stale pending uploads: one statement, and on PostgreSQL SKIP LOCKED, so reapers
-    # running side by side never take the same row; the outer status test is the CAS that a
-    # concurrent completion loses or wins.
-    "expire_stale": update(files_table)
-    .where(
-        _c.status == literal(str(FileStatus.PENDING)),
-        _c.id.in_(
-            select(_c.id)
-            .where(
-                _c.status == literal(str(FileStatus.PENDING)),
-                _c.upload_expires_at < bindparam("cutoff"),
-            )
-            .order_by(_c.upload_expires_at)
-            .limit(bindparam("limit"))
-            .with_for_update(skip_locked=True)
-            .scalar_subquery()
-        ),
-    )
-    .values(status=literal(str(FileStatus.EXPIRED)))
-    .returning(*files_table.c),
-    # Files with an object to remove that is not yet confirmed gone for good: deleted, expired
-    # and rejected files (their object), and available form uploads (their upload_key copy).
-    "unpurged": select(files_table)
-    .where(
-        _c.purged_at.is_(None),
-        or_(
-            _c.status.in_([literal(str(status)) for status in _ENDED]),
-            and_(_c.status == literal(str(FileStatus.AVAILABLE)), _c.upload_key.is_not(None)),
-        ),
-    )
-    .order_by(_c.id)
-    .limit(bindparam("limit")),
-    # One completion at a time: the lease is taken only when free or run out.
-    "claim_verification": update(files_table)
-    .where(
-        _c.id == bindparam("file_id"),
-        _c.status == literal(str(FileStatus.PENDING)),
-        or_(_c.verify_lease_until.is_(None), _c.verify_lease_until < bindparam("now")),
-    )
-    .values(verify_lease_until=bindparam("until"))
-    .returning(*files_table.c),
-    # Renew or release a lease, only while it is still the one this completion holds.
-    "move_lease": update(files_table)
-    .where(_c.id == bindparam("file_id"), _c.verify_lease_until == bindparam("held"))
-    .values(verify_lease_until=bindparam("until"))
-    .returning(_c.id),
-}
 
 
 def _timed(method: Method) -> Method:
@@ -242,9 +89,10 @@ class Ledger:
     def __init__(self, driver: Driver) -> None:
         self._driver = driver
         self._calls = {name: metrics().db_call(name) for name in _TIMED}
-        self._compiled: dict[Any, tuple[str, dict[str, Any]]] = {}
-        for name, statement in _STATEMENTS.items():
-            self._compiled[name] = self._compile(statement)
+        self._compiled: dict[Any, Compiled] = {}
+        for name, statement in STATEMENTS.items():
+            self._compiled[name] = compile_for(statement, driver.dialect)
+        self._from_db = result_converters(driver.dialect)
 
     @classmethod
     async def open(cls, settings: DatabaseSettings) -> Ledger:
@@ -259,27 +107,27 @@ class Ledger:
     async def insert(self, record: FileRecord) -> None:
         """Add a new file; IdempotencyKeyTaken when its key lost a race."""
         with _idempotency_race(record):
-            await self._execute("insert", {name: getattr(record, name) for name in _COLUMNS})
+            await self._execute("insert", column_values(record))
 
     @_timed
     async def insert_within_quota(
         self, record: FileRecord, *, max_bytes: int, max_pending: int
     ) -> bool:
         """Add the file only if its owner stays within both quotas; False when it would not."""
-        sql, defaults = self._compiled["insert_within_quota"]
-        params = {name: getattr(record, name) for name in _COLUMNS}
-        params.update(defaults, max_bytes=max_bytes, max_pending=max_pending)
+        statement = self._compiled["insert_within_quota"]
+        params = column_values(record)
+        params.update(max_bytes=max_bytes, max_pending=max_pending)
         with _idempotency_race(record):
             row = await self._driver.fetch_one_serialized(
-                f"quota:{record.owner_id}", sql, self._bind(params)
+                f"quota:{record.owner_id}", statement.sql, self._bind(statement, params)
             )
         return row is not None
 
     @_timed
     async def usage(self, owner: str) -> tuple[int, int]:
         """The owner's bytes held by pending and available files, and its pending uploads."""
-        sql, defaults = self._compiled["usage"]
-        row = await self._driver.fetch_one(sql, self._bind({**defaults, "owner": owner}))
+        statement = self._compiled["usage"]
+        row = await self._driver.fetch_one(statement.sql, self._bind(statement, {"owner": owner}))
         assert row is not None  # an aggregate always answers one row
         return int(row[0]), int(row[1])
 
@@ -315,18 +163,8 @@ class Ledger:
         allowed = (from_status,) if isinstance(from_status, FileStatus) else tuple(from_status)
         shape = ("transition", allowed, owner is not None, tuple(sorted(values)))
         if shape not in self._compiled:
-            statement = (
-                update(files_table)
-                .where(
-                    _c.id == bindparam("file_id"),
-                    _c.status.in_([literal(str(status)) for status in allowed]),
-                )
-                .values(status=bindparam("to_status"), **{k: bindparam(k) for k in values})
-                .returning(*files_table.c)
-            )
-            if owner is not None:
-                statement = statement.where(_c.owner_id == bindparam("owner"))
-            self._compiled[shape] = self._compile(statement)
+            statement = transition(allowed, scoped=owner is not None, columns=sorted(values))
+            self._compiled[shape] = compile_for(statement, self._driver.dialect)
         params = {"file_id": file_id, "owner": owner, "to_status": str(to_status), **values}
         return await self._one(shape, params)
 
@@ -344,9 +182,9 @@ class Ledger:
     async def move_lease(self, file_id: uuid.UUID, held: datetime, until: datetime | None) -> bool:
         """Renew (or, with None, release) the lease this completion holds; False if it is
         no longer held (it ran out and another completion took it, or the file moved on)."""
-        sql, defaults = self._compiled["move_lease"]
-        params = {**defaults, "file_id": file_id, "held": held, "until": until}
-        return await self._driver.fetch_one(sql, self._bind(params)) is not None
+        statement = self._compiled["move_lease"]
+        params = self._bind(statement, {"file_id": file_id, "held": held, "until": until})
+        return await self._driver.fetch_one(statement.sql, params) is not None
 
     @_timed
     async def mark_purged(self, file_id: uuid.UUID, when: datetime) -> None:
@@ -354,27 +192,28 @@ class Ledger:
         await self._execute("mark_purged", {"file_id": file_id, "purged": when})
 
     @_timed
-    async def list(self, owner: str | None, *, limit: int, before: uuid.UUID | None) -> Records:
+    async def page(
+        self, owner: str | None, *, limit: int, before: uuid.UUID | None
+    ) -> list[FileRecord]:
         """Visible files, newest first (UUIDv7 order), strictly older than `before`."""
-        name = ("list_any" if owner is None else "list_owned") + ("_before" if before else "")
+        name = ("page_any" if owner is None else "page_owned") + ("_before" if before else "")
         return await self._all(name, {"owner": owner, "before": before, "limit": limit})
 
     @_timed
-    async def expire_stale(self, cutoff: datetime, limit: int) -> Records:
+    async def expire_stale(self, cutoff: datetime, limit: int) -> list[FileRecord]:
         """Mark up to `limit` pending uploads whose deadline is before `cutoff` expired."""
         return await self._all("expire_stale", {"cutoff": cutoff, "limit": limit})
 
     @_timed
-    async def unpurged(self, limit: int) -> Records:
-        """Files whose object removal is not confirmed for good yet (see _STATEMENTS)."""
+    async def unpurged(self, limit: int) -> list[FileRecord]:
+        """Files whose object removal is not confirmed for good yet (see statements.py)."""
         return await self._all("unpurged", {"limit": limit})
 
     @_timed
     async def schema_revision(self) -> str | None:
         """The Alembic revision the schema is at; None when it was never migrated."""
-        sql, _ = self._compiled["schema_revision"]
         try:
-            row = await self._driver.fetch_one(sql, {})
+            row = await self._driver.fetch_one(self._compiled["schema_revision"].sql, {})
         except MigrationsPending:  # no alembic_version table: an empty database
             return None
         return str(row[0]) if row is not None else None
@@ -394,36 +233,34 @@ class Ledger:
             f"needs {head}: run `s3gate migrate`."
         )
 
-    def _compile(self, statement: ClauseElement) -> tuple[str, dict[str, Any]]:
-        compiled = statement.compile(dialect=self._driver.dialect)
-        # Literal values (status names, OFFSET 0) are bound parameters with fixed values.
-        defaults = {k: v for k, v in compiled.params.items() if v is not None}
-        return str(compiled), defaults
+    def _bind(self, statement: Compiled, params: Params) -> dict[str, Any]:
+        """The parameters as the driver takes them: each converted by its type (rows.py)."""
+        bound = {**statement.defaults, **params}
+        for name, convert in statement.converters:
+            value = bound.get(name)
+            if value is not None:  # NULL on every dialect: nothing to convert
+                bound[name] = convert(value)
+        return bound
 
-    def _bind(self, params: Params) -> dict[str, Any]:
-        bind = self._driver.bind
-        return {key: bind(value) for key, value in params.items()}
-
-    def _record(self, row: Sequence[Any]) -> FileRecord:
-        values = dict(zip(_COLUMNS, row, strict=True))
-        values["id"] = (
-            values["id"] if isinstance(values["id"], uuid.UUID) else uuid.UUID(values["id"])
-        )
-        for name in _DATETIME_COLUMNS:
-            if values[name] is not None:
-                values[name] = self._driver.datetime_from_db(values[name])
-        return FileRecord(**values)
+    def _record(self, row: Row) -> FileRecord:
+        """The row (every column, in the table's order) as the driver returned it."""
+        values = list(row)
+        for index, convert in self._from_db:
+            value = values[index]
+            if value is not None:
+                values[index] = convert(value)
+        return FileRecord(*values)
 
     async def _one(self, key: Any, params: Params) -> FileRecord | None:
-        sql, defaults = self._compiled[key]
-        row = await self._driver.fetch_one(sql, self._bind({**defaults, **params}))
+        statement = self._compiled[key]
+        row = await self._driver.fetch_one(statement.sql, self._bind(statement, params))
         return self._record(row) if row is not None else None
 
-    async def _all(self, key: Any, params: Params) -> Records:
-        sql, defaults = self._compiled[key]
-        rows = await self._driver.fetch_all(sql, self._bind({**defaults, **params}))
+    async def _all(self, key: Any, params: Params) -> list[FileRecord]:
+        statement = self._compiled[key]
+        rows = await self._driver.fetch_all(statement.sql, self._bind(statement, params))
         return [self._record(row) for row in rows]
 
     async def _execute(self, key: Any, params: Params) -> None:
-        sql, defaults = self._compiled[key]
-        await self._driver.execute(sql, self._bind({**defaults, **params}))
+        statement = self._compiled[key]
+        await self._driver.execute(statement.sql, self._bind(statement, params))

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
@@ -14,7 +13,7 @@ from sqlalchemy.dialects.postgresql import psycopg as psycopg_dialect
 from sqlalchemy.engine import Dialect
 
 from app.errors import DatabaseUnavailable, MigrationsPending
-from app.ledger.drivers import DuplicateKey, Params, Row
+from app.ledger.driver import DuplicateKey, Params, Row
 
 log = logging.getLogger("s3gate.ledger")
 
@@ -74,13 +73,6 @@ class PostgresDriver:
             cursor = await conn.execute(sql, params)
             row: Row | None = await cursor.fetchone()
             return row
-
-    def bind(self, value: Any) -> Any:
-        return value
-
-    def datetime_from_db(self, value: Any) -> datetime:
-        assert isinstance(value, datetime)
-        return value.astimezone(UTC)
 
     @contextlib.asynccontextmanager
     async def _connection(self) -> AsyncIterator[Any]:

@@ -49,7 +49,7 @@ class Files:
         if owner is not None and owner != principal.sub and not principal.is_admin:
             raise Forbidden()
         before = decode_cursor(cursor) if cursor else None
-        rows = await self._lookup.ledger.list(
+        rows = await self._lookup.ledger.page(
             owner or principal.sub, limit=limit + 1, before=before
         )
         if len(rows) > limit:

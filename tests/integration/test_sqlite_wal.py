@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 
 from app.devstack import EmbeddedS3
-from app.ledger.drivers import SQLITE_WAL_LIMIT_BYTES, SQLITE_WAL_TRUNCATE_BYTES
+from app.ledger.sqlite import SQLITE_WAL_LIMIT_BYTES, SQLITE_WAL_TRUNCATE_BYTES
 from tests.support import S3GATE, Api, serve_api, stop_process
 
 BODY = {"filename": "a.txt", "content_type": "text/plain", "size": 5}

@@ -614,7 +614,7 @@ def test_the_ledger_url_check_guards_migrations_and_drivers_too() -> None:
     import asyncio
 
     from app.db import sync_url
-    from app.ledger.drivers import open_driver
+    from app.ledger import open_driver
 
     for url in ("nonsense", "mysql://user:hunter2@db/s3gate"):
         with pytest.raises(ValueError, match=r"^S3GATE_DATABASE_URL: .*postgresql://") as info:

@@ -1,10 +1,4 @@
-"""The two database drivers behind the ledger, each executing SQL that SQLAlchemy compiled.
-
-Measured CPU per owner-scoped read on this machine: SQLite 35 us through SQLAlchemy's engine
-vs 5 us on the stdlib driver; PostgreSQL 200 us through SQLAlchemy's asyncio layer vs 63 us on
-psycopg's async connections. So SQLAlchemy defines the schema, runs the migrations and builds
-every statement, and the request path hands the compiled SQL straight to the driver.
-"""
+"""The SQLite driver: one stdlib sqlite3 connection on the event loop (see driver.py)."""
 
 from __future__ import annotations
 
@@ -15,23 +9,18 @@ import os
 import re
 import sqlite3
 import time
-import uuid
-from collections.abc import Callable, Mapping, Sequence
-from datetime import UTC, datetime
-from typing import Any, Protocol, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 
 import anyio.to_thread
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import Dialect
 
-from app.config import ledger_url
 from app.errors import DatabaseUnavailable, MigrationsPending
+from app.ledger.driver import DuplicateKey, Params, Row
 
 log = logging.getLogger("s3gate.ledger")
 T = TypeVar("T")
-
-Row = Sequence[Any]
-Params = Mapping[str, Any]
 
 SQLITE_LOCK_WAIT_SECONDS = 5.0
 SQLITE_CHECKPOINT_INTERVAL_SECONDS = 1.0
@@ -46,24 +35,6 @@ SQLITE_WAL_TRUNCATE_BYTES = 4 * 1024 * 1024
 SQLITE_WAL_LIMIT_BYTES = 64 * 1024 * 1024
 # What SQLite says to a statement naming a table or column that no migration has created yet.
 _SCHEMA_BEHIND = re.compile(r"no such (table|column)|table \S+ has no column named")
-
-
-class DuplicateKey(Exception):
-    """A unique constraint refused the write."""
-
-
-class Driver(Protocol):
-    dialect: Dialect
-
-    async def fetch_one(self, sql: str, params: Params) -> Row | None: ...
-    async def fetch_all(self, sql: str, params: Params) -> list[Row]: ...
-    async def execute(self, sql: str, params: Params) -> None: ...
-    async def fetch_one_serialized(self, lock: str, sql: str, params: Params) -> Row | None:
-        """fetch_one, with every other call for the same `lock` waiting until it is done."""
-
-    def bind(self, value: Any) -> Any: ...
-    def datetime_from_db(self, value: Any) -> datetime: ...
-    async def close(self) -> None: ...
 
 
 class SqliteDriver:
@@ -108,17 +79,6 @@ class SqliteDriver:
     async def fetch_one_serialized(self, lock: str, sql: str, params: Params) -> Row | None:
         # SQLite runs one write statement at a time, reading everything committed before it.
         return await self.fetch_one(sql, params)
-
-    def bind(self, value: Any) -> Any:
-        # The storage formats of SQLAlchemy's SQLite types, so both read the same rows.
-        if isinstance(value, uuid.UUID):
-            return value.hex
-        if isinstance(value, datetime):
-            return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
-        return value
-
-    def datetime_from_db(self, value: Any) -> datetime:
-        return datetime.fromisoformat(value).replace(tzinfo=UTC)
 
     async def _call(self, work: Callable[[], T]) -> T:
         deadline = time.monotonic() + SQLITE_LOCK_WAIT_SECONDS
@@ -178,17 +138,3 @@ class SqliteDriver:
                 await self._checkpointer
             await anyio.to_thread.run_sync(self._checkpoint)
         self._conn.close()
-
-
-async def open_driver(database_url: str, pool_size: int) -> Driver:
-    """The driver for this URL (sqlite:///path or postgresql://...)."""
-    url, backend = ledger_url(database_url)
-    if backend == "sqlite":
-        return SqliteDriver(url.database or "")
-    # Imported only for PostgreSQL: psycopg and its dialect cost ~12 MB per worker.
-    from app.ledger.postgres import PostgresDriver
-
-    conninfo = url.set(drivername="postgresql").render_as_string(hide_password=False)
-    driver = PostgresDriver(conninfo, pool_size)
-    await driver.open()
-    return driver
