@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING
 
 from app.auth import TokenVerifier, mint_token
 from app.config import AuthSettings, ConfigError, MigrateSettings, Settings, load_settings
-from app.db import run_migrations
 from app.logs import configure_logging, logging_config
+from app.migrate import run_migrations
 from app.serving import run_server
 
 if TYPE_CHECKING:

@@ -51,10 +51,10 @@ import httpx
 # the first server, even if app/ is edited while the bench runs.
 from app.auth import mint_token
 from app.config import Settings, load_settings
-from app.db import run_migrations
 from app.devstack import EmbeddedS3, embedded_s3, stop_process_group
 from app.filenames import DOWNLOAD_CACHE_CONTROL
 from app.main import create_app
+from app.migrate import run_migrations
 from app.signer import Signer
 
 REPO = Path(__file__).resolve().parent.parent

@@ -21,9 +21,9 @@ from sqlalchemy import delete
 from sqlalchemy.engine import make_url
 
 from app.config import Settings
-from app.db import run_migrations
 from app.devstack import EmbeddedS3, embedded_s3
 from app.logs import log_handler
+from app.migrate import run_migrations
 from app.models import files_table
 from tests.support import TEST_JWT_SECRET, Api, running_app, sql_engine
 

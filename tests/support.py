@@ -27,9 +27,9 @@ from sqlalchemy import Engine, NullPool, create_engine
 
 from app.auth import mint_token
 from app.config import Settings
-from app.db import sync_url
 from app.devstack import EmbeddedS3, free_ports
 from app.main import create_app
+from app.migrate import sync_url
 
 TEST_JWT_SECRET = "test-secret-" + "x" * 40
 

@@ -27,8 +27,8 @@ def ledger_url(database_url: str) -> tuple[URL, Literal["sqlite", "postgresql"]]
     """The parsed URL and its backend, if the ledger can run on it; else a ValueError that
     names S3GATE_DATABASE_URL and what is accepted (never the URL: it may hold a password).
 
-    The one backend check: settings validation, migrations (app.db.sync_url) and the request
-    path's drivers all call it. It lives here, not in app.db, so that workers need not import
+    The one backend check: settings validation, migrations (app.migrate.sync_url) and the request
+    path's drivers all call it. It lives here, not in app.migrate, so that workers need not import
     Alembic (~10 MB each) to validate their settings."""
     try:
         url = make_url(database_url)

@@ -221,7 +221,7 @@ class Ledger:
     async def pending_migrations(self) -> MigrationsPending | None:
         """The error to answer while the schema is behind the code's revision, else None."""
         # Imported here: alembic is needed for this one check, not by every worker at import.
-        from app.db import head_revision, shipped_revisions
+        from app.migrate import head_revision, shipped_revisions
 
         current, head = await self.schema_revision(), head_revision()
         # A revision this package does not ship is a newer release's: during a rolling update

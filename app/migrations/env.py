@@ -10,7 +10,7 @@ from alembic import context
 from sqlalchemy import Connection, create_engine, pool, text
 
 from app.config import DatabaseSettings, load_settings
-from app.db import MIGRATION_LOCK_KEY, sync_url
+from app.migrate import MIGRATION_LOCK_KEY, sync_url
 from app.models import Base
 
 config = context.config

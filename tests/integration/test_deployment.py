@@ -17,8 +17,8 @@ from sqlalchemy import inspect, text
 from sqlalchemy.engine import make_url
 
 from app import serving
-from app.db import MIGRATION_LOCK_KEY, alembic_config
 from app.devstack import EmbeddedS3
+from app.migrate import MIGRATION_LOCK_KEY, alembic_config
 from tests.support import (
     S3GATE,
     Api,

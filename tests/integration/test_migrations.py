@@ -8,7 +8,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import inspect
 
-from app.db import alembic_config, run_migrations
+from app.migrate import alembic_config, run_migrations
 from app.models import Base
 from tests.support import sql_engine
 

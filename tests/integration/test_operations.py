@@ -18,10 +18,10 @@ from fastapi.routing import APIRoute
 from sqlalchemy import select, text
 
 from app.config import Settings
-from app.db import run_migrations
 from app.devstack import EmbeddedS3
 from app.http.routers import downloads, files, ops, uploads
 from app.logs import configure_logging
+from app.migrate import run_migrations
 from app.models import files_table
 from tests.support import (
     S3GATE,

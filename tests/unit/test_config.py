@@ -613,8 +613,8 @@ def test_the_ledger_url_check_guards_migrations_and_drivers_too() -> None:
     # Settings built without validation (model_copy) still meet the same check further in.
     import asyncio
 
-    from app.db import sync_url
     from app.ledger import open_driver
+    from app.migrate import sync_url
 
     for url in ("nonsense", "mysql://user:hunter2@db/s3gate"):
         with pytest.raises(ValueError, match=r"^S3GATE_DATABASE_URL: .*postgresql://") as info:
