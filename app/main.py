@@ -11,7 +11,7 @@ from fastapi.openapi.utils import get_openapi
 from app.auth import TokenVerifier, bearer_description
 from app.config import ConfigError, Settings, load_settings
 from app.http.assets import add_docs_pages, mount_browser_assets
-from app.http.middleware import CORS, BodyLimitMiddleware
+from app.http.middleware import CORS, BodyLimitMiddleware, RootPathMiddleware
 from app.http.observer import RequestObserver
 from app.http.problems import install_error_handlers
 from app.http.routers import downloads, files, ops, uploads
@@ -37,7 +37,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         description=DESCRIPTION,
         lifespan=lifespan,
-        root_path=settings.root_path,
         # FastAPI's own docs pages load their scripts from a CDN; add_docs_pages serves them.
         docs_url=None,
         redoc_url=None,
@@ -68,6 +67,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             expose_headers=["Location", "Retry-After", "X-Request-ID"],
             max_age=600,
         )
+    if settings.root_path:
+        app.add_middleware(RootPathMiddleware, root_path=settings.root_path)
     app.openapi = functools.partial(_openapi_with_bearer, app)  # type: ignore[method-assign]
     return app
 

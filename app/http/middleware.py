@@ -54,6 +54,20 @@ class ModelResponse(Response):
         super().__init__(model.__pydantic_serializer__.to_json(model), status_code=status_code)
 
 
+class RootPathMiddleware:
+    """Serve under S3GATE_ROOT_PATH (a proxy strips the prefix and forwards the rest): what
+    FastAPI's deprecated `root_path=` argument did, as the outermost middleware."""
+
+    def __init__(self, app: ASGIApp, root_path: str) -> None:
+        self.app = app
+        self.root_path = root_path
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] in ("http", "websocket"):
+            scope["root_path"] = self.root_path
+        await self.app(scope, receive, send)
+
+
 class BodyLimitMiddleware:
     """Refuse oversized request bodies, as problem+json, before anything buffers them.
 
