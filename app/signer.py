@@ -32,6 +32,7 @@ from app.sigv4 import (
     Request,
     SigningEngine,
     UploadPart,
+    cross_check,
 )
 
 if TYPE_CHECKING:
@@ -82,6 +83,16 @@ class Signer:
             if engine == "sigv4"
             else self._botocore
         )
+
+    def cross_check(self) -> None:
+        """Refuse (ConfigError) to run a direct engine that signs unlike botocore does here.
+
+        For startup: it signs a fixed PUT, GET and part URL both ways with fixed keys, never
+        the service's, so it works without credentials too. With S3GATE_SIGNER=boto3 botocore
+        signs every URL itself and there is nothing to compare.
+        """
+        if isinstance(self._engine, DirectEngine):
+            cross_check(self._engine, self._botocore)
 
     @functools.cached_property
     def origin(self) -> str:
