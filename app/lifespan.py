@@ -162,10 +162,12 @@ async def open_use_cases(settings: Settings) -> AsyncIterator[tuple[Ledger, UseC
         stack.callback(signing_client.close)
         if credentials is None:
             log.warning("no S3 credentials found; URL signing will answer 503")
+        signer = Signer(signing_client, credentials, settings.s3_bucket, engine=settings.signer)
+        signer.cross_check()  # a ConfigError when the direct engine and botocore disagree
         use_cases = build_use_cases(
             settings,
             ledger,
-            Signer(signing_client, credentials, settings.s3_bucket, engine=settings.signer),
+            signer,
             Storage(storage_client, settings.s3_bucket, hash_concurrency=settings.hash_concurrency),
         )
         if credentials is not None and hasattr(credentials, "_expiry_time"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import base64
 import hashlib
@@ -9,6 +10,7 @@ import hmac
 import json
 import logging
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 from unittest import mock
 
@@ -440,7 +442,7 @@ async def test_an_unexpected_error_in_a_claim_check_is_invalid_token_logged_with
     assert "RuntimeError" in caplog.text
     assert token not in caplog.text
     assert token not in v._verified  # refused, so not remembered: the next call checks again
-    with mock.patch("app.auth.jws.verify", wraps=jws.verify) as checked:
+    with mock.patch("app.auth.verifier.jws.verify", wraps=jws.verify) as checked:
         assert (await v.verify(token)).sub == "alice"
     assert checked.call_count == 1
 
@@ -841,7 +843,7 @@ async def test_aclose_leaves_an_injected_client_open(rsa_key: rsa.RSAPrivateKey)
 
 async def test_aclose_closes_its_own_client() -> None:
     v = TokenVerifier(settings(jwt_jwks_url=JWKS_URL))
-    own = v._http
+    own = v._keys._http
     assert isinstance(own, httpx.AsyncClient)
     assert not own.is_closed
     await v.aclose()
@@ -1009,7 +1011,7 @@ async def test_a_cached_token_still_expires_at_its_exp() -> None:
 async def test_repeat_verifications_skip_the_signature_check() -> None:
     v = verifier(FakeClock())
     token = encode(claims())
-    with mock.patch("app.auth.jws.verify", wraps=jws.verify) as checked:
+    with mock.patch("app.auth.verifier.jws.verify", wraps=jws.verify) as checked:
         for _ in range(5):
             assert (await v.verify(token)).sub == "alice"
     assert checked.call_count == 1
@@ -1019,7 +1021,7 @@ async def test_cache_entries_are_rechecked_after_the_cache_window() -> None:
     clock = FakeClock()
     v = verifier(clock)
     token = encode(claims(exp=NOW + 10_000))
-    with mock.patch("app.auth.jws.verify", wraps=jws.verify) as checked:
+    with mock.patch("app.auth.verifier.jws.verify", wraps=jws.verify) as checked:
         await v.verify(token)
         clock.now += VERIFIED_CACHE_SECONDS + 1
         await v.verify(token)
@@ -1039,3 +1041,22 @@ async def test_the_cache_stays_bounded() -> None:
     for index in range(VERIFIED_CACHE_MAX_ENTRIES + 10):
         await v.verify(encode(claims(sub=f"user-{index}")))
     assert len(v._verified) <= VERIFIED_CACHE_MAX_ENTRIES
+
+
+# --- module boundaries ------------------------------------------------------------------------
+
+
+def test_python_jose_is_imported_by_the_verifier_module_alone() -> None:
+    root = Path(__file__).resolve().parents[2]
+    importers = set()
+    for path in (root / "app").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                names = [node.module or ""]
+            else:
+                continue
+            if any(name == "jose" or name.startswith("jose.") for name in names):
+                importers.add(path.relative_to(root).as_posix())
+    assert importers == {"app/auth/verifier.py"}

@@ -167,7 +167,7 @@ def test_the_comparison_would_notice_a_difference() -> None:
 
 def test_the_signing_key_is_reused_within_a_day() -> None:
     direct, _ = _signers("http://127.0.0.1:18433", "us-east-1", "path", "b1", None)
-    with mock.patch("app.signer.hmac.new", wraps=hmac.new) as hmac_new:
+    with mock.patch("app.signer.engines.hmac.new", wraps=hmac.new) as hmac_new:
         direct.presign_get(
             "k1",
             response_content_type="a/b",

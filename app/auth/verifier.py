@@ -1,8 +1,8 @@
-"""Bearer-token verification (HMAC secret, PEM public key or JWKS) and dev-token minting."""
+"""Bearer-token verification: signature, algorithm allow-list, claim rules, the admin rule, the
+verified-token cache; and dev-token minting. The only module that imports python-jose."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import math
@@ -12,12 +12,12 @@ import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeGuard
-from urllib.parse import urlsplit
 
 from jose import jwk, jws, jwt
 from jose.backends.base import Key
 
-from app.config import AuthSettings, ConfigError
+from app.auth.keys import KeySource, key_source, kty_for
+from app.config import AuthSettings
 
 if TYPE_CHECKING:
     import httpx
@@ -27,8 +27,6 @@ log = logging.getLogger("s3gate.auth")
 
 MAX_TOKEN_CHARS = 8 * 1024
 MAX_SUB_CHARS = 255
-MAX_JWKS_BYTES = 512 * 1024
-JWKS_TIMEOUT_SECONDS = 3.0
 # Verified tokens are remembered briefly: clients reuse one token for many calls, and signature
 # checking plus claim parsing is the largest CPU cost of a request. Entries never outlive the
 # token's own exp, and a JWKS refresh empties the cache so a withdrawn key stops working.
@@ -36,13 +34,7 @@ VERIFIED_CACHE_SECONDS = 60.0
 VERIFIED_CACHE_MAX_ENTRIES = 4096
 VERIFIED_CACHE_MAX_TOKEN_CHARS = 2048
 
-# RFC 7518 §3.4: each ES algorithm is defined for exactly one curve.
-_EC_CURVES = {"ES256": "P-256", "ES384": "P-384", "ES512": "P-521"}
 _COMPACT_JWS = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
-# alg -> key for one JWK; kid -> alg -> keys (a kid may repeat, e.g. mid-rotation).
-_KeysByAlg = dict[str, Key]
-_KidIndex = dict[str, dict[str, list[Key]]]
-_PUBLIC_MEMBERS = {"RSA": ("n", "e"), "EC": ("crv", "x", "y")}
 # A `sub` is stored in the ledger, logged and hashed into object keys, so it may hold none of:
 # controls (Cc: NUL, newline, DEL, C1 such as U+0085), surrogates (Cs: not encodable as UTF-8),
 # line/paragraph separators (Zl, Zp: break text log lines), or invisible format characters
@@ -58,8 +50,18 @@ class Principal:
     is_admin: bool
 
 
-def _kty_for(algorithm: str) -> str:
-    return {"HS": "oct", "RS": "RSA", "ES": "EC"}.get(algorithm[:2], "")
+class _JoseKeys:
+    """The KeyFactory of the key sources: python-jose keys, verify-only."""
+
+    def from_material(self, material: str, algorithm: str) -> tuple[Key, str | None]:
+        key = jwk.construct(material, algorithm)
+        if kty_for(algorithm) != "oct":
+            # A private PEM is accepted but only its public half is kept in memory.
+            key = key.public_key()
+        return key, key.to_dict().get("crv")
+
+    def from_jwk(self, public: dict[str, str], algorithm: str) -> Key:
+        return jwk.construct(public, algorithm)
 
 
 def _is_number(value: object) -> TypeGuard[int | float]:
@@ -95,22 +97,6 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return result
 
 
-def _redacted_url(url: str) -> str:
-    # Query strings and userinfo of JWKS URLs sometimes carry API keys; logs get neither.
-    try:
-        parts = urlsplit(url)
-        port = f":{parts.port}" if parts.port else ""
-    except ValueError:
-        return "<unparsable JWKS URL>"
-    return f"{parts.scheme}://{parts.hostname or ''}{port}{parts.path}"
-
-
-class _FetchFailed(Exception):
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-
 class TokenVerifier:
     """Verifies bearer JWTs against the configured key material and claim rules."""
 
@@ -125,72 +111,24 @@ class TokenVerifier:
         self._algorithms = frozenset(settings.jwt_algorithms)
         self._clock = clock
         self._leeway = settings.jwt_leeway_seconds
-        # alg -> Key, for the secret/PEM modes; built once so requests never parse key material.
-        self._static_keys: dict[str, Key] = {}
-        # The JWKS cache, plus the keys of the set's only usable JWK: the one a token without
-        # `kid` may use.
-        self._jwks_by_kid: _KidIndex = {}
-        self._jwks_sole: _KeysByAlg | None = None
-        self._jwks_usable = 0
-        self._jwks_fetched_at: float | None = None
-        self._jwks_attempted_at: float | None = None
-        self._jwks_lock = asyncio.Lock()
-        self._jwks_url = settings.jwt_jwks_url
-        self._jwks_log_url = _redacted_url(self._jwks_url) if self._jwks_url else ""
-        self._http = http
-        self._owns_http = False
         self._verified: dict[str, tuple[Principal, float]] = {}  # token -> (who, valid until)
-
-        if settings.jwt_secret is not None:
-            secret = settings.jwt_secret.get_secret_value()
-            for algorithm in self._algorithms:
-                self._static_keys[algorithm] = self._static_key(secret, algorithm, "SECRET")
-        elif settings.jwt_public_key is not None:
-            pem = settings.jwt_public_key.get_secret_value()
-            for algorithm in self._algorithms:
-                self._static_keys[algorithm] = self._static_key(pem, algorithm, "PUBLIC_KEY")
-        elif self._http is None:
-            import httpx  # only JWKS mode needs an HTTP client (~3 MB per worker otherwise)
-
-            self._http = httpx.AsyncClient(timeout=JWKS_TIMEOUT_SECONDS)
-            self._owns_http = True
-
-    @staticmethod
-    def _static_key(material: str, algorithm: str, variable: str) -> Key:
-        try:
-            key = jwk.construct(material, algorithm)
-            if _kty_for(algorithm) != "oct":
-                # A private PEM is accepted but only its public half is kept in memory.
-                key = key.public_key()
-            fields = key.to_dict()
-        # jose signals a mismatched key with assorted exception types (AttributeError included).
-        except Exception:
-            raise ConfigError(
-                f"S3GATE_JWT_{variable}: not a usable {algorithm} key (check S3GATE_JWT_ALGORITHMS)"
-            ) from None
-        expected_curve = _EC_CURVES.get(algorithm)
-        if expected_curve is not None and fields.get("crv") != expected_curve:
-            raise ConfigError(
-                f"S3GATE_JWT_{variable}: {algorithm} needs a {expected_curve} key "
-                "(check S3GATE_JWT_ALGORITHMS)"
-            )
-        return key
+        # Static keys are built (and refused with a ConfigError) here; JWKS keys at start().
+        self._keys: KeySource[Key] = key_source(
+            settings, _JoseKeys(), http=http, clock=clock, on_rotate=self._verified.clear
+        )
 
     async def start(self) -> None:
         """Fetch the JWKS once (JWKS mode); a failure is logged and left to later refreshes."""
-        if self._jwks_url is not None:
-            await self._refresh(force=True)
+        await self._keys.start()
 
     async def aclose(self) -> None:
         """Close the HTTP client if this verifier created it."""
-        if self._owns_http and self._http is not None:
-            await self._http.aclose()
-            self._owns_http = False
+        await self._keys.aclose()
 
     @property
     def keys_loaded(self) -> bool:
         """Whether a token could be verified now (JWKS mode: at least one usable key cached)."""
-        return self._jwks_url is None or self._jwks_usable > 0
+        return self._keys.keys_loaded
 
     async def authenticate(self, authorization: str | None) -> Principal:
         """Verify an `Authorization` header value of the form `Bearer <token>`."""
@@ -211,7 +149,7 @@ class TokenVerifier:
         if cached is not None:
             now = self._clock()
             # A stale key set must be refreshed first: it may have withdrawn this token's key.
-            if now < cached[1] and not self._jwks_stale(now):
+            if now < cached[1] and not self._keys.stale(now):
                 return cached[0]
             del self._verified[token]
         # jose's base64 decoder skips stray characters; only canonical compact JWS gets through.
@@ -227,7 +165,9 @@ class TokenVerifier:
         kid = header.get("kid")
         if kid is not None and not isinstance(kid, str):
             raise InvalidToken()
-        keys = await self._keys_for(alg, kid)
+        keys = await self._keys.keys_for(alg, kid)
+        if not keys:
+            raise InvalidToken()
         claims = self._verified_claims(token, alg, keys)
         try:
             principal = self._principal(claims)
@@ -324,155 +264,6 @@ class TokenVerifier:
             and all(isinstance(role, str) for role in roles)
             and wanted in roles
         )
-
-    def _jwks_stale(self, now: float) -> bool:
-        fetched = self._jwks_fetched_at
-        return fetched is not None and now - fetched >= self._settings.jwt_jwks_cache_seconds
-
-    async def _keys_for(self, alg: str, kid: str | None) -> list[Key]:
-        if self._jwks_url is None:
-            return [self._static_keys[alg]]
-        if self._jwks_stale(self._clock()):
-            await self._refresh()
-        keys = self._jwks_lookup(alg, kid)
-        if keys is None or not self._jwks_usable:
-            # An unknown kid usually means the issuer rotated keys since our last fetch.
-            await self._refresh()
-            keys = self._jwks_lookup(alg, kid)
-        if not keys:
-            raise InvalidToken()
-        return keys
-
-    def _jwks_lookup(self, alg: str, kid: str | None) -> list[Key] | None:
-        """Keys that may verify this token; None when the kid is not in the cached set."""
-        if kid is None:
-            sole = self._jwks_sole
-            return [sole[alg]] if sole is not None and alg in sole else []
-        by_alg = self._jwks_by_kid.get(kid)
-        if by_alg is None:
-            return None
-        return by_alg.get(alg, [])
-
-    async def _refresh(self, *, force: bool = False) -> None:
-        async with self._jwks_lock:
-            # Re-checked under the lock so a burst of unknown kids costs a single fetch.
-            now = self._clock()
-            last = self._jwks_attempted_at
-            cooldown = self._settings.jwt_jwks_cooldown_seconds
-            if not force and last is not None and now - last < cooldown:
-                return
-            self._jwks_attempted_at = now
-            await self._fetch()
-
-    async def _fetch(self) -> None:
-        try:
-            document = await self._download()
-            by_kid, usable = self._parse(document)
-        except _FetchFailed as exc:
-            self._warn(exc.reason)
-            return
-        # Whatever else goes wrong must not fail the request that triggered the refresh.
-        except Exception as exc:
-            self._warn(type(exc).__name__)
-            return
-        self._jwks_by_kid = by_kid
-        self._jwks_sole = usable[0] if len(usable) == 1 else None
-        self._verified.clear()  # tokens of a key the issuer withdrew must stop working now
-        self._jwks_usable = len(usable)
-        self._jwks_fetched_at = self._clock()
-        log.info("JWKS loaded from %s: %d usable key(s)", self._jwks_log_url, len(usable))
-
-    async def _download(self) -> Any:
-        import httpx
-
-        assert self._jwks_url is not None
-        assert self._http is not None
-        body = bytearray()
-        try:
-            async with self._http.stream(
-                "GET",
-                self._jwks_url,
-                headers={"Accept": "application/json"},
-                timeout=JWKS_TIMEOUT_SECONDS,
-            ) as response:
-                if response.status_code != 200:
-                    raise _FetchFailed(f"HTTP {response.status_code}")
-                async for chunk in response.aiter_bytes():
-                    body += chunk
-                    if len(body) > MAX_JWKS_BYTES:
-                        raise _FetchFailed("response too large")
-        except (httpx.HTTPError, httpx.InvalidURL) as exc:
-            # The type name only: httpx messages embed the full URL, query string included.
-            raise _FetchFailed(type(exc).__name__) from None
-        try:
-            return json.loads(bytes(body))
-        except ValueError:
-            raise _FetchFailed("not JSON") from None
-
-    def _parse(self, document: Any) -> tuple[_KidIndex, list[_KeysByAlg]]:
-        if not isinstance(document, dict) or not isinstance(document.get("keys"), list):
-            raise _FetchFailed("not a JWK set")
-        by_kid: _KidIndex = {}
-        usable: list[_KeysByAlg] = []
-        for entry in document["keys"]:
-            keys = self._jwk_keys(entry)
-            if not keys:
-                continue
-            usable.append(keys)
-            kid = entry.get("kid")
-            if isinstance(kid, str):
-                slot = by_kid.setdefault(kid, {})
-                for algorithm, key in keys.items():
-                    slot.setdefault(algorithm, []).append(key)
-        if not usable:
-            # Keep verifying with the old keys rather than lock everyone out on a bad publish.
-            raise _FetchFailed("no usable signing key for the allowed algorithms")
-        return by_kid, usable
-
-    def _jwk_keys(self, entry: object) -> dict[str, Key]:
-        """The jose keys (one per fitting allowed algorithm) for one JWK; empty if unusable."""
-        if not isinstance(entry, dict):
-            return {}
-        if entry.get("use", "sig") != "sig":
-            return {}
-        if "kid" in entry and not isinstance(entry["kid"], str):
-            return {}
-        kty = entry.get("kty")
-        declared = entry.get("alg")
-        if declared is not None and not isinstance(declared, str):
-            return {}
-        candidates = [declared] if declared is not None else sorted(self._algorithms)
-        # Only public members go to jose, so a JWKS that leaks private parts still yields
-        # verify-only keys.
-        members = _PUBLIC_MEMBERS.get(kty) if isinstance(kty, str) else None
-        if members is None or not all(isinstance(entry.get(m), str) for m in members):
-            return {}
-        public = {"kty": kty, **{m: entry[m] for m in members}}
-        keys: dict[str, Key] = {}
-        for algorithm in candidates:
-            if algorithm not in self._algorithms or _kty_for(algorithm) != kty:
-                continue
-            if kty == "EC" and _EC_CURVES.get(algorithm) != entry["crv"]:
-                continue
-            try:
-                keys[algorithm] = jwk.construct(public, algorithm)
-            # A malformed JWK (bad base64, off-curve point) is skipped, not fatal to the set.
-            except Exception:  # noqa: S112
-                continue
-        return keys
-
-    def _warn(self, reason: str) -> None:
-        if self._jwks_usable:
-            log.warning(
-                "JWKS refresh from %s failed (%s); keeping %d cached key(s)",
-                self._jwks_log_url,
-                reason,
-                self._jwks_usable,
-            )
-        else:
-            log.warning(
-                "JWKS fetch from %s failed (%s); no keys loaded", self._jwks_log_url, reason
-            )
 
 
 def bearer_description(settings: AuthSettings) -> str:
