@@ -37,8 +37,9 @@ def start_process(
     stdout: Output = subprocess.PIPE,
     stderr: Output = subprocess.STDOUT,
 ) -> subprocess.Popen[str]:
-    """Start `argv` in a session of its own (stop it with stop_process), text mode; stderr
-    merged into `stdout` unless told otherwise."""
+    """Start `argv` in a session of its own (stop it with stop_process), its output read as
+    UTF-8 text (undecodable bytes replaced); stderr merged into `stdout` unless told
+    otherwise."""
     return subprocess.Popen(  # noqa: S603 - the callers' own argv, no shell
         argv,
         env=None if env is None else dict(env),
@@ -47,6 +48,7 @@ def start_process(
         stdout=stdout,
         stderr=stderr,
         text=True,
+        encoding="utf-8",
         errors="replace",
         start_new_session=True,
     )
