@@ -61,12 +61,17 @@ def signal_group(process: subprocess.Popen[Any], signum: int) -> None:
         os.killpg(process.pid, signum)
 
 
-def stop_process(process: subprocess.Popen[Any], timeout: float = STOP_TIMEOUT_SECONDS) -> None:
-    """SIGTERM the process's group (a graceful stop: a server drains, a supervisor stops its
-    own children), SIGKILL the group if the process outlives `timeout`; reaped either way.
-    The group is signalled even when its leader has exited, so none of its members outlives
-    it."""
-    signal_group(process, signal.SIGTERM)
+def stop_process(
+    process: subprocess.Popen[Any],
+    timeout: float = STOP_TIMEOUT_SECONDS,
+    *,
+    signum: int = signal.SIGTERM,
+) -> None:
+    """SIGTERM (or `signum`: nginx's graceful stop is SIGQUIT) the process's group, so a server
+    drains and a supervisor stops its own children; SIGKILL the group if the process outlives
+    `timeout`; reaped either way. The group is signalled even when its leader has exited, so
+    none of its members outlives it."""
+    signal_group(process, signum)
     try:
         process.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
