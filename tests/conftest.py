@@ -25,7 +25,7 @@ from app.logs import log_handler
 from app.models import files_table
 from devkit.env import AWS_ISOLATION, is_caller_setting
 from devkit.postgres import PostgresUnreachable, throwaway_database
-from tests.support import TEST_JWT_SECRET, Api, running_app, sql_engine
+from tests.support import TEST_JWT_SECRET, Api, running_app, sql_engine, unavailable
 
 POSTGRES_ADMIN_URL = os.environ.get(
     "S3GATE_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -79,9 +79,7 @@ def _throwaway_postgres() -> Iterator[str]:
                 "PostgreSQL not reachable at S3GATE_TEST_POSTGRES_URL "
                 f"({type(exc.__cause__).__name__})"
             )
-            if REQUIRE_POSTGRES:
-                pytest.fail(message)
-            pytest.skip(message)
+            unavailable(message, required=REQUIRE_POSTGRES)
         yield url
 
 
@@ -102,9 +100,7 @@ def redis_url() -> str:
         redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1).ping()
     except redis.RedisError as exc:
         message = f"Redis not reachable at S3GATE_TEST_REDIS_URL ({type(exc).__name__})"
-        if REQUIRE_REDIS:
-            pytest.fail(message)
-        pytest.skip(message)
+        unavailable(message, required=REQUIRE_REDIS)
     return REDIS_URL
 
 

@@ -15,10 +15,11 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 from urllib.parse import urlsplit
 
 import httpx
+import pytest
 from botocore.exceptions import ClientError
 from sqlalchemy import Engine, NullPool, create_engine
 
@@ -187,6 +188,14 @@ def s3gate_env(s3: EmbeddedS3, bucket: str, **extra: str) -> dict[str, str]:
         AWS_SECRET_ACCESS_KEY=s3.secret_key,
         **extra,
     )
+
+
+def unavailable(message: str, *, required: bool) -> NoReturn:
+    """Skip the test for a service or tool this machine lacks, or fail it where the run
+    requires it (CI: S3GATE_TEST_REQUIRE_*), so a missing server is never a silent skip."""
+    if required:
+        pytest.fail(message)
+    pytest.skip(message)
 
 
 def wait_until(predicate: Callable[[], object], timeout: float = 30) -> None:

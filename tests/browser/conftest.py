@@ -27,6 +27,7 @@ from tests.support import (
     run_s3gate,
     s3gate_env,
     start_s3gate,
+    unavailable,
     wait_until,
 )
 
@@ -56,9 +57,7 @@ MiB = 1024 * 1024
 def browser() -> Iterator[Any]:
     if not os.access(CHROMIUM, os.X_OK):
         message = f"no Chromium at {CHROMIUM} (apt-get install chromium)"
-        if REQUIRE_BROWSER:
-            pytest.fail(message)
-        pytest.skip(message)
+        unavailable(message, required=REQUIRE_BROWSER)
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
