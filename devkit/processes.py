@@ -56,7 +56,11 @@ def start_process(
 
 def signal_group(process: subprocess.Popen[Any], signum: int) -> None:
     """Send `signum` to the process's group (it was started in its own session); a group that
-    has gone already is not an error."""
+    has gone already is not an error. Until the process is reaped its pid, and so its group's
+    id, cannot be another's: the group is signalled even when its leader has exited (a zombie
+    holds the id), never once this process has reaped it."""
+    if process.returncode is not None:
+        return
     with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, signum)
 
@@ -69,8 +73,8 @@ def stop_process(
 ) -> None:
     """SIGTERM (or `signum`: nginx's graceful stop is SIGQUIT) the process's group, so a server
     drains and a supervisor stops its own children; SIGKILL the group if the process outlives
-    `timeout`; reaped either way. The group is signalled even when its leader has exited, so
-    none of its members outlives it."""
+    `timeout`; reaped either way. A leader that has exited but is not reaped yet still has
+    its group signalled, so none of its members outlives it."""
     signal_group(process, signum)
     try:
         process.wait(timeout=timeout)
