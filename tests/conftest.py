@@ -6,26 +6,26 @@ the ledger runs on SQLite and on PostgreSQL through the parametrised `database_u
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import os
 import secrets
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
-import psycopg
 import pytest
 from sqlalchemy import delete
-from sqlalchemy.engine import make_url
 
 from app.config import Settings
 from app.devstack import EmbeddedS3, embedded_s3
 from app.logs import log_handler
 from app.migrate import run_migrations
 from app.models import files_table
-from tests.support import TEST_JWT_SECRET, Api, running_app, sql_engine
+from devkit.env import AWS_ISOLATION, is_caller_setting
+from devkit.postgres import PostgresUnreachable, throwaway_database
+from tests.support import TEST_JWT_SECRET, Api, running_app, sql_engine, unavailable
 
 POSTGRES_ADMIN_URL = os.environ.get(
     "S3GATE_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -40,13 +40,10 @@ REQUIRE_REDIS = os.environ.get("S3GATE_TEST_REQUIRE_REDIS", "") == "1"
 def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     """Tests configure everything explicitly; the runner's S3GATE_/AWS_ variables never leak."""
     for name in list(os.environ):
-        if (name.startswith("S3GATE_") and not name.startswith("S3GATE_TEST_")) or name.startswith(
-            "AWS_"
-        ):
+        if is_caller_setting(name, keep=("S3GATE_TEST_",)):
             monkeypatch.delenv(name)
-    monkeypatch.setenv("AWS_CONFIG_FILE", os.devnull)
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    for name, value in AWS_ISOLATION.items():
+        monkeypatch.setenv(name, value)
 
 
 # --- real services ------------------------------------------------------------------------
@@ -70,41 +67,28 @@ def bucket(s3_server: EmbeddedS3) -> str:
     return name
 
 
-def _postgres_admin() -> psycopg.Connection[Any]:
-    url = make_url(POSTGRES_ADMIN_URL).set(drivername="postgresql")
-    return psycopg.connect(url.render_as_string(hide_password=False), autocommit=True)
-
-
-def _create_postgres_database() -> str:
-    """A new, empty database on the test server; returns its SQLAlchemy URL."""
-    try:
-        admin = _postgres_admin()
-    except psycopg.OperationalError as exc:
-        message = f"PostgreSQL not reachable at S3GATE_TEST_POSTGRES_URL ({type(exc).__name__})"
-        if REQUIRE_POSTGRES:
-            pytest.fail(message)
-        pytest.skip(message)
-    name = f"s3gate_test_{secrets.token_hex(6)}"
-    with admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    return make_url(POSTGRES_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
-
-
-def _drop_postgres_database(url: str) -> None:
-    name = make_url(url).database
-    with _postgres_admin() as admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+@contextlib.contextmanager
+def _throwaway_postgres() -> Iterator[str]:
+    """A new, empty database on the test server (its SQLAlchemy URL), dropped at the end; the
+    test is skipped (failed in CI) when the server is not reachable."""
+    with contextlib.ExitStack() as stack:
+        try:
+            url = stack.enter_context(throwaway_database(POSTGRES_ADMIN_URL, prefix="s3gate_test"))
+        except PostgresUnreachable as exc:
+            message = (
+                "PostgreSQL not reachable at S3GATE_TEST_POSTGRES_URL "
+                f"({type(exc.__cause__).__name__})"
+            )
+            unavailable(message, required=REQUIRE_POSTGRES)
+        yield url
 
 
 @pytest.fixture(scope="session")
 def postgres_database() -> Iterator[str]:
     """A throwaway PostgreSQL database for this run, migrated, dropped at the end."""
-    url = _create_postgres_database()
-    try:
+    with _throwaway_postgres() as url:
         run_migrations(url)
         yield url
-    finally:
-        _drop_postgres_database(url)
 
 
 @pytest.fixture(scope="session")
@@ -116,9 +100,7 @@ def redis_url() -> str:
         redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1).ping()
     except redis.RedisError as exc:
         message = f"Redis not reachable at S3GATE_TEST_REDIS_URL ({type(exc).__name__})"
-        if REQUIRE_REDIS:
-            pytest.fail(message)
-        pytest.skip(message)
+        unavailable(message, required=REQUIRE_REDIS)
     return REDIS_URL
 
 
@@ -144,11 +126,8 @@ def empty_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterat
     if backend == "sqlite":
         yield f"sqlite:///{tmp_path / 'empty.db'}"
         return
-    url = _create_postgres_database()
-    try:
+    with _throwaway_postgres() as url:
         yield url
-    finally:
-        _drop_postgres_database(url)
 
 
 # --- the app under test ---------------------------------------------------------------------

@@ -7,29 +7,38 @@ import contextlib
 import hashlib
 import hmac
 import json
-import os
-import signal
 import socket
 import subprocess
 import sys
 import threading
-import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 from urllib.parse import urlsplit
 
 import httpx
+import pytest
 from botocore.exceptions import ClientError
 from sqlalchemy import Engine, NullPool, create_engine
 
 from app.auth import mint_token
 from app.config import Settings
-from app.devstack import EmbeddedS3, free_ports
+from app.devstack import EmbeddedS3
 from app.main import create_app
 from app.migrate import sync_url
+from devkit.env import clean_env
+from devkit.ports import free_port
+from devkit.processes import (
+    NotReady,
+    ProcessExited,
+    answers,
+    kill_process,
+    start_process,
+    wait_for,
+    wait_ready,
+)
 
 TEST_JWT_SECRET = "test-secret-" + "x" * 40
 
@@ -168,17 +177,6 @@ S3GATE = str(Path(sys.executable).parent / "s3gate")
 UVICORN = str(Path(sys.executable).parent / "uvicorn")
 
 
-def free_port() -> int:
-    return free_ports(1)[0]
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    """This process's environment without any S3GATE_/AWS_ setting, plus `extra`."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("S3GATE_", "AWS_"))}
-    env.update(extra)
-    return env
-
-
 def s3gate_env(s3: EmbeddedS3, bucket: str, **extra: str) -> dict[str, str]:
     """Settings for an `s3gate` process on the test store and the test JWT secret."""
     return clean_env(
@@ -192,43 +190,24 @@ def s3gate_env(s3: EmbeddedS3, bucket: str, **extra: str) -> dict[str, str]:
     )
 
 
+def unavailable(message: str, *, required: bool) -> NoReturn:
+    """Skip the test for a service or tool this machine lacks, or fail it where the run
+    requires it (CI: S3GATE_TEST_REQUIRE_*), so a missing server is never a silent skip."""
+    if required:
+        pytest.fail(message)
+    pytest.skip(message)
+
+
 def wait_until(predicate: Callable[[], object], timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise AssertionError("timed out")
-
-
-def answers(url: str) -> bool:
-    """Whether GET `url` answers 200 within a second."""
-    try:
-        return httpx.get(url, timeout=1).status_code == 200
-    except httpx.HTTPError:
-        return False
-
-
-def start_process(
-    argv: list[str], *, env: dict[str, str], cwd: Path, stdout: Any = subprocess.PIPE
-) -> subprocess.Popen[str]:
-    """Start `argv` in its own process group (stop it with os.killpg), stderr merged into
-    `stdout`."""
-    return subprocess.Popen(
-        argv,
-        env=env,
-        cwd=cwd,
-        text=True,
-        stdout=stdout,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    """devkit's wait_for, failing the test (AssertionError) when the time is up."""
+    if not wait_for(predicate, timeout=timeout):
+        raise AssertionError("timed out")
 
 
 def start_s3gate(
     *args: str, env: dict[str, str], cwd: Path, stdout: Any = subprocess.PIPE
 ) -> subprocess.Popen[str]:
-    """Start `s3gate ARGS` as start_process does."""
+    """Start `s3gate ARGS` as devkit's start_process does (own session, stderr merged)."""
     return start_process([S3GATE, *args], env=env, cwd=cwd, stdout=stdout)
 
 
@@ -263,7 +242,8 @@ def serve_api(
     """`s3gate migrate` (the `s3gate` executable) on `database_url` (a SQLite ledger in
     `tmp_path` by default; skipped with migrate=False), then `argv --port P` (`s3gate serve`,
     `uvicorn app.main:app`, ...) until `ready_path` answers 200: (its URL, the process; stop it
-    with stop_process). `unset` names variables of s3gate_env to leave out (e.g. the AWS keys)."""
+    with devkit's stop_process). `unset` names variables of s3gate_env to leave out (e.g. the
+    AWS keys)."""
     database_url = database_url or f"sqlite:///{tmp_path / 'ledger.db'}"
     env = s3gate_env(s3, bucket, S3GATE_DATABASE_URL=database_url, **settings)
     for name in unset:
@@ -275,13 +255,14 @@ def serve_api(
     server = start_process([*argv, "--port", str(port)], env=env, cwd=tmp_path, stdout=stdout)
     api = f"http://127.0.0.1:{port}"
     try:
-        wait_until(lambda: server.poll() is not None or answers(f"{api}{ready_path}"))
-    except AssertionError:
-        os.killpg(server.pid, signal.SIGKILL)
-        server.wait()
-        raise
-    if server.poll() is not None:
-        raise AssertionError(f"{argv} exited with {server.returncode} before it was ready")
+        wait_ready(server, lambda: answers(f"{api}{ready_path}"), timeout=30)
+    except ProcessExited:
+        raise AssertionError(
+            f"{argv} exited with {server.returncode} before it was ready"
+        ) from None
+    except NotReady:
+        kill_process(server)
+        raise AssertionError("timed out") from None
     return api, server
 
 
@@ -304,17 +285,6 @@ def upload_over_http(api: str, sub: str, data: bytes) -> dict[str, Any]:
     assert done.status_code == 200, done.text
     file: dict[str, Any] = done.json()
     return file
-
-
-def stop_process(process: subprocess.Popen[str], timeout: float = 30) -> None:
-    """SIGTERM the process group (a graceful drain), SIGKILL it if it outlives `timeout`."""
-    with contextlib.suppress(ProcessLookupError):  # the whole group has exited already
-        os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
 
 
 class ByteGate:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import signal
 import subprocess
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -20,14 +19,15 @@ import pytest
 from app.auth import mint_token
 from app.devstack import EmbeddedS3
 from app.storage import ensure_bucket
+from devkit.ports import free_port
+from devkit.processes import answers, stop_process
 from tests.support import (
     TEST_JWT_SECRET,
-    answers,
-    free_port,
     new_sub,
     run_s3gate,
     s3gate_env,
     start_s3gate,
+    unavailable,
     wait_until,
 )
 
@@ -57,9 +57,7 @@ MiB = 1024 * 1024
 def browser() -> Iterator[Any]:
     if not os.access(CHROMIUM, os.X_OK):
         message = f"no Chromium at {CHROMIUM} (apt-get install chromium)"
-        if REQUIRE_BROWSER:
-            pytest.fail(message)
-        pytest.skip(message)
+        unavailable(message, required=REQUIRE_BROWSER)
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
@@ -137,9 +135,7 @@ def start_demo(
 
     yield start
     for process in started:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-            process.wait(timeout=15)
+        stop_process(process, timeout=15)
 
 
 @pytest.fixture(scope="session")

@@ -23,15 +23,15 @@ from sqlalchemy import inspect
 
 from app.auth import TokenVerifier
 from app.config import AuthSettings
-from app.devstack import EmbeddedS3, stop_process_group
+from app.devstack import EmbeddedS3
+from devkit.env import clean_env
+from devkit.ports import free_port
+from devkit.processes import answers, stop_process
 from tests.support import (
     S3GATE,
     TEST_JWT_SECRET,
     Api,
     ByteGate,
-    answers,
-    clean_env,
-    free_port,
     new_sub,
     run_s3gate,
     serve_api,
@@ -66,7 +66,7 @@ def process_reaper() -> Iterator[list[subprocess.Popen[str]]]:
     for process in started:
         # SIGTERM first: `s3gate dev` then stops the SeaweedFS it started in a session of its
         # own, which a SIGKILL of this group would leave running (it did, once per test run).
-        stop_process_group(process)
+        stop_process(process)
 
 
 def _start_dev(

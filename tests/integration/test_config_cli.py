@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import TEST_JWT_SECRET, clean_env, free_port, run_s3gate
+from devkit.env import clean_env
+from devkit.ports import free_port
+from tests.support import TEST_JWT_SECRET, run_s3gate
 
 ROOT = Path(__file__).resolve().parents[2]
 GOOD = {"S3GATE_S3_BUCKET": "bucket", "S3GATE_JWT_SECRET": TEST_JWT_SECRET}

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
 import subprocess
@@ -14,17 +13,17 @@ import psycopg
 import pytest
 from alembic.script import ScriptDirectory
 from sqlalchemy import inspect, text
-from sqlalchemy.engine import make_url
 
 from app import serving
 from app.devstack import EmbeddedS3
 from app.migrate import MIGRATION_LOCK_KEY, alembic_config
+from devkit.env import clean_env
+from devkit.ports import free_port
+from devkit.postgres import libpq_url
+from devkit.processes import answers, kill_process
 from tests.support import (
     S3GATE,
     Api,
-    answers,
-    clean_env,
-    free_port,
     s3gate_env,
     sql_engine,
     start_s3gate,
@@ -39,8 +38,7 @@ CONCURRENT_MIGRATIONS = 6
 def test_concurrent_migrate_commands_take_turns_and_all_succeed(empty_database_url: str) -> None:
     # Hold the migration lock while the commands start, so that all of them are waiting on it
     # at once; releasing it then lets them race for real.
-    libpq_url = make_url(empty_database_url).set(drivername="postgresql")
-    with psycopg.connect(libpq_url.render_as_string(hide_password=False)) as holder:
+    with psycopg.connect(libpq_url(empty_database_url)) as holder:
         holder.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK_KEY,))
         holder.commit()
         migrations = [
@@ -98,7 +96,7 @@ def _start_serving(
     try:
         wait_until(lambda: answers(f"{api}/healthz"))
     except AssertionError:
-        os.killpg(server.pid, signal.SIGKILL)
+        kill_process(server)
         raise AssertionError(server.communicate()[0]) from None
     return api, server
 
@@ -156,9 +154,7 @@ def test_sigterm_finishes_in_flight_requests_and_refuses_new_connections(
         assert time.monotonic() - signalled < 20
         assert server.returncode in (0, -signal.SIGTERM)
     finally:
-        if server.poll() is None:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait()
+        kill_process(server)
 
 
 def test_taking_the_accept_queue_leaves_nothing_to_reset_and_refuses_later_clients() -> None:

@@ -14,7 +14,8 @@ from hypothesis.errors import Unsatisfiable
 from schemathesis.generation import GenerationMode
 
 from app.devstack import EmbeddedS3
-from tests.support import S3GATE, Api, serve_api, stop_process
+from devkit.processes import stop_process
+from tests.support import S3GATE, Api, serve_api
 
 TOKENS = {"owner": Api.auth("fuzz-owner"), "admin": Api.auth("fuzz-admin", admin=True)}
 

@@ -13,15 +13,13 @@ import pytest
 from sqlalchemy import inspect
 
 from app.devstack import EmbeddedS3
+from devkit.ports import free_port
+from devkit.processes import answers, start_process, stop_process
 from tests.support import (
-    answers,
-    free_port,
     run_s3gate,
     s3gate_env,
     serve_api,
     sql_engine,
-    start_process,
-    stop_process,
     tiny_png,
     upload_over_http,
     wait_until,

@@ -24,13 +24,13 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from app.auth import mint_token
 from app.devstack import EmbeddedS3
+from devkit.ports import free_port
+from devkit.processes import answers, stop_process
 from tests.support import (
     S3GATE,
     TEST_JWT_SECRET,
     UVICORN,
     Api,
-    answers,
-    free_port,
     new_sub,
     run_s3gate,
     running_app,
@@ -38,7 +38,6 @@ from tests.support import (
     serve_api,
     sha256_b64,
     start_s3gate,
-    stop_process,
     tiny_png,
     wait_until,
 )

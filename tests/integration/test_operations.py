@@ -23,6 +23,7 @@ from app.http.routers import downloads, files, ops, uploads
 from app.logs import configure_logging
 from app.migrate import run_migrations
 from app.models import files_table
+from devkit.processes import stop_process
 from tests.support import (
     S3GATE,
     TEST_JWT_SECRET,
@@ -33,7 +34,6 @@ from tests.support import (
     s3gate_env,
     serve_api,
     sql_engine,
-    stop_process,
     tiny_png,
 )
 

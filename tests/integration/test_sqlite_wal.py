@@ -12,7 +12,8 @@ import httpx
 
 from app.devstack import EmbeddedS3
 from app.ledger.sqlite import SQLITE_WAL_LIMIT_BYTES, SQLITE_WAL_TRUNCATE_BYTES
-from tests.support import S3GATE, Api, serve_api, stop_process
+from devkit.processes import stop_process
+from tests.support import S3GATE, Api, serve_api
 
 BODY = {"filename": "a.txt", "content_type": "text/plain", "size": 5}
 
