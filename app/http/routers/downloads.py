@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
-from fastapi.responses import RedirectResponse
+from fastapi.responses import RedirectResponse, Response
 
 from app.errors import (
     CredentialsUnavailable,
@@ -20,9 +20,10 @@ from app.errors import (
 from app.http.deps import FileIdDep, FilesDep, LimitedPrincipalDep
 from app.http.middleware import ModelResponse
 from app.http.problems import problem_responses
+from app.http.routing import LeanRoute
 from app.schemas import DownloadOut
 
-router = APIRouter(tags=["downloads"])
+router = APIRouter(tags=["downloads"], route_class=LeanRoute)
 
 
 @router.get(
@@ -49,7 +50,7 @@ async def download(
     files: FilesDep,
     disposition: Annotated[Literal["attachment", "inline"], Query()] = "attachment",
     redirect: Annotated[bool, Query()] = False,
-) -> Any:
+) -> Response:
     """The URL makes the store answer with `Cache-Control: private, no-store`. Only inert types
     are served inline and under their declared type: raster images (PNG, APNG, JPEG, GIF, WebP,
     AVIF, BMP), `video/*`, `audio/*`, `text/plain`, `application/json` and `application/pdf`.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, status
+from fastapi import APIRouter, Query, Response, status
 
 from app.errors import (
     Forbidden,
@@ -15,14 +15,17 @@ from app.errors import (
     ValidationFailed,
 )
 from app.http.deps import FileIdDep, FilesDep, PrincipalDep
+from app.http.middleware import ModelResponse
 from app.http.problems import problem_responses
+from app.http.routing import LeanRoute
 from app.schemas import FileListOut, FileOut
 
-router = APIRouter(tags=["files"])
+router = APIRouter(tags=["files"], route_class=LeanRoute)
 
 
 @router.get(
     "/files",
+    response_model=FileListOut,
     summary="List files, newest first",
     responses=problem_responses(MissingToken, InvalidToken, Forbidden, ValidationFailed),
 )
@@ -34,21 +37,21 @@ async def list_files(
     owner: Annotated[
         str | None, Query(min_length=1, max_length=255, description="Admins only: whose files.")
     ] = None,
-) -> FileListOut:
+) -> Response:
     """Cursor pagination: pass `next_cursor` back as `cursor` until it is null."""
     page = await files.list_files(principal, limit=limit, cursor=cursor, owner=owner)
-    return FileListOut(
-        items=[FileOut.model_validate(item) for item in page.items], next_cursor=page.next_cursor
-    )
+    items = [FileOut.model_validate(item) for item in page.items]
+    return ModelResponse(FileListOut(items=items, next_cursor=page.next_cursor))
 
 
 @router.get(
     "/files/{file_id}",
+    response_model=FileOut,
     summary="Get one file",
     responses=problem_responses(MissingToken, InvalidToken, NotFound),
 )
-async def get_file(file_id: FileIdDep, principal: PrincipalDep, files: FilesDep) -> FileOut:
-    return FileOut.model_validate(await files.get_file(principal, file_id))
+async def get_file(file_id: FileIdDep, principal: PrincipalDep, files: FilesDep) -> Response:
+    return ModelResponse(FileOut.model_validate(await files.get_file(principal, file_id)))
 
 
 @router.delete(
@@ -57,6 +60,7 @@ async def get_file(file_id: FileIdDep, principal: PrincipalDep, files: FilesDep)
     summary="Delete a file and its object",
     responses=problem_responses(MissingToken, InvalidToken, NotFound, StorageUnavailable),
 )
-async def delete_file(file_id: FileIdDep, principal: PrincipalDep, files: FilesDep) -> None:
+async def delete_file(file_id: FileIdDep, principal: PrincipalDep, files: FilesDep) -> Response:
     """A second delete answers 404."""
     await files.delete_file(principal, file_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

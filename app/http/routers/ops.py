@@ -10,24 +10,27 @@ from fastapi import APIRouter, Response
 
 from app.errors import NotReady
 from app.http.deps import StateDep
+from app.http.middleware import ModelResponse
 from app.http.problems import problem_responses
+from app.http.routing import LeanRoute
 from app.metrics import exposition
 from app.schemas import HealthOut, ReadyOut
 
-router = APIRouter(tags=["operations"])
+router = APIRouter(tags=["operations"], route_class=LeanRoute)
 log = logging.getLogger("s3gate.ops")
 DB_CHECK_TIMEOUT_SECONDS = 2.0
 READY_CHECKS = ("database", "migrations", "verification_keys", "s3_credentials")
 
 
-@router.get("/healthz", summary="Liveness: the process runs")
-async def healthz() -> HealthOut:
+@router.get("/healthz", response_model=HealthOut, summary="Liveness: the process runs")
+async def healthz() -> Response:
     """Touches no dependency, so a slow database never gets a healthy process restarted."""
-    return HealthOut(status="ok")
+    return ModelResponse(HealthOut(status="ok"))
 
 
 @router.get(
     "/readyz",
+    response_model=ReadyOut,
     summary="Readiness",
     description=(
         "200 when the database answers with its schema at this version's migration head, token "
@@ -37,7 +40,7 @@ async def healthz() -> HealthOut:
     ),
     responses=problem_responses(NotReady),
 )
-async def readyz(state: StateDep) -> ReadyOut:
+async def readyz(state: StateDep) -> Response:
     """One SELECT (the schema revision) answers both the database and the migrations check."""
     failing = []
     hints = []
@@ -59,7 +62,7 @@ async def readyz(state: StateDep) -> ReadyOut:
         hints.append("No S3 credentials were found (or they expired): URL routes answer 503.")
     if failing:
         raise NotReady(" ".join([f"Failing checks: {', '.join(failing)}.", *hints]))
-    return ReadyOut(status="ok", checks=dict.fromkeys(READY_CHECKS, "ok"))
+    return ModelResponse(ReadyOut(status="ok", checks=dict.fromkeys(READY_CHECKS, "ok")))
 
 
 @router.get(

@@ -35,6 +35,7 @@ from app.http.deps import (
 )
 from app.http.middleware import ModelResponse
 from app.http.problems import problem_responses
+from app.http.routing import LeanRoute
 from app.schemas import (
     CreateUploadRequest,
     CreateUploadResponse,
@@ -51,7 +52,7 @@ from app.schemas import (
 from app.signer import PresignedPost, PresignedRequest
 from app.usecases.plans import MultipartPlan
 
-router = APIRouter(tags=["uploads"])
+router = APIRouter(tags=["uploads"], route_class=LeanRoute)
 _AUTH_ERRORS = (MissingToken, InvalidToken)
 
 
@@ -208,6 +209,9 @@ async def complete_upload(
     summary="Abandon a pending upload",
     responses=problem_responses(*_AUTH_ERRORS, NotFound, NotPending),
 )
-async def abandon_upload(file_id: FileIdDep, principal: PrincipalDep, uploads: UploadsDep) -> None:
+async def abandon_upload(
+    file_id: FileIdDep, principal: PrincipalDep, uploads: UploadsDep
+) -> Response:
     """Removes any partial object; the file disappears."""
     await uploads.abandon_upload(principal, file_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
