@@ -86,6 +86,11 @@ def s3_clients(settings: Settings) -> tuple[S3Client, S3Client, Credentials | No
                 read_timeout=settings.storage_read_timeout_seconds,
                 retries={"mode": "standard", "total_max_attempts": settings.storage_max_attempts},
                 max_pool_connections=50,
+                # botocore's defaults add CRC32 checksums to requests (and validate them on
+                # answers) that no operation s3gate calls needs; several S3-compatible stores
+                # refuse or mishandle them. Only where the API requires one.
+                request_checksum_calculation="when_required",
+                response_checksum_validation="when_required",
             )
         ),
     )
