@@ -47,13 +47,18 @@ def _ask(name: str, call: Callable[[], Check], missing: dict[str, Check] | None 
         return call()
     except ClientError as exc:
         code = _code(exc)
-        if code in _UNSUPPORTED:
-            return Check(name, "unsupported", f"this store does not implement it ({code})")
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        if code in _UNSUPPORTED or status == 501:
+            return Check(name, "unsupported", f"this store does not implement it ({code or 501})")
         if missing and code in missing:
             return missing[code]
         return Check(name, "problem", f"the store answered {code or 'an error'}")
     except BotoCoreError as exc:
         return Check(name, "problem", f"could not ask the store ({type(exc).__name__})")
+    except (KeyError, IndexError, TypeError, AttributeError, ValueError):
+        # An answer of a shape the check does not know (Ceph RGW's encryption answer has no
+        # Rules): reported, never a traceback.
+        return Check(name, "problem", "the store's answer has an unexpected shape")
 
 
 def _cors_covers(rules: list[Any], origins: list[str]) -> str | None:
@@ -106,10 +111,13 @@ def check_bucket(
         )
 
     def encryption() -> Check:
-        rules = client.get_bucket_encryption(Bucket=bucket)["ServerSideEncryptionConfiguration"][
-            "Rules"
+        answer = client.get_bucket_encryption(Bucket=bucket)
+        rules = answer.get("ServerSideEncryptionConfiguration", {}).get("Rules", [])
+        algorithms = [
+            r.get("ApplyServerSideEncryptionByDefault", {}).get("SSEAlgorithm", "?") for r in rules
         ]
-        algorithms = [r["ApplyServerSideEncryptionByDefault"]["SSEAlgorithm"] for r in rules]
+        if not algorithms:  # an empty configuration (Ceph RGW answers so): none by default
+            return Check("default-encryption", "problem", "objects are not encrypted by default")
         return Check("default-encryption", "ok", ", ".join(algorithms))
 
     def versioning() -> Check:
