@@ -157,10 +157,14 @@ class Completion:
         reason = declaration_mismatch(record, info)
         if reason is None and record.checksum_sha256 is not None:
             stored_sha256 = info.checksum_sha256
-            if record.multipart_upload_id is not None:
-                # The store's checksum of a multipart object is one of part checksums, so the
-                # declared whole-file SHA-256 is checked by reading the object through once.
+            if record.multipart_upload_id is not None or stored_sha256 is None:
+                # The declared whole-file SHA-256 is checked by reading the object through once
+                # where the store cannot vouch for it: a multipart object's checksum is one of
+                # part checksums, and some stores (Ceph RGW) keep none at all. Never trusted
+                # from the client, never skipped.
                 stored_sha256 = await self._storage.sha256(target)
+                if stored_sha256 is None:  # gone between the HEAD and the read
+                    raise UploadIncomplete()
             reason = checksum_mismatch(record.checksum_sha256, stored_sha256)
         if reason is None:
             head = await self._storage.read_head(target, min(SNIFF_BYTES, record.size))
