@@ -3,8 +3,10 @@ least-privilege IAM policy `s3gate iam-policy` prints. Not on the request path."
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
@@ -265,12 +267,63 @@ def setup_bucket(client: S3Client, settings: Settings) -> list[Check]:
             "abort-incomplete-multipart", "applied", f"after {ABORT_INCOMPLETE_AFTER_DAYS} day(s)"
         )
 
-    return [
+    applied = [
         _ask("bucket+cors", create),
         _ask("public-access-block", public_access),
         _ask("default-encryption", encryption),
         _ask("abort-incomplete-multipart", lifecycle),
     ]
+    return _prove_writable(client, settings, applied)
+
+
+_PROBE_BODY = b"s3gate bucket setup: a write still succeeds\n"
+# On Ceph RGW, BlockPublicAcls refuses every PUT, ACL header or not: without it, IgnorePublicAcls
+# still makes any ACL a client sends have no effect, which is what s3gate relies on.
+_ROLLED_BACK = {**_PUBLIC_ACCESS_BLOCK, "BlockPublicAcls": False}
+
+
+def _probe_write(client: S3Client, settings: Settings) -> str | None:
+    """Write and delete one small object under the key prefix; why it failed, or None."""
+    key = f"{settings.s3_key_prefix}.s3gate-probe/{uuid.uuid4().hex}"
+    try:
+        client.put_object(Bucket=settings.s3_bucket, Key=key, Body=_PROBE_BODY)
+    except ClientError as exc:
+        return _code(exc) or "an error"
+    except BotoCoreError as exc:
+        return type(exc).__name__
+    with contextlib.suppress(ClientError, BotoCoreError):
+        client.delete_object(Bucket=settings.s3_bucket, Key=key)
+    return None
+
+
+def _prove_writable(client: S3Client, settings: Settings, applied: list[Check]) -> list[Check]:
+    """Setup must never leave a bucket the service cannot write to: after the settings, one
+    probe write; if it fails after the public access block was applied, that block's
+    BlockPublicAcls is rolled back (IgnorePublicAcls stays on) and the write tried again."""
+    failure = _probe_write(client, settings)
+    if failure is None:
+        return [*applied, Check("write-probe", "ok", "a write under the key prefix succeeds")]
+    blocked = next((i for i, c in enumerate(applied) if c.name == "public-access-block"), None)
+    if blocked is None or applied[blocked].state != "applied":
+        return [*applied, Check("write-probe", "problem", f"writes fail ({failure})")]
+    try:
+        client.put_public_access_block(
+            Bucket=settings.s3_bucket,
+            PublicAccessBlockConfiguration=_ROLLED_BACK,  # type: ignore[arg-type]
+        )
+    except (ClientError, BotoCoreError) as exc:
+        detail = f"writes fail ({failure}) and rolling back BlockPublicAcls failed too ({exc})"
+        return [*applied, Check("write-probe", "problem", detail)]
+    retried = _probe_write(client, settings)
+    applied[blocked] = Check(
+        "public-access-block",
+        "applied",
+        "BlockPublicAcls rolled back: with it this store refused every write; "
+        "IgnorePublicAcls, BlockPublicPolicy and RestrictPublicBuckets on",
+    )
+    if retried is not None:
+        return [*applied, Check("write-probe", "problem", f"writes still fail ({retried})")]
+    return [*applied, Check("write-probe", "ok", f"after the rollback (first write: {failure})")]
 
 
 def iam_policy(settings: Settings) -> dict[str, Any]:

@@ -65,6 +65,7 @@ def test_setup_applies_what_the_store_supports_and_check_then_passes(
         "public-access-block": "unsupported",
         "default-encryption": "applied",
         "abort-incomplete-multipart": "applied",
+        "write-probe": "ok",
     }
     after = _states(check_bucket(client, fresh))
     assert {name for name, state in after.items() if state == "problem"} == set()
