@@ -64,13 +64,13 @@ def localstack(workdir: Path) -> Iterator[EmbeddedS3]:
         "FILESYSTEM_ROOT": str(workdir / "fs"),
         "TMPDIR": str(workdir / "tmp"),
     }
-    log = (workdir / "localstack.log").open("w")
-    process = start_process(
-        [str(LOCALSTACK_VENV / "bin" / "python"), "-m", "localstack.runtime.main"],
-        env=env,
-        stdout=log,
-    )
     endpoint = f"http://127.0.0.1:{port}"
+    with (workdir / "localstack.log").open("w") as log:
+        process = start_process(
+            [str(LOCALSTACK_VENV / "bin" / "python"), "-m", "localstack.runtime.main"],
+            env=env,
+            stdout=log,
+        )
     try:
         try:
             wait_ready(process, lambda: _localstack_s3_up(endpoint), timeout=READY_SECONDS)
@@ -81,7 +81,6 @@ def localstack(workdir: Path) -> Iterator[EmbeddedS3]:
         yield EmbeddedS3(endpoint, "test", "test")
     finally:
         stop_process(process, timeout=20)
-        log.close()
 
 
 def _localstack_s3_up(endpoint: str) -> bool:

@@ -57,6 +57,19 @@ def object_exists(s3: EmbeddedS3, bucket: str, key: str) -> bool:
     return True
 
 
+def offline_settings(tmp_path: Path, **extra: Any) -> Settings:
+    """Settings for tests that build the app's clients but never reach a store (a SQLite
+    ledger in tmp_path, an endpoint nothing listens on)."""
+    return Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        database_url=f"sqlite:///{tmp_path / 'ledger.db'}",
+        s3_bucket="bucket",
+        s3_endpoint_url="http://127.0.0.1:9",  # never contacted: building clients is offline
+        jwt_secret=TEST_JWT_SECRET,  # type: ignore[arg-type]
+        **extra,
+    )
+
+
 def new_sub() -> str:
     """A fresh owner id, so tests never see each other's files."""
     return f"user-{uuid.uuid4().hex[:10]}"

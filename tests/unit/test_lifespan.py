@@ -11,7 +11,7 @@ import pytest
 from app import lifespan
 from app.config import Settings
 from app.main import create_app
-from tests.support import TEST_JWT_SECRET
+from tests.support import offline_settings
 
 
 class Boom(Exception):
@@ -20,14 +20,7 @@ class Boom(Exception):
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    return Settings(
-        _env_file=None,  # type: ignore[call-arg]
-        database_url=f"sqlite:///{tmp_path / 'ledger.db'}",
-        s3_bucket="bucket",
-        s3_endpoint_url="http://127.0.0.1:9",  # never contacted: building clients is offline
-        jwt_secret=TEST_JWT_SECRET,  # type: ignore[arg-type]
-        reaper_interval_seconds=60,
-    )
+    return offline_settings(tmp_path, reaper_interval_seconds=60)
 
 
 @pytest.fixture

@@ -27,7 +27,7 @@ from app.logs import QUIET_LOGGERS
 from app.main import create_app
 from app.signer import Signer
 from app.signer.engines import DirectEngine, Keys, Request
-from tests.support import TEST_JWT_SECRET
+from tests.support import offline_settings
 
 CHECK_ACCESS_KEY = "AKIDS3GATECROSSCHECK"  # the check's fixed keys (app/signer/cross_check.py)
 REAL_ACCESS_KEY = "AKIDS3GATEREALKEY"
@@ -134,13 +134,7 @@ class OneByteOff(DirectEngine):
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    return Settings(
-        _env_file=None,  # type: ignore[call-arg]
-        database_url=f"sqlite:///{tmp_path / 'ledger.db'}",
-        s3_bucket="bucket",
-        s3_endpoint_url="http://127.0.0.1:9",  # never contacted: building clients is offline
-        jwt_secret=TEST_JWT_SECRET,  # type: ignore[arg-type]
-    )
+    return offline_settings(tmp_path)
 
 
 @contextlib.contextmanager
