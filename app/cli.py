@@ -109,28 +109,48 @@ def _print_checks(checks: Sequence[Check]) -> None:
 
 
 def cmd_bucket(args: argparse.Namespace) -> int:
-    from app.lifespan import s3_clients
+    from app.lifespan import s3_clients, signer_factory
     from app.storage.posture import check_bucket, setup_bucket
+    from app.usecases.probe import probe, resolve_profile
 
     settings = load_settings(Settings)
-    storage_client, signing_client, _ = s3_clients(settings)
+    storage_client, signing_client, credentials = s3_clients(settings)
+    trials: list[Check] = []
     try:
-        run = setup_bucket if args.action == "setup" else check_bucket
-        checks = run(storage_client, settings)
+        if args.action == "setup":
+            checks = setup_bucket(storage_client, settings)
+        else:
+            signer_for = signer_factory(signing_client, credentials, settings)
+            profile, how = resolve_profile(storage_client, signer_for, settings)
+            print(f"store profile: {profile.name}, {how}: {profile.summary()}")
+            checks = check_bucket(storage_client, settings, profile)
+            if args.probe:
+                trials = probe(storage_client, signer_for, settings, profile)
     finally:
         storage_client.close()
         signing_client.close()
-    _print_checks(checks)
+    _print_checks([*checks, *trials])
     unsupported = [c.name for c in checks if c.state == "unsupported"]
     if unsupported:
         print(f"not done by this store (set them up by other means): {', '.join(unsupported)}")
-    return 1 if any(c.state == "problem" for c in checks) else 0
+    proven = [c.name for c in trials if c.state == "unsupported"]
+    if proven:
+        print(f"not enforced by this store, so s3gate does not rely on it: {', '.join(proven)}")
+    return 1 if any(c.state == "problem" for c in [*checks, *trials]) else 0
 
 
 def cmd_iam_policy(_: argparse.Namespace) -> int:
+    from app.profiles import PROFILES, UNKNOWN, vendor_profile
     from app.storage.posture import iam_policy
 
-    print(json.dumps(iam_policy(load_settings(Settings)), indent=2))
+    settings = load_settings(Settings)
+    # Offline: auto is what the endpoint's vendor needs, or the prove-everything profile's.
+    profile = (
+        vendor_profile(settings.s3_endpoint_url) or UNKNOWN
+        if settings.store_profile == "auto"
+        else PROFILES[settings.store_profile]
+    )
+    print(json.dumps(iam_policy(settings, profile), indent=2))
     return 0
 
 
@@ -311,6 +331,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
             os.environ.pop(name, None)
         os.environ.setdefault("S3GATE_DATABASE_URL", f"sqlite:///{state / 's3gate.db'}")
         os.environ.setdefault("S3GATE_DEMO", "true")
+        os.environ.setdefault("S3GATE_STORE_PROFILE", "seaweedfs")  # known: no startup probe
         settings = load_settings(Settings)
         configure_logging(settings.log_level)
         origins = [api, f"http://localhost:{args.port}", *settings.cors_origins]
@@ -388,6 +409,13 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["check", "setup"],
         help="check: report ok / problem / unsupported per check (exit 1 on a problem); "
         "setup: apply CORS, public access block, encryption and the multipart lifecycle rule",
+    )
+    bucket.add_argument(
+        "--probe",
+        action="store_true",
+        help="check: also try, on probe keys under the prefix and with the service's own URLs, "
+        "what s3gate relies on (refused tampering, create-only, ACLs, expiry, forms, "
+        "multipart, CORS), then clean up",
     )
     bucket.set_defaults(handler=cmd_bucket)
 

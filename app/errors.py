@@ -115,6 +115,15 @@ class ContentTypeNotAllowed(AppError):
     default_detail = "This content type is not accepted for uploads here."
 
 
+class FormUploadUnsupported(AppError):
+    # The store does not check POST policies (S3GATE_STORE_PROFILE): a form would bind nothing.
+    status, code, title = 422, "form_upload_unsupported", "Form uploads not supported"
+    default_detail = (
+        "This service's store does not enforce form-upload policies; upload with a PUT "
+        "(omit `form`) or in parts."
+    )
+
+
 class UnsupportedMediaType(AppError):
     status, code, title = 415, "unsupported_media_type", "Unsupported media type"
     default_detail = "Send the request body as JSON, with Content-Type: application/json."

@@ -6,7 +6,8 @@ import asyncio
 import contextlib
 import gc
 import logging
-from collections.abc import AsyncIterator, Coroutine
+import time
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -22,10 +23,12 @@ from app.config import Settings
 from app.ledger import Ledger
 from app.logs import configure_logging, silence_uvicorn_access_log
 from app.metrics import worker_started, worker_stopped
+from app.profiles import UNKNOWN, StoreProfile, vendor_profile
 from app.ratelimit import LocalRateLimiter, RateLimiter, RedisRateLimiter, Unlimited
 from app.signer import Signer
 from app.storage import Storage
 from app.usecases import UseCases, build_use_cases
+from app.usecases.probe import resolve_profile
 from app.usecases.reaper import Reaper
 
 if TYPE_CHECKING:
@@ -34,6 +37,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("s3gate")
 
 CREDENTIAL_REFRESH_INTERVAL_SECONDS = 60
+# S3GATE_STORE_PROFILE=auto: the startup probe's budget (each of its requests times out at 10 s).
+PROFILE_PROBE_TIMEOUT_SECONDS = 30.0
 SCHEMA_CHECK_TIMEOUT_SECONDS = 2.0
 
 
@@ -107,6 +112,49 @@ def s3_clients(settings: Settings) -> tuple[S3Client, S3Client, Credentials | No
     return storage_client, signing_client, credentials
 
 
+def signer_factory(
+    signing_client: S3Client, credentials: Credentials | None, settings: Settings
+) -> Callable[..., Signer]:
+    """Signers of the service's URLs for a profile (and, for the probe's expired URL, a clock;
+    then the direct engine, the one that reads it)."""
+
+    def signer_for(*, profile: StoreProfile, clock: Callable[[], float] | None = None) -> Signer:
+        return Signer(
+            signing_client,
+            credentials,
+            settings.s3_bucket,
+            engine=settings.signer if clock is None else "sigv4",
+            clock=clock or time.time,
+            profile=profile,
+        )
+
+    return signer_for
+
+
+async def store_profile(
+    storage_client: S3Client, signer_for: Callable[..., Signer], settings: Settings
+) -> StoreProfile:
+    """The configured profile, or for `auto` the one the startup probe measures (in a thread,
+    bounded; the vendor's or the prove-everything one when it cannot run)."""
+    try:
+        profile, how = await asyncio.wait_for(
+            anyio.to_thread.run_sync(resolve_profile, storage_client, signer_for, settings),
+            PROFILE_PROBE_TIMEOUT_SECONDS,
+        )
+    except TimeoutError:
+        profile = vendor_profile(settings.s3_endpoint_url) or UNKNOWN
+        how = f"the probe took over {PROFILE_PROBE_TIMEOUT_SECONDS:.0f} s; using {profile.name}"
+    fell_back = settings.store_profile == "auto" and profile.name != "auto"
+    log.log(
+        logging.WARNING if fell_back else logging.INFO,
+        "store profile %s, %s: %s",
+        profile.name,
+        how,
+        profile.summary(),
+    )
+    return profile
+
+
 async def _keep_credentials_fresh(credentials: Credentials) -> None:
     # Temporary credentials refresh inside get_frozen_credentials (a network call); doing it here
     # in a thread keeps that call off the request path, which then always finds fresh ones.
@@ -167,8 +215,11 @@ async def open_use_cases(settings: Settings) -> AsyncIterator[tuple[Ledger, UseC
         stack.callback(signing_client.close)
         if credentials is None:
             log.warning("no S3 credentials found; URL signing will answer 503")
-        signer = Signer(signing_client, credentials, settings.s3_bucket, engine=settings.signer)
-        signer.cross_check()  # a ConfigError when the direct engine and botocore disagree
+        signer_for = signer_factory(signing_client, credentials, settings)
+        # A ConfigError when the direct engine and botocore disagree: before any URL is
+        # signed, the profile probe's included.
+        signer_for(profile=UNKNOWN).cross_check()
+        signer = signer_for(profile=await store_profile(storage_client, signer_for, settings))
         use_cases = build_use_cases(
             settings,
             ledger,

@@ -108,7 +108,8 @@ class CreateUploadRequest(BaseModel):
         description="Answer with an HTML-form presigned POST (for clients that cannot set "
         "headers) instead of a PUT. The policy writes to an upload key of its own; `complete` "
         "copies the verified bytes to the file's key, which no policy names, so posting again "
-        "later never changes the file.",
+        "later never changes the file. Refused (422 `form_upload_unsupported`) where the "
+        "store checks no form policy (S3GATE_STORE_PROFILE).",
     )
     multipart: bool = Field(
         default=False,
@@ -162,7 +163,9 @@ class UploadOut(BaseModel):
     method: Literal["PUT"]
     url: str
     headers: dict[str, str] = Field(
-        description="Every header the client must send besides Content-Length.",
+        description="Every header the client must send besides Content-Length: Content-Type, "
+        "and as far as the store enforces them (S3GATE_STORE_PROFILE) If-None-Match: *, "
+        "x-amz-checksum-sha256 and x-amz-acl. Send the map as given, never a fixed list.",
         examples=[{"Content-Type": "application/pdf", "If-None-Match": "*"}],
     )
     expires_at: Timestamp

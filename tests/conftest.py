@@ -148,6 +148,9 @@ def settings(
         s3_endpoint_url=s3_server.endpoint_url,
         s3_addressing_style="path",
         jwt_secret=TEST_JWT_SECRET,  # type: ignore[arg-type]
+        # Known, so no startup probe per test (tests/integration/test_store_profiles.py
+        # proves `auto` measures exactly this on SeaweedFS).
+        store_profile="seaweedfs",
     )
 
 

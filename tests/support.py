@@ -60,6 +60,7 @@ def object_exists(s3: EmbeddedS3, bucket: str, key: str) -> bool:
 def offline_settings(tmp_path: Path, **extra: Any) -> Settings:
     """Settings for tests that build the app's clients but never reach a store (a SQLite
     ledger in tmp_path, an endpoint nothing listens on)."""
+    extra.setdefault("store_profile", "seaweedfs")  # no startup probe of a store not there
     return Settings(
         _env_file=None,  # type: ignore[call-arg]
         database_url=f"sqlite:///{tmp_path / 'ledger.db'}",

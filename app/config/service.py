@@ -23,6 +23,7 @@ from app.config.base import (
     OptionalText,
 )
 from app.mediatypes import ALLOWED_PATTERN
+from app.profiles import ProfileName
 
 _KEY_PREFIX_PATTERN = re.compile(r"([A-Za-z0-9._-]+/)*")
 _BUCKET_PATTERN = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
@@ -44,6 +45,9 @@ class StoreSettings(BaseSettings):
     # sigv4: direct signing, byte-identical to boto3 and several times cheaper; boto3: the SDK's
     # generate_presigned_url, as a fallback.
     signer: Literal["sigv4", "boto3"] = "sigv4"
+    # What the store enforces, and so how s3gate adapts (app/profiles.py, docs/stores.md). auto:
+    # measured by a probe at startup, under the key prefix.
+    store_profile: ProfileName = "auto"
 
     storage_connect_timeout_seconds: float = Field(default=2.0, gt=0, le=60)
     storage_read_timeout_seconds: float = Field(default=10.0, gt=0, le=300)

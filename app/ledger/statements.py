@@ -120,7 +120,7 @@ STATEMENTS: dict[str, ClauseElement] = {
     .values(status=literal(str(FileStatus.EXPIRED)))
     .returning(*files_table.c),
     # Files with an object to remove that is not yet confirmed gone for good: deleted, expired
-    # and rejected files (their object), and available form uploads (their upload_key copy).
+    # and rejected files (their object), and available staged uploads (their upload_key copy).
     "unpurged": select(files_table)
     .where(
         _c.purged_at.is_(None),

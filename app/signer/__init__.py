@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from botocore.credentials import Credentials
 
 from app.errors import CredentialsUnavailable
+from app.profiles import PROFILES, StoreProfile
 from app.signer.cross_check import cross_check
 from app.signer.engines import (
     Boto3Engine,
@@ -73,9 +74,15 @@ class Signer:
         *,
         engine: SignerEngine = "sigv4",
         clock: Callable[[], float] = time.time,
+        profile: StoreProfile = PROFILES["aws"],
     ) -> None:
         self._credentials = credentials
         self._clock = clock
+        self.profile = profile
+        # What upload URLs bind besides type, length and key, as far as the store honours it.
+        self._if_none_match = _CREATE_ONLY if profile.create_only else None
+        self._sign_checksums = profile.checksum_header
+        self._acl = profile.acl
         # Form uploads are rare enough not to need the direct engine: botocore signs them.
         self._botocore = Boto3Engine(client, bucket)
         self._engine: SigningEngine = (
@@ -108,12 +115,21 @@ class Signer:
         checksum_sha256: str | None,
         ttl_seconds: int,
     ) -> PresignedRequest:
-        """A PUT URL bound to the key, type, length, checksum, and create-only semantics."""
-        # Signed `If-None-Match: *`: the URL can create the object, never overwrite it.
-        headers = {"Content-Type": content_type, "If-None-Match": _CREATE_ONLY}
-        if checksum_sha256 is not None:
-            headers["x-amz-checksum-sha256"] = checksum_sha256
-        request = PutObject(key, content_type, content_length, checksum_sha256, _CREATE_ONLY)
+        """A PUT URL bound to the key, type, length and, where the store's profile says it
+        enforces them, checksum and create-only semantics; a signed ACL where it honours
+        unsigned ones."""
+        headers = {"Content-Type": content_type}
+        if self._if_none_match is not None:
+            # Signed `If-None-Match: *`: the URL can create the object, never overwrite it.
+            headers["If-None-Match"] = self._if_none_match
+        checksum = checksum_sha256 if self._sign_checksums else None
+        if checksum is not None:
+            headers["x-amz-checksum-sha256"] = checksum
+        if self._acl is not None:
+            headers["x-amz-acl"] = self._acl
+        request = PutObject(
+            key, content_type, content_length, checksum, self._if_none_match, self._acl
+        )
         url, expires_at = self._presign(request, ttl_seconds)
         return PresignedRequest(url, "PUT", MappingProxyType(headers), expires_at)
 
@@ -163,9 +179,12 @@ class Signer:
             {"Content-Type": content_type},
             ["content-length-range", content_length, content_length],
         ]
-        if checksum_sha256 is not None:
+        if checksum_sha256 is not None and self._sign_checksums:
             fields["x-amz-checksum-sha256"] = checksum_sha256
             conditions.append({"x-amz-checksum-sha256": checksum_sha256})
+        if self._acl is not None:
+            fields["acl"] = self._acl
+            conditions.append({"acl": self._acl})
         ttl, _ = self._credentials_for(ttl_seconds)
         # botocore signs the policy (bucket and key conditions included) with the same
         # credentials chain.

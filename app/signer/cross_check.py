@@ -42,6 +42,18 @@ _CHECK_REQUESTS: tuple[tuple[str, Request], ...] = (
         ),
     ),
     (
+        # The other shape: a staged PUT (no If-None-Match, no checksum) with a signed ACL.
+        "PUT with ACL",
+        PutObject(
+            key=_CHECK_KEY,
+            content_type="text/plain; charset=utf-8",
+            content_length=0,
+            checksum_sha256=None,
+            if_none_match=None,
+            acl="bucket-owner-full-control",
+        ),
+    ),
+    (
         "GET",
         GetObject(
             key=_CHECK_KEY,

@@ -58,7 +58,8 @@ class PutObject(NamedTuple):
     content_type: str
     content_length: int
     checksum_sha256: str | None
-    if_none_match: str  # "*": the URL can create the object, never overwrite it
+    if_none_match: str | None  # "*": the URL can create the object, never overwrite it
+    acl: str | None = None  # a canned ACL the client must send (stores that honour unsigned ones)
 
 
 class GetObject(NamedTuple):
@@ -198,11 +199,14 @@ class DirectEngine:
                 method = "PUT"
                 headers = {
                     "content-type": request.content_type,
-                    "if-none-match": request.if_none_match,
                     "content-length": str(request.content_length),
                 }
+                if request.if_none_match is not None:
+                    headers["if-none-match"] = request.if_none_match
                 if request.checksum_sha256 is not None:
                     headers["x-amz-checksum-sha256"] = request.checksum_sha256
+                if request.acl is not None:
+                    headers["x-amz-acl"] = request.acl
             case GetObject():
                 method, headers = "GET", {}
                 query = (
@@ -291,10 +295,13 @@ class Boto3Engine:
                     "Key": request.key,
                     "ContentType": request.content_type,
                     "ContentLength": request.content_length,
-                    "IfNoneMatch": request.if_none_match,
                 }
+                if request.if_none_match is not None:
+                    params["IfNoneMatch"] = request.if_none_match
                 if request.checksum_sha256 is not None:
                     params["ChecksumSHA256"] = request.checksum_sha256
+                if request.acl is not None:
+                    params["ACL"] = request.acl
             case GetObject():
                 operation = "get_object"
                 params = {

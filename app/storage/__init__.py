@@ -30,7 +30,7 @@ T = TypeVar("T")
 
 _MISSING_CODES = frozenset({"404", "NoSuchKey", "NotFound"})
 # Headers the signer binds into PUT URLs; a browser must be allowed to send them cross-origin.
-CORS_ALLOWED_HEADERS = ("content-type", "if-none-match", "x-amz-checksum-sha256")
+CORS_ALLOWED_HEADERS = ("content-type", "if-none-match", "x-amz-checksum-sha256", "x-amz-acl")
 CORS_ALLOWED_METHODS = ("PUT", "POST", "GET", "HEAD")
 # The `operation` label values (and the names in log lines): Storage's own method names.
 OPERATIONS = (

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from botocore.exceptions import BotoCoreError, ClientError
 
 from app.config import Settings
+from app.profiles import StoreProfile
 from app.storage import CORS_ALLOWED_HEADERS, CORS_ALLOWED_METHODS
 
 if TYPE_CHECKING:
@@ -63,8 +64,10 @@ def _ask(name: str, call: Callable[[], Check], missing: dict[str, Check] | None 
         return Check(name, "problem", "the store's answer has an unexpected shape")
 
 
-def _cors_covers(rules: list[Any], origins: list[str]) -> str | None:
+def _cors_covers(rules: list[Any], origins: list[str], profile: StoreProfile) -> str | None:
     needed_methods, needed_headers = set(CORS_ALLOWED_METHODS), set(CORS_ALLOWED_HEADERS)
+    if not profile.sign_acl:  # browsers send x-amz-acl only where upload URLs sign it
+        needed_headers.discard("x-amz-acl")
     for origin in origins:
         matching = [
             r
@@ -83,7 +86,11 @@ def _cors_covers(rules: list[Any], origins: list[str]) -> str | None:
 
 
 def check_bucket(
-    client: S3Client, settings: Settings, *, clock: Callable[[], float] = time.time
+    client: S3Client,
+    settings: Settings,
+    profile: StoreProfile,
+    *,
+    clock: Callable[[], float] = time.time,
 ) -> list[Check]:
     """Every posture check, each ok / problem / unsupported-by-this-store."""
     bucket = settings.s3_bucket
@@ -92,12 +99,19 @@ def check_bucket(
         if not settings.cors_origins:
             return Check("cors", "ok", "no browser origins configured (S3GATE_CORS_ORIGINS)")
         rules = client.get_bucket_cors(Bucket=bucket)["CORSRules"]
-        gap = _cors_covers(list(rules), settings.cors_origins)
+        gap = _cors_covers(list(rules), settings.cors_origins, profile)
         return Check("cors", "problem" if gap else "ok", gap or "covers every configured origin")
 
     def public_access() -> Check:
         config = client.get_public_access_block(Bucket=bucket)["PublicAccessBlockConfiguration"]
         off = [k for k, v in _PUBLIC_ACCESS_BLOCK.items() if config.get(k) is not v]
+        if off == ["BlockPublicAcls"] and profile.block_public_acls_refuses_writes:
+            return Check(
+                "public-access-block",
+                "ok",
+                "BlockPublicAcls off (with it this store refuses every write); "
+                "IgnorePublicAcls, BlockPublicPolicy and RestrictPublicBuckets on",
+            )
         return Check(
             "public-access-block",
             "problem" if off else "ok",
@@ -147,6 +161,13 @@ def check_bucket(
 
     def region() -> Check:
         actual = client.get_bucket_location(Bucket=bucket).get("LocationConstraint") or "us-east-1"
+        if actual != settings.s3_region and not profile.region_redirects:
+            return Check(
+                "region",
+                "ok",
+                f"bucket reports {actual}; S3GATE_S3_REGION is {settings.s3_region}, and this "
+                "store does not redirect by region",
+            )
         if actual != settings.s3_region:
             return Check(
                 "region",
@@ -270,7 +291,19 @@ def setup_bucket(client: S3Client, settings: Settings) -> list[Check]:
     applied = [
         _ask("bucket+cors", create),
         _ask("public-access-block", public_access),
-        _ask("default-encryption", encryption),
+        _ask(
+            "default-encryption",
+            encryption,
+            {
+                # Ceph RGW without an SSE-S3 backend (rgw_crypt_sse_s3_backend) answers so.
+                "InvalidArgument": Check(
+                    "default-encryption",
+                    "unsupported",
+                    "the store refused SSE-S3 (InvalidArgument): it has no encryption backend "
+                    "configured; configure one, or encrypt its disks",
+                )
+            },
+        ),
         _ask("abort-incomplete-multipart", lifecycle),
     ]
     return _prove_writable(client, settings, applied)
@@ -326,9 +359,12 @@ def _prove_writable(client: S3Client, settings: Settings, applied: list[Check]) 
     return [*applied, Check("write-probe", "ok", f"after the rollback (first write: {failure})")]
 
 
-def iam_policy(settings: Settings) -> dict[str, Any]:
+def iam_policy(settings: Settings, profile: StoreProfile) -> dict[str, Any]:
     """The least-privilege policy for the service's runtime identity."""
     bucket_arn = f"arn:aws:s3:::{settings.s3_bucket}"
+    # A PUT that carries x-amz-acl needs s3:PutObjectAcl too (AWS's PutObject reference); only
+    # profiles that sign one (the store honours unsigned ACL headers) ask for it.
+    acl = ["s3:PutObjectAcl"] if profile.sign_acl else []
     return {
         "Version": "2012-10-17",
         "Statement": [
@@ -338,6 +374,7 @@ def iam_policy(settings: Settings) -> dict[str, Any]:
                 "Action": [
                     # PUT, form POST, part uploads and Create/CompleteMultipartUpload
                     "s3:PutObject",
+                    *acl,
                     # download URLs, HeadObject and the ranged read at completion
                     "s3:GetObject",
                     # rejected, abandoned, deleted and expired files

@@ -52,9 +52,15 @@ def build_use_cases(
             urls=settings,
             quotas=settings,
             key_prefix=settings.s3_key_prefix,
+            profile=signer.profile,
         ),
         completion=Completion(
-            lookup, storage, settings, settings, verify_lease_seconds=verify_lease_seconds
+            lookup,
+            storage,
+            settings,
+            settings,
+            profile=signer.profile,
+            verify_lease_seconds=verify_lease_seconds,
         ),
         files=Files(lookup, removal, signer, settings),
         reaper=Reaper(lookup, removal, settings),

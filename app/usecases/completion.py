@@ -27,6 +27,7 @@ from app.ledger import FileRecord
 from app.logs import audit
 from app.metrics import metrics
 from app.models import FileStatus
+from app.profiles import StoreProfile
 from app.sniff import SNIFF_BYTES
 from app.storage import ObjectInfo, Storage
 from app.usecases.common import Lookup
@@ -64,6 +65,7 @@ class Completion:
         uploads: UploadSettings,
         urls: UrlSettings,
         *,
+        profile: StoreProfile,
         verify_lease_seconds: float = VERIFY_LEASE_SECONDS,
     ) -> None:
         self._lookup = lookup
@@ -72,6 +74,8 @@ class Completion:
         self._uploads = uploads
         self._urls = urls
         self._lease = timedelta(seconds=verify_lease_seconds)
+        # Whether a SHA-256 the store returns on HEAD proves the bytes (it refused others).
+        self._store_vouches = profile.checksums_enforced
         self._metrics = metrics()
 
     async def complete_upload(self, principal: Principal, file_id: uuid.UUID) -> FileRecord:
@@ -157,11 +161,16 @@ class Completion:
         reason = declaration_mismatch(record, info)
         if reason is None and record.checksum_sha256 is not None:
             stored_sha256 = info.checksum_sha256
-            if record.multipart_upload_id is not None or stored_sha256 is None:
+            if (
+                record.multipart_upload_id is not None
+                or stored_sha256 is None
+                or not self._store_vouches
+            ):
                 # The declared whole-file SHA-256 is checked by reading the object through once
                 # where the store cannot vouch for it: a multipart object's checksum is one of
-                # part checksums, and some stores (Ceph RGW) keep none at all. Never trusted
-                # from the client, never skipped.
+                # part checksums, some stores (Ceph RGW) keep none at all, and a store whose
+                # profile does not enforce signed checksums may keep what the client sent.
+                # Never trusted from the client, never skipped.
                 stored_sha256 = await self._storage.sha256(target)
                 if stored_sha256 is None:  # gone between the HEAD and the read
                     raise UploadIncomplete()

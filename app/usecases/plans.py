@@ -28,9 +28,10 @@ def object_key(prefix: str, owner: str, file_id: uuid.UUID) -> str:
     return f"{prefix}{owner_hash}/{file_id}"
 
 
-def form_upload_key(key: str) -> str:
-    """Where a form upload's policy writes: a POST cannot be create-only, so the verified
-    bytes are copied from here to the file's own key, which no policy names."""
+def staging_key(key: str) -> str:
+    """Where a form upload's policy (or a PUT URL, on a store that ignores If-None-Match)
+    writes: such an upload cannot be create-only, so the verified bytes are copied from here
+    to the file's own key, which no URL names."""
     return f"{key}.upload"
 
 

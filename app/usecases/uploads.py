@@ -17,6 +17,7 @@ from app.config import SINGLE_PUT_MAX_BYTES, QuotaSettings, UploadSettings, UrlS
 from app.errors import (
     ContentTypeNotAllowed,
     FileTooLarge,
+    FormUploadUnsupported,
     IdempotencyKeyReused,
     NotMultipart,
     NotPending,
@@ -29,17 +30,18 @@ from app.ledger import FileRecord, IdempotencyKeyTaken
 from app.logs import audit
 from app.metrics import metrics
 from app.models import FileStatus, UploadMethod
+from app.profiles import StoreProfile
 from app.schemas import CreateUploadRequest
 from app.signer import PresignedPost, PresignedRequest, Signer
 from app.storage import Storage, StoredPart
 from app.usecases.common import Lookup, Removal
 from app.usecases.plans import (
     MultipartPlan,
-    form_upload_key,
     object_key,
     part_plan,
     part_sizes,
     request_fingerprint,
+    staging_key,
 )
 
 log = logging.getLogger("s3gate.audit")
@@ -66,6 +68,7 @@ class Uploads:
         urls: UrlSettings,
         quotas: QuotaSettings,
         key_prefix: str,
+        profile: StoreProfile,
     ) -> None:
         self._lookup = lookup
         self._ledger = lookup.ledger
@@ -76,6 +79,7 @@ class Uploads:
         self._urls = urls
         self._quotas = quotas
         self._key_prefix = key_prefix
+        self._profile = profile
         self._metrics = metrics()
 
     def _upload_for(self, record: FileRecord) -> PresignedRequest | PresignedPost | MultipartPlan:
@@ -155,6 +159,8 @@ class Uploads:
         multipart = not request.form and (
             request.multipart or request.size > self._uploads.multipart_threshold
         )
+        if request.form and not self._profile.form_post:
+            raise FormUploadUnsupported()
         if request.form and request.size > SINGLE_PUT_MAX_BYTES:
             raise FileTooLarge("Form uploads are limited to 5 GiB; upload larger files in parts.")
         now = self._lookup.now()
@@ -181,8 +187,11 @@ class Uploads:
             upload_key=None,
             verify_lease_until=None,
         )
-        if request.form:
-            draft = dataclasses.replace(draft, upload_key=form_upload_key(draft.object_key))
+        if request.form or (not multipart and not self._profile.create_only):
+            # A form, or a PUT to a store that does not honour If-None-Match, writes a staging
+            # key that completion copies to the file's own key once verified: a URL used
+            # again afterwards never touches the verified object.
+            draft = dataclasses.replace(draft, upload_key=staging_key(draft.object_key))
         if multipart:
             draft = await self._start_multipart(draft, now)
         # Signing is pure CPU; the row then records the URL's real expiry.

@@ -12,8 +12,11 @@ import pytest
 
 from app.config import Settings
 from app.devstack import EmbeddedS3
+from app.profiles import PROFILES
 from app.storage.posture import check_bucket, iam_policy, setup_bucket
 from tests.support import TEST_JWT_SECRET, run_s3gate
+
+SEAWEEDFS = PROFILES["seaweedfs"]
 
 ORIGIN = "https://app.example.com"
 
@@ -42,7 +45,7 @@ def _states(checks: list) -> dict[str, str]:  # type: ignore[type-arg]
 def test_a_fresh_bucket_has_problems_and_unsupported_checks(
     fresh: Settings, s3_server: EmbeddedS3
 ) -> None:
-    states = _states(check_bucket(s3_server.client(), fresh))
+    states = _states(check_bucket(s3_server.client(), fresh, SEAWEEDFS))
     assert states == {
         "cors": "problem",
         "public-access-block": "unsupported",  # SeaweedFS: NotImplemented
@@ -67,7 +70,7 @@ def test_setup_applies_what_the_store_supports_and_check_then_passes(
         "abort-incomplete-multipart": "applied",
         "write-probe": "ok",
     }
-    after = _states(check_bucket(client, fresh))
+    after = _states(check_bucket(client, fresh, SEAWEEDFS))
     assert {name for name, state in after.items() if state == "problem"} == set()
     assert after["public-access-block"] == "unsupported"
 
@@ -101,7 +104,7 @@ def test_cors_without_a_signed_header_is_a_problem_and_without_etag_is_not(
         "AllowedHeaders": ["content-type", "if-none-match", "x-amz-checksum-sha256"],
     }
     client.put_bucket_cors(Bucket=fresh.s3_bucket, CORSConfiguration={"CORSRules": [rule]})
-    cors = next(c for c in check_bucket(client, fresh) if c.name == "cors")
+    cors = next(c for c in check_bucket(client, fresh, SEAWEEDFS) if c.name == "cors")
     # No s3gate client reads a response header of the store (completion lists the parts).
     assert cors.state == "ok", cors.detail
     client.put_bucket_cors(
@@ -110,15 +113,24 @@ def test_cors_without_a_signed_header_is_a_problem_and_without_etag_is_not(
             "CORSRules": [{**rule, "AllowedHeaders": ["content-type"], "ExposeHeaders": ["ETag"]}]
         },
     )
-    cors = next(c for c in check_bucket(client, fresh) if c.name == "cors")
+    cors = next(c for c in check_bucket(client, fresh, SEAWEEDFS) if c.name == "cors")
     assert cors.state == "problem"
     assert "if-none-match" in cors.detail
 
 
-def test_a_region_mismatch_is_a_problem(fresh: Settings, s3_server: EmbeddedS3) -> None:
+def test_a_region_mismatch_is_a_problem_where_the_store_redirects(
+    fresh: Settings, s3_server: EmbeddedS3
+) -> None:
     elsewhere = fresh.model_copy(update={"s3_region": "eu-west-1"})
-    region = next(c for c in check_bucket(s3_server.client(), elsewhere) if c.name == "region")
+    client = s3_server.client()
+    region = next(c for c in check_bucket(client, elsewhere, PROFILES["aws"]) if c.name == "region")
     assert region.state == "problem"
+    # Ceph names its zonegroup (`default`) and redirects nowhere: said, not a problem.
+    region = next(
+        c for c in check_bucket(client, elsewhere, PROFILES["ceph"]) if c.name == "region"
+    )
+    assert region.state == "ok"
+    assert "does not redirect" in region.detail
 
 
 def test_the_commands_exit_non_zero_on_a_problem_and_zero_once_set_up(
@@ -145,13 +157,18 @@ def test_the_commands_exit_non_zero_on_a_problem_and_zero_once_set_up(
     after = run("bucket", "check")
     assert after.returncode == 0, after.stdout
     assert "not done by this store" in after.stdout  # public access block, said plainly
+    probed = run("bucket", "check", "--probe")
+    assert probed.returncode == 0, probed.stdout
+    assert "store profile: auto, measured (like seaweedfs)" in probed.stdout
+    assert "ok           create-only" in probed.stdout
+    assert "problem" not in probed.stdout
 
 
 def test_the_iam_policy_grants_only_what_the_service_uses() -> None:
     settings = Settings(
         _env_file=None, s3_bucket="media", s3_key_prefix="files/", jwt_secret=TEST_JWT_SECRET
     )  # type: ignore[call-arg, arg-type]
-    policy = iam_policy(settings)
+    policy = iam_policy(settings, PROFILES["aws"])
     objects, listing = policy["Statement"]
     assert objects["Resource"] == "arn:aws:s3:::media/files/*"
     assert set(objects["Action"]) == {
@@ -168,3 +185,13 @@ def test_the_iam_policy_grants_only_what_the_service_uses() -> None:
         "Resource": "arn:aws:s3:::media",
     }
     assert not any("*" in str(s["Action"]) for s in policy["Statement"])
+
+
+def test_the_iam_policy_asks_for_put_object_acl_only_where_upload_urls_sign_an_acl() -> None:
+    settings = Settings(
+        _env_file=None, s3_bucket="media", s3_key_prefix="files/", jwt_secret=TEST_JWT_SECRET
+    )  # type: ignore[call-arg, arg-type]
+    for name, profile in PROFILES.items():
+        actions = iam_policy(settings, profile)["Statement"][0]["Action"]
+        assert ("s3:PutObjectAcl" in actions) is profile.sign_acl, name
+    assert PROFILES["ceph"].sign_acl

@@ -9,6 +9,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from app.config import Settings
+from app.profiles import PROFILES
 from app.storage.posture import check_bucket, setup_bucket
 from tests.support import TEST_JWT_SECRET
 
@@ -54,7 +55,7 @@ def test_odd_answers_give_states_not_tracebacks() -> None:
         jwt_secret=TEST_JWT_SECRET,  # type: ignore[arg-type]
         cors_origins=["https://app.example"],
     )
-    checks = {c.name: c for c in check_bucket(OddStore(), settings)}  # type: ignore[arg-type]
+    checks = {c.name: c for c in check_bucket(OddStore(), settings, PROFILES["aws"])}  # type: ignore[arg-type]
     assert {c.state for c in checks.values()} <= {"ok", "problem", "unsupported"}
     assert checks["cors"].state == "unsupported"
     assert checks["default-encryption"].state == "problem"

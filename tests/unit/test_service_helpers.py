@@ -20,9 +20,9 @@ from app.storage import ObjectInfo, unsigned_headers
 from app.usecases.plans import (
     decode_cursor,
     encode_cursor,
-    form_upload_key,
     object_key,
     request_fingerprint,
+    staging_key,
 )
 from app.usecases.verdict import checksum_mismatch, declaration_mismatch
 
@@ -268,8 +268,8 @@ def test_the_checksum_verdict_needs_the_declared_digest_proved() -> None:
 
 def test_a_form_uploads_key_is_its_files_key_with_a_suffix_no_other_key_has() -> None:
     key = object_key("uploads/", "alice", FILE_ID)
-    assert form_upload_key(key) == f"{key}.upload"
-    assert form_upload_key(key) != object_key("uploads/", "alice", uuid6.uuid7())
+    assert staging_key(key) == f"{key}.upload"
+    assert staging_key(key) != object_key("uploads/", "alice", uuid6.uuid7())
 
 
 @pytest.mark.parametrize("value", ["no-cache", "max-age=0", " No-Cache "])

@@ -22,6 +22,7 @@ import pytest
 from botocore.config import Config
 
 from app.filenames import content_disposition
+from app.profiles import PROFILES, UNKNOWN, StoreProfile
 from app.signer import Signer
 
 FROZEN = datetime(2026, 11, 30, 3, 4, 5, tzinfo=UTC)
@@ -42,6 +43,9 @@ SETUPS = [
     pytest.param(None, "eu-central-1", "path", "my-bucket", id="aws-path"),
     pytest.param(None, "us-east-1", "auto", "dotted.bucket.name", id="aws-dotted"),
 ]
+# Every shape of PUT a profile asks for: create-only with checksum (aws), with an ACL too
+# (ceph), staged with an ACL and no checksum (unknown).
+PUT_PROFILES = [PROFILES["aws"], PROFILES["ceph"], UNKNOWN]
 TOKENS = [None, "FwoGZXIvYXdzEJr//////////wEaDNf+example/token==", "a b+c%d~e"]
 NASTY = " +~%&=?#/;:@!$'()*,\"<>[]{}|\\^`é漢字😀\u00a0-_."
 
@@ -84,7 +88,12 @@ def _cases(rng: random.Random) -> Iterator[dict[str, object]]:
 
 
 def _signers(
-    endpoint: str | None, region: str, style: str, bucket: str, token: str | None
+    endpoint: str | None,
+    region: str,
+    style: str,
+    bucket: str,
+    token: str | None,
+    profile: StoreProfile = PROFILES["aws"],
 ) -> tuple[Signer, Signer]:
     session = boto3.session.Session(
         aws_access_key_id="AKIDEXAMPLE",
@@ -104,8 +113,8 @@ def _signers(
     credentials = session.get_credentials()
     clock = FROZEN.timestamp
     return (
-        Signer(client, credentials, bucket, engine="sigv4", clock=clock),
-        Signer(client, credentials, bucket, engine="boto3", clock=clock),
+        Signer(client, credentials, bucket, engine="sigv4", clock=clock, profile=profile),
+        Signer(client, credentials, bucket, engine="boto3", clock=clock, profile=profile),
     )
 
 
@@ -121,10 +130,15 @@ def test_direct_engine_matches_botocore_byte_for_byte(
     endpoint: str | None, region: str, style: str, bucket: str
 ) -> None:
     rng = random.Random(f"{SEED}-{endpoint}-{region}-{style}-{bucket}")
-    signers = {token: _signers(endpoint, region, style, bucket, token) for token in TOKENS}
+    signers = {
+        (token, profile.name): _signers(endpoint, region, style, bucket, token, profile)
+        for token in TOKENS
+        for profile in PUT_PROFILES
+    }
     compared = 0
-    for case in _cases(rng):
-        direct, reference = signers[case["token"]]  # type: ignore[index]
+    for index, case in enumerate(_cases(rng)):
+        profile = PUT_PROFILES[(index // len(TOKENS)) % len(PUT_PROFILES)]  # every pairing
+        direct, reference = signers[case["token"], profile.name]  # type: ignore[index]
         put = {
             "content_type": case["content_type"],
             "content_length": case["content_length"],
