@@ -80,7 +80,6 @@ class Signer:
         self._clock = clock
         self.profile = profile
         # What upload URLs bind besides type, length and key, as far as the store honours it.
-        self._if_none_match = _CREATE_ONLY if profile.create_only else None
         self._sign_checksums = profile.checksum_header
         self._acl = profile.acl
         # Form uploads are rare enough not to need the direct engine: botocore signs them.
@@ -114,22 +113,23 @@ class Signer:
         content_length: int,
         checksum_sha256: str | None,
         ttl_seconds: int,
+        create_only: bool = True,
     ) -> PresignedRequest:
-        """A PUT URL bound to the key, type, length and, where the store's profile says it
-        enforces them, checksum and create-only semantics; a signed ACL where it honours
-        unsigned ones."""
+        """A PUT URL bound to the key, type, length, the checksum where the store's profile
+        says it enforces one, and a signed ACL where it honours unsigned ones; create-only
+        unless the caller writes a staging key (the file's row decides, not this replica's
+        profile, so a URL re-signed by any replica keeps the semantics of the first)."""
         headers = {"Content-Type": content_type}
-        if self._if_none_match is not None:
+        if_none_match = _CREATE_ONLY if create_only else None
+        if if_none_match is not None:
             # Signed `If-None-Match: *`: the URL can create the object, never overwrite it.
-            headers["If-None-Match"] = self._if_none_match
+            headers["If-None-Match"] = if_none_match
         checksum = checksum_sha256 if self._sign_checksums else None
         if checksum is not None:
             headers["x-amz-checksum-sha256"] = checksum
         if self._acl is not None:
             headers["x-amz-acl"] = self._acl
-        request = PutObject(
-            key, content_type, content_length, checksum, self._if_none_match, self._acl
-        )
+        request = PutObject(key, content_type, content_length, checksum, if_none_match, self._acl)
         url, expires_at = self._presign(request, ttl_seconds)
         return PresignedRequest(url, "PUT", MappingProxyType(headers), expires_at)
 

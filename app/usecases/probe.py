@@ -27,7 +27,6 @@ import httpx
 from botocore.exceptions import BotoCoreError, ClientError
 
 from app.config import Settings
-from app.errors import AppError
 from app.profiles import PROFILES, UNKNOWN, StoreProfile, measured, vendor_profile
 from app.signer import PresignedPost, PresignedRequest, Signer
 from app.storage import CORS_ALLOWED_HEADERS, CORS_ALLOWED_METHODS
@@ -117,12 +116,15 @@ def _ok(status: int) -> bool:
 def _put_url(
     signer: Signer, key: str, body: bytes = _BODY, *, checksum: bool = True
 ) -> PresignedRequest:
+    """A PUT URL as the service signs it under the signer's profile (create-only where the
+    profile trusts If-None-Match; staged otherwise)."""
     return signer.presign_put(
         key,
         content_type=_TYPE,
         content_length=len(body),
         checksum_sha256=_b64sha256(body) if checksum else None,
         ttl_seconds=_TTL,
+        create_only=signer.profile.create_only,
     )
 
 
@@ -465,7 +467,7 @@ def resolve_profile(
         return PROFILES[settings.store_profile], "configured"
     try:
         profile = measure(s3, signer_for, settings)
-    except (AppError, ClientError, BotoCoreError, httpx.HTTPError) as exc:
+    except Exception as exc:  # best effort: any failure falls back to a safe profile, said
         fallback = vendor_profile(settings.s3_endpoint_url) or UNKNOWN
         return fallback, f"the probe could not run ({type(exc).__name__}); using {fallback.name}"
     return profile, f"measured (like {profile.closest()})"

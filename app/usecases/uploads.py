@@ -87,17 +87,23 @@ class Uploads:
         if record.multipart_upload_id is not None and record.part_size is not None:
             count = len(part_sizes(record.size, record.part_size))
             return MultipartPlan(record.part_size, count, record.upload_expires_at)
-        sign = (
-            self._signer.presign_post
-            if record.upload_method == UploadMethod.FORM
-            else self._signer.presign_put
-        )
-        return sign(
+        if record.upload_method == UploadMethod.FORM:
+            assert record.upload_key is not None
+            return self._signer.presign_post(
+                record.upload_key,
+                content_type=record.content_type,
+                content_length=record.size,
+                checksum_sha256=record.checksum_sha256,
+                ttl_seconds=self._urls.upload_url_ttl_seconds,
+            )
+        # A PUT to the file's own key must be create-only; one to a staging key need not be.
+        return self._signer.presign_put(
             record.upload_key or record.object_key,
             content_type=record.content_type,
             content_length=record.size,
             checksum_sha256=record.checksum_sha256,
             ttl_seconds=self._urls.upload_url_ttl_seconds,
+            create_only=record.upload_key is None,
         )
 
     def _handed_out(self, ticket: UploadTicket) -> UploadTicket:

@@ -184,3 +184,26 @@ async def test_a_checksum_the_store_returns_but_never_enforced_is_not_trusted(
     assert rejected.status_code == 422, rejected.text
     assert rejected.json()["code"] == "upload_rejected"
     assert not object_exists(s3_server, api.settings.s3_bucket, key)
+
+
+async def test_a_url_re_signed_by_a_replica_with_another_profile_keeps_the_file_create_only(
+    settings: Settings, s3_http: httpx.AsyncClient
+) -> None:
+    """The row decides what a PUT binds: a file created create-only on its own key stays so
+    when a replica whose probe said otherwise (here `minio`: staged PUTs) re-signs its URL for
+    an Idempotency-Key replay. Else that URL could overwrite the object after completion."""
+    sub, data = new_sub(), secrets.token_bytes(700)
+    key = {"Idempotency-Key": f"replay-{uuid.uuid4().hex}"}
+    async with running_app(settings) as client:
+        first = await Api(client, settings).create(sub, _body(data), headers=key)
+    assert first.status_code == 201, first.text
+    staged = settings.model_copy(update={"store_profile": "minio"})
+    async with running_app(staged) as client:
+        replay = await Api(client, staged).create(sub, _body(data), headers=key)
+    assert replay.status_code == 200, replay.text
+    upload = replay.json()["upload"]
+    assert upload["headers"]["If-None-Match"] == "*"
+    assert upload["url"].split("?", 1)[0] == first.json()["upload"]["url"].split("?", 1)[0]
+    assert (await s3_http.put(upload["url"], content=data, headers=upload["headers"])).is_success
+    again = await s3_http.put(upload["url"], content=data, headers=upload["headers"])
+    assert again.status_code == 412, again.text

@@ -144,6 +144,7 @@ def test_direct_engine_matches_botocore_byte_for_byte(
             "content_length": case["content_length"],
             "checksum_sha256": case["checksum"],
             "ttl_seconds": case["ttl"],
+            "create_only": profile.create_only,
         }
         ours = direct.presign_put(case["key"], **put)  # type: ignore[arg-type]
         theirs = reference.presign_put(case["key"], **put)  # type: ignore[arg-type]
