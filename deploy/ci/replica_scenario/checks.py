@@ -94,12 +94,7 @@ def verify(stack: Stack, tally: Tally, timeline: Timeline) -> bool:
     drain = timeline.drain
     after_term = [e for e in entry_list if e["started"] >= drain.term_at + 1.0]
     on_draining = [e for e in after_term if e["upstreams"][-1:] == [stack.a.address]]
-    b_after_restart = [
-        e
-        for e in entry_list
-        if timeline.restarted_ready < e["started"] < drain.term_at
-        and e["upstreams"][-1:] == [stack.b.address]
-    ]
+    b_after_restart = stack.served_by(stack.b, timeline.restarted_ready, drain.term_at)
     health = stack.docker(
         "inspect", "--format", "{{.State.Health.Status}}", stack.b.container, check=False
     ).stdout.strip()

@@ -255,3 +255,13 @@ class Stack:
             entry["upstreams"] = [u.strip() for u in entry["upstream"].split(",") if u.strip()]
             entries.append(entry)
         return entries
+
+    def served_by(
+        self, replica: Replica, since: float, until: float = float("inf")
+    ) -> list[dict[str, Any]]:
+        """nginx's log entries of the requests started in (since, until) that `replica` answered."""
+        return [
+            entry
+            for entry in self.nginx_entries()
+            if since < entry["started"] < until and entry["upstreams"][-1:] == [replica.address]
+        ]

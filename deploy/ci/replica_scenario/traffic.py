@@ -13,7 +13,7 @@ import httpx
 
 from app.auth import mint_token
 from replica_scenario.clients import Client, Tally, expect, user_loop
-from replica_scenario.common import FAIL_TIMEOUT_SECONDS, log
+from replica_scenario.common import FAIL_TIMEOUT_SECONDS, ScenarioError, log
 from replica_scenario.drain import DrainReport, drain
 from replica_scenario.stack import Stack
 
@@ -25,6 +25,17 @@ class Timeline:
     kill_done: float = 0.0
     restarted_ready: float = 0.0
     drain: DrainReport = field(default_factory=DrainReport)
+
+
+async def rejoin(stack: Stack, since: float) -> float:
+    """Seconds until nginx's log shows the restarted replica B answering a request."""
+    deadline = since + 2 * FAIL_TIMEOUT_SECONDS + 5
+    while not await asyncio.to_thread(stack.served_by, stack.b, since):
+        if time.time() > deadline:
+            logs = stack.logs(stack.b)
+            raise ScenarioError(f"nginx sent no request to the restarted replica B:\n{logs}")
+        await asyncio.sleep(0.25)
+    return time.time() - since
 
 
 async def traffic(stack: Stack, args: argparse.Namespace) -> tuple[Tally, Timeline]:
@@ -61,10 +72,12 @@ async def traffic(stack: Stack, args: argparse.Namespace) -> tuple[Tally, Timeli
             ready = await asyncio.to_thread(stack.wait_ready, stack.b)
             timeline.restarted_ready = time.time()
             log(f"replica B started again, ready after {ready:.1f} s")
-            # nginx tries B again once fail_timeout has passed since its failure; then B serves
-            # for a few seconds before the drain
-            rejoin = max(timeline.kill_done + FAIL_TIMEOUT_SECONDS, timeline.restarted_ready) + 3
-            await asyncio.sleep(max(rejoin - time.time(), 0))
+            # nginx tries B again once fail_timeout has passed since B's last failure, and a try
+            # that came before B was ready counts as a new failure: wait until nginx's log shows
+            # B answering, then let it serve a few seconds before the drain
+            rejoined = await rejoin(stack, timeline.restarted_ready)
+            log(f"nginx passes requests to B again, {rejoined:.1f} s after it was ready")
+            await asyncio.sleep(3)
             log(f"SIGTERM replica A ({stack.a.container}) with requests in flight on it")
             drain_token = mint_token(stack.jwt_secret, "drain", ttl_seconds=3600)
             timeline.drain = await drain(stack, tally, drain_token, s3)
