@@ -24,7 +24,12 @@ from typing import Any
 
 from fastapi import HTTPException, params
 from fastapi.dependencies.models import Dependant
-from fastapi.dependencies.utils import request_body_to_args, request_params_to_args
+from fastapi.dependencies.utils import (
+    _get_param_aliases,
+    _get_param_model,
+    request_body_to_args,
+    request_params_to_args,
+)
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from pydantic_core import PydanticUndefined
@@ -47,11 +52,46 @@ class _Dependency:
     path_params: Sequence[Any]
 
 
+_IMMUTABLE = (type(None), str, int, float, bool)
+
+
+@dataclass(frozen=True, slots=True)
+class _Params:
+    """The path, query or header parameters of a route. When none of them was sent and none is
+    required, their values are their defaults: FastAPI's answer too, found by a walk over each
+    annotation per request (~8% of `POST /uploads` without an Idempotency-Key)."""
+
+    fields: Sequence[Any]
+    aliases: tuple[str, ...] | None  # None: some parameter is required or not a plain one
+    defaults: dict[str, Any]
+
+    @classmethod
+    def of(cls, fields: Sequence[Any]) -> _Params:
+        plain = all(
+            _get_param_model(field) is None
+            and not field.field_info.is_required()
+            and isinstance(field.field_info.default, _IMMUTABLE)
+            for field in fields
+        )
+        if not plain:
+            return cls(tuple(fields), None, {})
+        aliases = tuple(alias for field in fields for _, alias in _get_param_aliases(field))
+        return cls(tuple(fields), aliases, {f.name: f.field_info.default for f in fields})
+
+    def read(self, received: Any) -> tuple[dict[str, Any], list[Any]]:
+        if self.aliases is not None and not any(alias in received for alias in self.aliases):
+            return dict(self.defaults), []
+        return request_params_to_args(self.fields, received)
+
+
 @dataclass(frozen=True, slots=True)
 class _Plan:
     endpoint: _Call
     dependencies: tuple[_Dependency, ...]
     dependant: Dependant
+    path: _Params
+    query: _Params
+    headers: _Params
     embed_body_fields: bool
     reads_body: bool
 
@@ -75,13 +115,13 @@ class _Plan:
                 arguments[dependency.request_param] = request
             values[dependency.name] = await dependency.call(**arguments)
         dependant = self.dependant
-        for fields, received in (
-            (dependant.path_params, request.path_params),
-            (dependant.query_params, request.query_params),
-            (dependant.header_params, request.headers),
+        for kind, received in (
+            (self.path, request.path_params),
+            (self.query, request.query_params),
+            (self.headers, request.headers),
         ):
-            if fields:
-                found, problems = request_params_to_args(fields, received)
+            if kind.fields:
+                found, problems = kind.read(received)
                 values.update(found)
                 errors.extend(problems)
         if dependant.body_params:
@@ -188,6 +228,9 @@ def _plan(route: APIRoute) -> _Plan | None:
         endpoint=endpoint,
         dependencies=tuple(d for d in dependencies if d is not None),
         dependant=dependant,
+        path=_Params.of(dependant.path_params),
+        query=_Params.of(dependant.query_params),
+        headers=_Params.of(dependant.header_params),
         embed_body_fields=route._embed_body_fields,
         reads_body=route.body_field is not None,
     )
