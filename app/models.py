@@ -17,9 +17,11 @@ from sqlalchemy import (
     DateTime,
     Dialect,
     Index,
+    Integer,
     MetaData,
     String,
     Table,
+    Text,
     UniqueConstraint,
     Uuid,
 )
@@ -128,3 +130,45 @@ class FileRow(Base):
 
 
 files_table: Table = FileRow.__table__  # type: ignore[assignment]
+
+
+class EventType(StrEnum):
+    FILE_AVAILABLE = "file.available"
+    FILE_REJECTED = "file.rejected"
+    UPLOAD_EXPIRED = "upload.expired"
+    FILE_DELETED = "file.deleted"
+
+
+# SQLite makes only an INTEGER PRIMARY KEY an alias of the rowid (the autoincrementing one).
+_SEQUENCE = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class EventRow(Base):
+    """The outbox: one row per status change that backends hear of, written in the same
+    transaction as the change (app/ledger), read by the event feed and the webhook dispatcher."""
+
+    __tablename__ = "events"
+
+    # Commit order, the feed's cursor: writers take turns assigning it (app/ledger).
+    seq: Mapped[int] = mapped_column(_SEQUENCE, primary_key=True, autoincrement=True)
+    # The public id (webhook-id, the feed's `id`): UUIDv7, time-ordered.
+    id: Mapped[uuid.UUID] = mapped_column(Uuid())
+    type: Mapped[str] = mapped_column(String(32))
+    file_id: Mapped[uuid.UUID] = mapped_column(Uuid())
+    owner_id: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    # The event as delivered, JSON: {"id", "type", "timestamp", "data": {"file": ..., ...}}.
+    payload: Mapped[str] = mapped_column(Text())
+
+    __table_args__ = (
+        CheckConstraint(
+            "type IN ('file.available', 'file.rejected', 'upload.expired', 'file.deleted')",
+            name="type",
+        ),
+        UniqueConstraint("id"),
+        Index(None, "owner_id", "seq"),
+        Index(None, "created_at"),
+    )
+
+
+events_table: Table = EventRow.__table__  # type: ignore[assignment]

@@ -157,6 +157,13 @@ class FileOut(BaseModel):
     upload_expires_at: Timestamp
 
 
+class EventFileOut(FileOut):
+    """The File resource as an event carries it: as it was at the change, a deleted file's
+    too (the API itself never shows a deleted file)."""
+
+    status: FileStatusOut | Literal["deleted"]  # type: ignore[assignment]
+
+
 class UploadOut(BaseModel):
     """How to send the bytes: a presigned PUT the client replays exactly."""
 

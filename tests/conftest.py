@@ -22,7 +22,7 @@ from app.config import Settings
 from app.devstack import EmbeddedS3, embedded_s3
 from app.logs import log_handler
 from app.migrate import run_migrations
-from app.models import files_table
+from app.models import events_table, files_table
 from devkit.env import AWS_ISOLATION, is_caller_setting
 from devkit.postgres import PostgresUnreachable, throwaway_database
 from tests.support import TEST_JWT_SECRET, Api, running_app, sql_engine, unavailable
@@ -164,8 +164,9 @@ async def api(settings: Settings) -> AsyncIterator[Api]:
 def _empty_ledger(database_url: str) -> None:
     engine = sql_engine(database_url)
     try:
-        with engine.connect() as conn:
+        with engine.begin() as conn:
             conn.execute(delete(files_table))
+            conn.execute(delete(events_table))
     finally:
         engine.dispose()
 

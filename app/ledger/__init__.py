@@ -11,19 +11,20 @@ import contextlib
 import functools
 import uuid
 from collections.abc import Awaitable, Callable, Collection, Iterator
-from datetime import datetime
+from datetime import UTC, datetime
 from time import perf_counter
 from typing import Any, TypeVar, cast
 
 from app.config import DatabaseSettings, ledger_url
 from app.errors import MigrationsPending
-from app.ledger.driver import Driver, DuplicateKey, Params, Row
+from app.events import EVENT_FOR_STATUS, Event, NewEvent, announce
+from app.ledger.driver import Driver, DuplicateKey, FollowUp, Params, Row
 from app.ledger.rows import Compiled, FileRecord, column_values, compile_for, result_converters
-from app.ledger.statements import STATEMENTS, transition
+from app.ledger.statements import EVENT_COLUMNS, STATEMENTS, transition
 from app.metrics import metrics
-from app.models import FileStatus
+from app.models import FileStatus, events_table
 
-__all__ = ["FileRecord", "IdempotencyKeyTaken", "Ledger", "open_driver"]
+__all__ = ["Event", "FileRecord", "IdempotencyKeyTaken", "Ledger", "open_driver"]
 
 Method = TypeVar("Method", bound=Callable[..., Awaitable[Any]])
 _TIMED: list[str] = []  # the `statement` label values: the timed Ledger methods' names
@@ -93,6 +94,9 @@ class Ledger:
         for name, statement in STATEMENTS.items():
             self._compiled[name] = compile_for(statement, driver.dialect)
         self._from_db = result_converters(driver.dialect)
+        self._event_from_db = result_converters(driver.dialect, events_table)
+        # Only PostgreSQL needs the events lock to keep seq in commit order (statements.py).
+        self._lock_events = driver.dialect.name == "postgresql"
 
     @classmethod
     async def open(cls, settings: DatabaseSettings) -> Ledger:
@@ -157,16 +161,27 @@ class Ledger:
         *,
         from_status: FileStatus | Collection[FileStatus],
         to_status: FileStatus,
+        event_reason: str | None = None,
         **values: Any,
     ) -> FileRecord | None:
-        """Compare-and-set the status; the updated file, or None if it was not in from_status."""
+        """Compare-and-set the status; the updated file, or None if it was not in from_status.
+
+        A status that backends hear of (app/events.py) writes its event in the same
+        transaction: the change and its event are committed together or not at all.
+        `event_reason` is a rejection's code."""
         allowed = (from_status,) if isinstance(from_status, FileStatus) else tuple(from_status)
         shape = ("transition", allowed, owner is not None, tuple(sorted(values)))
         if shape not in self._compiled:
             statement = transition(allowed, scoped=owner is not None, columns=sorted(values))
             self._compiled[shape] = compile_for(statement, self._driver.dialect)
         params = {"file_id": file_id, "owner": owner, "to_status": str(to_status), **values}
-        return await self._one(shape, params)
+        if to_status not in EVENT_FOR_STATUS:
+            return await self._one(shape, params)
+        compiled = self._compiled[shape]
+        rows = await self._driver.write_with(
+            compiled.sql, self._bind(compiled, params), self._announcing(event_reason)
+        )
+        return self._record(rows[0]) if rows else None
 
     @_timed
     async def claim_verification(
@@ -201,8 +216,30 @@ class Ledger:
 
     @_timed
     async def expire_stale(self, cutoff: datetime, limit: int) -> list[FileRecord]:
-        """Mark up to `limit` pending uploads whose deadline is before `cutoff` expired."""
-        return await self._all("expire_stale", {"cutoff": cutoff, "limit": limit})
+        """Mark up to `limit` pending uploads whose deadline is before `cutoff` expired (with
+        their upload.expired events, in the same transaction)."""
+        statement = self._compiled["expire_stale"]
+        params = self._bind(statement, {"cutoff": cutoff, "limit": limit})
+        rows = await self._driver.write_with(statement.sql, params, self._announcing(None))
+        return [self._record(row) for row in rows]
+
+    @_timed
+    async def events(self, owner: str | None, *, after: int, limit: int) -> list[Event]:
+        """Events in commit order after the `after` seq: the owner's, or (None) everyone's."""
+        if owner is None:
+            return await self._events("events_any", {"after": after, "limit": limit})
+        return await self._events("events_owned", {"owner": owner, "after": after, "limit": limit})
+
+    @_timed
+    async def event(self, event_id: uuid.UUID) -> Event | None:
+        """One event by its public id."""
+        found = await self._events("event_by_id", {"event_id": event_id})
+        return found[0] if found else None
+
+    @_timed
+    async def prune_events(self, before: datetime) -> None:
+        """Forget the events written before `before` (the retention setting)."""
+        await self._execute("prune_events", {"before": before})
 
     @_timed
     async def unpurged(self, limit: int) -> list[FileRecord]:
@@ -232,6 +269,41 @@ class Ledger:
             f"The ledger's schema is at revision {current or 'none'}; this version of s3gate "
             f"needs {head}: run `s3gate migrate`."
         )
+
+    def _announcing(self, reason: str | None) -> FollowUp:
+        """What a status change writes after it, in its transaction: an event per changed row
+        (app/events.py), after the events lock where the backend needs it."""
+        now = datetime.now(UTC)
+
+        def then(rows: list[Row]) -> list[tuple[str, Params]]:
+            inserts = []
+            for row in rows:
+                event = announce(self._record(row), reason, now)
+                if event is not None:
+                    inserts.append(self._insert_event(event))
+            if inserts and self._lock_events:
+                lock = self._compiled["lock_events"]
+                inserts.insert(0, (lock.sql, self._bind(lock, {})))
+            return inserts
+
+        return then
+
+    def _insert_event(self, event: NewEvent) -> tuple[str, Params]:
+        statement = self._compiled["insert_event"]
+        values = {name: getattr(event, name) for name in EVENT_COLUMNS}
+        return statement.sql, self._bind(statement, values)
+
+    async def _events(self, key: str, params: Params) -> list[Event]:
+        statement = self._compiled[key]
+        rows = await self._driver.fetch_all(statement.sql, self._bind(statement, params))
+        events = []
+        for row in rows:
+            values = list(row)
+            for index, convert in self._event_from_db:
+                if values[index] is not None:
+                    values[index] = convert(values[index])
+            events.append(Event(*values))
+        return events
 
     def _bind(self, statement: Compiled, params: Params) -> dict[str, Any]:
         """The parameters as the driver takes them: each converted by its type (rows.py)."""

@@ -9,13 +9,15 @@ every statement, and the request path hands the compiled SQL straight to the dri
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from sqlalchemy.engine import Dialect
 
 Row = Sequence[Any]
 Params = Mapping[str, Any]
+# What write_with runs after its statement: more statements, derived from that one's rows.
+FollowUp = Callable[[list[Row]], Sequence[tuple[str, Params]]]
 
 
 class DuplicateKey(Exception):
@@ -30,5 +32,9 @@ class Driver(Protocol):
     async def execute(self, sql: str, params: Params) -> None: ...
     async def fetch_one_serialized(self, lock: str, sql: str, params: Params) -> Row | None:
         """fetch_one, with every other call for the same `lock` waiting until it is done."""
+
+    async def write_with(self, sql: str, params: Params, then: FollowUp) -> list[Row]:
+        """Run the statement, then the statements `then` derives from its rows, in one
+        transaction: all of them or none. The first statement's rows."""
 
     async def close(self) -> None: ...

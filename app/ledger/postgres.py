@@ -13,7 +13,7 @@ from sqlalchemy.dialects.postgresql import psycopg as psycopg_dialect
 from sqlalchemy.engine import Dialect
 
 from app.errors import DatabaseUnavailable, MigrationsPending
-from app.ledger.driver import DuplicateKey, Params, Row
+from app.ledger.driver import DuplicateKey, FollowUp, Params, Row
 
 log = logging.getLogger("s3gate.ledger")
 
@@ -73,6 +73,14 @@ class PostgresDriver:
             cursor = await conn.execute(sql, params)
             row: Row | None = await cursor.fetchone()
             return row
+
+    async def write_with(self, sql: str, params: Params, then: FollowUp) -> list[Row]:
+        async with self._connection() as conn, conn.transaction():
+            cursor = await conn.execute(sql, params)
+            rows: list[Row] = await cursor.fetchall()
+            for follow_sql, follow_params in then(rows):
+                await conn.execute(follow_sql, follow_params)
+            return rows
 
     @contextlib.asynccontextmanager
     async def _connection(self) -> AsyncIterator[Any]:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple, cast
 
-from sqlalchemy import ClauseElement
+from sqlalchemy import ClauseElement, Table
 from sqlalchemy.engine import Dialect
 from sqlalchemy.sql.compiler import SQLCompiler
 
@@ -71,11 +71,13 @@ def _check_record_follows_table() -> None:
 _check_record_follows_table()
 
 
-def result_converters(dialect: Dialect) -> tuple[tuple[int, Convert], ...]:
-    """(position, conversion) for each column whose values the dialect's driver returns in
-    another form than FileRecord's; the other columns are taken as they come."""
+def result_converters(
+    dialect: Dialect, table: Table = files_table
+) -> tuple[tuple[int, Convert], ...]:
+    """(position, conversion) for each column of the table whose values the dialect's driver
+    returns in another form than its record's; the other columns are taken as they come."""
     converters = []
-    for index, column in enumerate(files_table.c):
+    for index, column in enumerate(table.c):
         convert = column.type.dialect_impl(dialect).result_processor(dialect, None)
         if convert is not None:
             converters.append((index, convert))

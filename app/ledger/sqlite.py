@@ -19,7 +19,7 @@ from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import Dialect
 
 from app.errors import DatabaseUnavailable, MigrationsPending
-from app.ledger.driver import DuplicateKey, Params, Row
+from app.ledger.driver import DuplicateKey, FollowUp, Params, Row
 
 log = logging.getLogger("s3gate.ledger")
 T = TypeVar("T")
@@ -107,6 +107,26 @@ class SqliteDriver:
     async def fetch_one_serialized(self, lock: str, sql: str, params: Params) -> Row | None:
         # SQLite runs one write statement at a time, reading everything committed before it.
         return await self.fetch_one(sql, params)
+
+    async def write_with(self, sql: str, params: Params, then: FollowUp) -> list[Row]:
+        def work() -> list[Row]:
+            # Its own savepoint in the batch's transaction: a failing follow-up undoes the
+            # first statement too, and only this job's.
+            self._conn.execute("SAVEPOINT write_with")
+            try:
+                rows: list[Row] = self._conn.execute(sql, params).fetchall()
+                for follow_sql, follow_params in then(rows):
+                    self._conn.execute(follow_sql, follow_params)
+            except BaseException:
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK TO write_with")
+                    self._conn.execute("RELEASE write_with")
+                raise
+            self._conn.execute("RELEASE write_with")
+            return rows
+
+        result: list[Row] = await self._write(work)
+        return result
 
     async def _read(self, work: Callable[[], T]) -> T:
         deadline = time.monotonic() + SQLITE_LOCK_WAIT_SECONDS

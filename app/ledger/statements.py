@@ -23,12 +23,19 @@ from sqlalchemy import (
     update,
 )
 
-from app.models import FileStatus, files_table
+from app.models import FileStatus, events_table, files_table
 
 _c = files_table.c
 _VISIBLE = _c.status != FileStatus.DELETED
 _ENDED = (FileStatus.DELETED, FileStatus.EXPIRED, FileStatus.REJECTED)
 _COLUMNS = tuple(files_table.c.keys())
+_e = events_table.c
+EVENT_COLUMNS = tuple(column.name for column in events_table.c if column.name != "seq")
+# PostgreSQL assigns `seq` when the INSERT runs, not at COMMIT: two transactions can commit in
+# the other order, and a feed reader that saw the later seq first would skip the earlier one for
+# good. Writers of events take this transaction lock first, so seq order is commit order. (One
+# SQLite connection writes one transaction at a time: the order holds there by itself.)
+EVENTS_LOCK_KEY = 0x5333_4741_5445_4556
 
 
 def _usage(owner_param: str) -> tuple[ScalarSelect[Any], ScalarSelect[Any]]:
@@ -131,6 +138,18 @@ STATEMENTS: dict[str, ClauseElement] = {
     )
     .order_by(_c.id)
     .limit(bindparam("limit")),
+    "insert_event": events_table.insert().values({name: bindparam(name) for name in EVENT_COLUMNS}),
+    "lock_events": text("SELECT pg_advisory_xact_lock(:key)").bindparams(key=EVENTS_LOCK_KEY),
+    "events_any": select(events_table)
+    .where(_e.seq > bindparam("after"))
+    .order_by(_e.seq)
+    .limit(bindparam("limit")),
+    "events_owned": select(events_table)
+    .where(_e.owner_id == bindparam("owner"), _e.seq > bindparam("after"))
+    .order_by(_e.seq)
+    .limit(bindparam("limit")),
+    "event_by_id": select(events_table).where(_e.id == bindparam("event_id")),
+    "prune_events": events_table.delete().where(_e.created_at < bindparam("before")),
     # One completion at a time: the lease is taken only when free or run out.
     "claim_verification": update(files_table)
     .where(

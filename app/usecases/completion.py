@@ -32,7 +32,12 @@ from app.sniff import SNIFF_BYTES
 from app.storage import ObjectInfo, Storage
 from app.usecases.common import Lookup
 from app.usecases.plans import part_sizes
-from app.usecases.verdict import checksum_mismatch, content_mismatch, declaration_mismatch
+from app.usecases.verdict import (
+    Rejection,
+    checksum_mismatch,
+    content_mismatch,
+    declaration_mismatch,
+)
 
 log = logging.getLogger("s3gate.audit")
 
@@ -195,7 +200,7 @@ class Completion:
         )
 
     async def _reject(
-        self, record: FileRecord, target: str, reason: str, lease: _Lease
+        self, record: FileRecord, target: str, reason: Rejection, lease: _Lease
     ) -> NoReturn:
         await self._storage.delete(target)  # before the row says so: no orphan
         lease.cleared = True  # by the status change below
@@ -206,10 +211,11 @@ class Completion:
             record.owner_id,
             from_status=FileStatus.PENDING,
             to_status=FileStatus.REJECTED,
+            event_reason=reason.code,
             verify_lease_until=None,
         )
-        audit(log, "rejected upload", file=record.id, owner=record.owner_id)
-        raise UploadRejected(f"The uploaded bytes do not match the declaration: {reason}.")
+        audit(log, "rejected upload", file=record.id, owner=record.owner_id, reason=reason.code)
+        raise UploadRejected(f"The uploaded bytes do not match the declaration: {reason.detail}.")
 
     async def _promote(self, record: FileRecord, verified: ObjectInfo) -> None:
         """Copy the verified form upload to the file's own key, with only its declared type."""

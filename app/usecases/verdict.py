@@ -1,8 +1,10 @@
 """The completion verdict, pure: does the stored object prove the declaration? Each check
-answers None (it holds) or the reason the upload is rejected; completion runs them in order,
-reading only what the next check needs."""
+answers None (it holds) or the Rejection; completion runs them in order, reading only what the
+next check needs."""
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 from app.ledger import FileRecord
 from app.mediatypes import essence
@@ -10,27 +12,44 @@ from app.sniff import check_magic
 from app.storage import ObjectInfo
 
 
-def declaration_mismatch(record: FileRecord, info: ObjectInfo) -> str | None:
+class Rejection(NamedTuple):
+    """Why an upload is rejected: a stable code (the `file.rejected` event's `reason`) and a
+    sentence for the client's problem detail."""
+
+    code: str
+    detail: str
+
+
+def declaration_mismatch(record: FileRecord, info: ObjectInfo) -> Rejection | None:
     """Why the stored object's size, type or headers break the declaration, or None."""
     if info.size != record.size:
-        return f"stored size {info.size} differs from the declared {record.size} bytes"
+        return Rejection(
+            "size_mismatch",
+            f"stored size {info.size} differs from the declared {record.size} bytes",
+        )
     if essence(info.content_type) != record.content_type:
-        return "stored content type differs from the declared one"
+        return Rejection(
+            "content_type_mismatch", "stored content type differs from the declared one"
+        )
     if info.foreign_headers:
         # Sent unsigned with the upload, they would be served with every download.
-        return f"the object carries headers s3gate did not sign: {', '.join(info.foreign_headers)}"
+        headers = ", ".join(info.foreign_headers)
+        return Rejection(
+            "unsigned_headers", f"the object carries headers s3gate did not sign: {headers}"
+        )
     return None
 
 
-def checksum_mismatch(declared: str | None, stored: str | None) -> str | None:
+def checksum_mismatch(declared: str | None, stored: str | None) -> Rejection | None:
     """Why the stored SHA-256 does not prove the declared one, or None."""
     if declared is None or stored == declared:
         return None
     if stored is None:
-        return "the store holds no SHA-256 for this object"
-    return "stored SHA-256 differs from the declared checksum"
+        return Rejection("checksum_unavailable", "the store holds no SHA-256 for this object")
+    return Rejection("checksum_mismatch", "stored SHA-256 differs from the declared checksum")
 
 
-def content_mismatch(record: FileRecord, head: bytes) -> str | None:
+def content_mismatch(record: FileRecord, head: bytes) -> Rejection | None:
     """Why the object's first bytes are not of the declared type (magic numbers), or None."""
-    return check_magic(record.content_type, head, record.size)
+    detail = check_magic(record.content_type, head, record.size)
+    return None if detail is None else Rejection("content_mismatch", detail)

@@ -239,31 +239,47 @@ def _record(**values: object) -> FileRecord:
 
 
 @pytest.mark.parametrize(
-    ("info", "reason"),
+    ("info", "code", "detail"),
     [
-        (ObjectInfo(10, "application/pdf", CHECKSUM), None),
-        (ObjectInfo(10, "Application/PDF; charset=x", CHECKSUM), None),
-        (ObjectInfo(11, "application/pdf", CHECKSUM), "stored size 11 differs"),
-        (ObjectInfo(10, "text/html", CHECKSUM), "stored content type differs"),
-        (ObjectInfo(10, None, CHECKSUM), "stored content type differs"),
+        (ObjectInfo(10, "application/pdf", CHECKSUM), None, None),
+        (ObjectInfo(10, "Application/PDF; charset=x", CHECKSUM), None, None),
+        (ObjectInfo(11, "application/pdf", CHECKSUM), "size_mismatch", "stored size 11 differs"),
+        (
+            ObjectInfo(10, "text/html", CHECKSUM),
+            "content_type_mismatch",
+            "stored content type differs",
+        ),
+        (ObjectInfo(10, None, CHECKSUM), "content_type_mismatch", "stored content type differs"),
         (
             ObjectInfo(10, "application/pdf", CHECKSUM, foreign_headers=("Cache-Control",)),
+            "unsigned_headers",
             "headers s3gate did not sign: Cache-Control",
         ),
     ],
 )
 def test_the_declaration_verdict_names_what_the_stored_object_breaks(
-    info: ObjectInfo, reason: str | None
+    info: ObjectInfo, code: str | None, detail: str | None
 ) -> None:
     verdict = declaration_mismatch(_record(), info)
-    assert verdict == reason if reason is None else reason in (verdict or "")
+    if code is None:
+        assert verdict is None
+    else:
+        assert verdict is not None
+        assert verdict.code == code
+        assert detail in verdict.detail
 
 
 def test_the_checksum_verdict_needs_the_declared_digest_proved() -> None:
     assert checksum_mismatch(None, None) is None
     assert checksum_mismatch(CHECKSUM, CHECKSUM) is None
-    assert "holds no SHA-256" in (checksum_mismatch(CHECKSUM, None) or "")
-    assert "differs" in (checksum_mismatch(CHECKSUM, OTHER_CHECKSUM) or "")
+    missing = checksum_mismatch(CHECKSUM, None)
+    assert missing is not None
+    assert missing.code == "checksum_unavailable"
+    assert "holds no SHA-256" in missing.detail
+    wrong = checksum_mismatch(CHECKSUM, OTHER_CHECKSUM)
+    assert wrong is not None
+    assert wrong.code == "checksum_mismatch"
+    assert "differs" in wrong.detail
 
 
 def test_a_form_uploads_key_is_its_files_key_with_a_suffix_no_other_key_has() -> None:

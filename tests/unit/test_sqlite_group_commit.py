@@ -49,7 +49,8 @@ async def test_a_duplicate_key_fails_alone(driver: SqliteDriver) -> None:
         driver.execute(INSERT, {"k": "b", "v": 3}),
         return_exceptions=True,
     )
-    assert results[0] is None and results[2] is None
+    assert results[0] is None
+    assert results[2] is None
     assert isinstance(results[1], DuplicateKey)
     assert _committed(driver) == {"taken": 0, "a": 1, "b": 3}
 
@@ -61,9 +62,7 @@ async def test_returning_rows_reach_their_own_callers(driver: SqliteDriver) -> N
             for n in range(5)
         )
     )
-    assert [tuple(row) for row in rows if row is not None] == [
-        (f"r{n}", n * 10) for n in range(5)
-    ]
+    assert [tuple(row) for row in rows if row is not None] == [(f"r{n}", n * 10) for n in range(5)]
 
 
 async def test_a_write_waits_for_another_process_lock_then_lands(driver: SqliteDriver) -> None:
