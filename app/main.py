@@ -14,7 +14,7 @@ from app.http.assets import add_docs_pages, mount_browser_assets
 from app.http.middleware import CORS, BodyLimitMiddleware, RootPathMiddleware
 from app.http.observer import RequestObserver
 from app.http.problems import install_error_handlers
-from app.http.routers import downloads, files, ops, uploads
+from app.http.routers import downloads, events, files, ops, uploads
 from app.lifespan import lifespan
 
 DESCRIPTION = """\
@@ -47,7 +47,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.verifier = verifier
     install_error_handlers(app)
-    for module in (uploads, downloads, files, ops):
+    for module in (uploads, downloads, files, events, ops):
         # The routes join the app's own router: include_router keeps each router as a
         # matching layer, ~20 us per request (bench/), for features (prefixes, router-wide
         # dependencies) this app does not use.

@@ -260,6 +260,63 @@ class FileListOut(BaseModel):
     )
 
 
+class EventDataOut(BaseModel):
+    owner: str = Field(description="The file's owner (the `sub` of the token that created it).")
+    file: EventFileOut
+    reason: str | None = Field(
+        default=None,
+        description=(
+            "file.rejected only: why, as a stable code (size_mismatch, content_type_mismatch, "
+            "unsigned_headers, checksum_mismatch, checksum_unavailable, content_mismatch)."
+        ),
+    )
+
+
+class EventOut(BaseModel):
+    """One event, the same JSON a webhook delivery carries as its body."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": "01a23ad4-3b15-708d-a530-06f6746d1ca8",
+                    "type": "file.available",
+                    "timestamp": "2026-12-03T07:35:11.019Z",
+                    "data": {
+                        "owner": "user-42",
+                        "file": {
+                            "id": "01a23ad4-3b10-7c2e-9d51-2f0d3e0a9c11",
+                            "filename": "report.pdf",
+                            "content_type": "application/pdf",
+                            "size": 48213,
+                            "checksum_sha256": "n4bQgYhMfWWaL+qgxVrQFaO/TxsrC4Is0V1sFbDwCgg=",
+                            "status": "available",
+                            "created_at": "2026-12-03T07:35:01Z",
+                            "completed_at": "2026-12-03T07:35:11Z",
+                            "upload_expires_at": "2026-12-03T07:50:01Z",
+                        },
+                    },
+                }
+            ]
+        }
+    )
+
+    id: uuid.UUID = Field(description="UUIDv7; also the webhook-id of its deliveries.")
+    type: Literal["file.available", "file.rejected", "upload.expired", "file.deleted"]
+    timestamp: str = Field(description="When the change was committed (RFC 3339, UTC).")
+    data: EventDataOut
+
+
+class EventPageOut(BaseModel):
+    items: list[EventOut]
+    next_cursor: str = Field(
+        description=(
+            "Pass as `after` to read on; never null: with no new events it is the cursor "
+            "you sent, so a poller always stores the last one it got."
+        )
+    )
+
+
 class HealthOut(BaseModel):
     status: Literal["ok"]
 

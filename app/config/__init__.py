@@ -1,7 +1,7 @@
 """Settings, read from `S3GATE_*` environment variables and `.env`; validated and bounded.
 
 One class per concern (store, URLs, uploads, quotas, rate limits, reaper, HTTP in service.py;
-auth; the ledger's database; logging); `Settings` combines them for `s3gate serve`."""
+auth; the ledger's database; logging; events); `Settings` combines them for `s3gate serve`."""
 
 from __future__ import annotations
 
@@ -31,6 +31,7 @@ from app.config.base import (
     OptionalText,
     SettingsT,
 )
+from app.config.events import EventSettings
 from app.config.ledger import (
     DATABASE_URL_VARIABLE,
     DatabaseSettings,
@@ -64,6 +65,7 @@ __all__ = [
     "ConfigError",
     "CsvList",
     "DatabaseSettings",
+    "EventSettings",
     "HttpSettings",
     "LoggingSettings",
     "MigrateSettings",
@@ -93,6 +95,7 @@ class Settings(
     QuotaSettings,
     RateLimitSettings,
     ReaperSettings,
+    EventSettings,
     HttpSettings,
 ):
     """Everything `s3gate serve` needs: each concern's settings, read from one environment.

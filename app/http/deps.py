@@ -17,6 +17,7 @@ from app.errors import NotFound
 from app.lifespan import AppState
 from app.logs import note_owner
 from app.usecases.completion import Completion
+from app.usecases.events import EventFeed
 from app.usecases.files import Files
 from app.usecases.uploads import Uploads
 
@@ -39,6 +40,11 @@ async def get_completion(request: Request) -> Completion:
 async def get_files(request: Request) -> Files:
     state: AppState = request.app.state.s3gate
     return state.use_cases.files
+
+
+async def get_events(request: Request) -> EventFeed:
+    state: AppState = request.app.state.s3gate
+    return state.use_cases.events
 
 
 async def get_principal(request: Request) -> Principal:
@@ -73,6 +79,7 @@ StateDep = Annotated[AppState, Depends(get_state)]
 UploadsDep = Annotated[Uploads, Depends(get_uploads)]
 CompletionDep = Annotated[Completion, Depends(get_completion)]
 FilesDep = Annotated[Files, Depends(get_files)]
+EventsDep = Annotated[EventFeed, Depends(get_events)]
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
 LimitedPrincipalDep = Annotated[Principal, Depends(get_limited_principal)]
 FileIdDep = Annotated[uuid.UUID, Depends(parse_file_id)]

@@ -1,4 +1,4 @@
-"""Use cases, one room each: uploads, completion, files, reaper. Routers call these and
+"""Use cases, one room each: uploads, completion, files, reaper, events. Routers call these and
 nothing else; the pure decisions they make are in plans.py and verdict.py.
 
 Order of steps is chosen so that a crash or a store outage between two steps never leaves a row
@@ -16,6 +16,7 @@ from app.signer import Signer
 from app.storage import Storage
 from app.usecases.common import Clock, Lookup, Removal
 from app.usecases.completion import VERIFY_LEASE_SECONDS, Completion
+from app.usecases.events import EventFeed
 from app.usecases.files import Files
 from app.usecases.reaper import Reaper
 from app.usecases.uploads import Uploads
@@ -27,6 +28,7 @@ class UseCases:
     completion: Completion
     files: Files
     reaper: Reaper
+    events: EventFeed
     signer: Signer
 
 
@@ -63,6 +65,7 @@ def build_use_cases(
             verify_lease_seconds=verify_lease_seconds,
         ),
         files=Files(lookup, removal, signer, settings),
-        reaper=Reaper(lookup, removal, settings),
+        reaper=Reaper(lookup, removal, settings, settings),
+        events=EventFeed(ledger),
         signer=signer,
     )

@@ -57,15 +57,32 @@ def request_fingerprint(request: CreateUploadRequest) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+def _encode(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def _decode(cursor: str, parameter: str, length: int) -> bytes:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+    except (binascii.Error, ValueError):
+        raw = b""
+    if len(raw) != length:
+        raise ValidationFailed(errors=[{"loc": ["query", parameter], "msg": "invalid cursor"}])
+    return raw
+
+
 def encode_cursor(file_id: uuid.UUID) -> str:
-    return base64.urlsafe_b64encode(file_id.bytes).rstrip(b"=").decode()
+    return _encode(file_id.bytes)
 
 
 def decode_cursor(cursor: str) -> uuid.UUID:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        return uuid.UUID(bytes=raw)
-    except (binascii.Error, ValueError):
-        raise ValidationFailed(
-            errors=[{"loc": ["query", "cursor"], "msg": "invalid cursor"}]
-        ) from None
+    return uuid.UUID(bytes=_decode(cursor, "cursor", 16))
+
+
+def encode_event_cursor(seq: int) -> str:
+    """The feed's position after the event `seq` (opaque to clients)."""
+    return _encode(seq.to_bytes(8, "big"))
+
+
+def decode_event_cursor(cursor: str) -> int:
+    return int.from_bytes(_decode(cursor, "after", 8), "big")

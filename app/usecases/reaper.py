@@ -6,7 +6,7 @@ import logging
 from dataclasses import dataclass
 from datetime import timedelta
 
-from app.config import UrlSettings
+from app.config import EventSettings, UrlSettings
 from app.errors import AppError
 from app.usecases.common import Lookup, Removal
 
@@ -22,11 +22,14 @@ class ReapReport:
 
 
 class Reaper:
-    def __init__(self, lookup: Lookup, removal: Removal, urls: UrlSettings) -> None:
+    def __init__(
+        self, lookup: Lookup, removal: Removal, urls: UrlSettings, events: EventSettings
+    ) -> None:
         self._lookup = lookup
         self._ledger = lookup.ledger
         self._removal = removal
         self._urls = urls
+        self._retention = timedelta(days=events.event_retention_days)
 
     async def reap(self, *, batch_size: int = 500) -> ReapReport:
         """Expire uploads past their deadline and remove every object no file should keep."""
@@ -51,6 +54,7 @@ class Reaper:
                 continue
             await self._ledger.mark_purged(record.id, now())
             purged += 1
+        await self._ledger.prune_events(now() - self._retention)
         if expired or purged or failed:
             log.info(
                 "reaper: expired=%d purged=%d failed=%d watched=%d",

@@ -8,7 +8,7 @@ import contextlib
 import json
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -171,3 +171,92 @@ async def test_a_change_whose_event_cannot_be_written_does_not_happen(api: Api) 
         assert moved is not None
         assert moved.status == FileStatus.DELETED
     assert [e["type"] for e in _events(api.settings, owner)] == ["file.deleted"]
+
+
+# --- the feed (item 3) ---------------------------------------------------------------------
+
+
+async def _read(api: Api, sub: str, *, admin: bool = False, **params: Any) -> dict[str, Any]:
+    answer = await api.client.get("/events", params=params, headers=api.auth(sub, admin=admin))
+    assert answer.status_code == 200, answer.text
+    assert answer.headers["content-type"] == "application/json"
+    page: dict[str, Any] = answer.json()
+    return page
+
+
+async def test_the_feed_shows_owners_their_own_events_and_admins_everyones(api: Api) -> None:
+    alice, bob = new_sub(), new_sub()
+    ids = {}
+    for owner in (alice, bob, alice):
+        file_id = (await api.create(owner, BODY)).json()["file"]["id"]
+        await api.client.delete(f"/uploads/{file_id}", headers=api.auth(owner))
+        ids.setdefault(owner, []).append(file_id)
+
+    mine = await _read(api, alice)
+    assert [e["data"]["file"]["id"] for e in mine["items"]] == ids[alice]
+    assert {e["data"]["owner"] for e in mine["items"]} == {alice}
+    assert [e["data"]["file"]["id"] for e in (await _read(api, bob))["items"]] == ids[bob]
+    everyone = await _read(api, "ops", admin=True)
+    seen = [e["data"]["file"]["id"] for e in everyone["items"]]
+    assert [i for i in seen if i in ids[alice] + ids[bob]] == [
+        ids[alice][0],
+        ids[bob][0],
+        ids[alice][1],
+    ]
+    # the items are the stored events, byte for byte the webhook bodies
+    assert mine["items"][0] == _events(api.settings, alice)[0]["body"]
+
+
+async def test_the_cursor_pages_in_commit_order_and_waits_at_the_end(api: Api) -> None:
+    owner = new_sub()
+    made = []
+    for _ in range(5):
+        file_id = (await api.create(owner, BODY)).json()["file"]["id"]
+        await api.client.delete(f"/uploads/{file_id}", headers=api.auth(owner))
+        made.append(file_id)
+    first = await _read(api, owner, limit=2)
+    second = await _read(api, owner, limit=2, after=first["next_cursor"])
+    third = await _read(api, owner, limit=2, after=second["next_cursor"])
+    pages = [first, second, third]
+    assert [e["data"]["file"]["id"] for p in pages for e in p["items"]] == made
+    end = await _read(api, owner, after=third["next_cursor"])
+    assert end == {"items": [], "next_cursor": third["next_cursor"]}  # store it, poll again
+    later = (await api.create(owner, BODY)).json()["file"]["id"]
+    await api.client.delete(f"/uploads/{later}", headers=api.auth(owner))
+    news = await _read(api, owner, after=end["next_cursor"])
+    assert [e["data"]["file"]["id"] for e in news["items"]] == [later]
+
+
+@pytest.mark.parametrize("after", ["!!!", "AAAA", "A" * 33, "AAAAAAAAAAAAAAAAAAAAAA"])
+async def test_a_broken_cursor_is_a_422_not_a_500(api: Api, after: str) -> None:
+    answer = await api.client.get("/events", params={"after": after}, headers=api.auth("x"))
+    assert answer.status_code == 422
+    assert answer.headers["content-type"] == "application/problem+json"
+    assert answer.json()["code"] == "validation_error"
+
+
+async def test_the_feed_needs_a_token(api: Api) -> None:
+    answer = await api.client.get("/events")
+    assert answer.status_code == 401
+    assert answer.json()["code"] == "missing_token"
+
+
+async def test_the_reaper_prunes_events_past_their_retention(api: Api) -> None:
+    owner = new_sub()
+    file_id = (await api.create(owner, BODY)).json()["file"]["id"]
+    await api.client.delete(f"/uploads/{file_id}", headers=api.auth(owner))
+    engine = sql_engine(api.settings.database_url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                events_table.update()
+                .where(events_table.c.owner_id == owner)
+                .values(created_at=datetime.now(UTC) - timedelta(days=31))
+            )
+    finally:
+        engine.dispose()
+    keep = (await api.create(owner, BODY)).json()["file"]["id"]
+    await api.client.delete(f"/uploads/{keep}", headers=api.auth(owner))
+    async with open_use_cases(api.settings) as (_, use_cases):
+        await use_cases.reaper.reap()
+    assert [str(e["file_id"]) for e in _events(api.settings, owner)] == [keep]
