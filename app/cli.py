@@ -1,5 +1,5 @@
-"""The `s3gate` command: serve, migrate, dev, reap, bucket check|setup, iam-policy, upload,
-download, token (and --version).
+"""The `s3gate` command: serve, migrate, dev, reap, deliver, events list|replay,
+webhook-secret, bucket check|setup, iam-policy, upload, download, token (and --version).
 
 Over 350 lines on purpose: each command is a thin function over the room that does the work,
 and the parser at the bottom is their one table; splitting it would scatter that table."""
@@ -101,6 +101,81 @@ def cmd_reap(args: argparse.Namespace) -> int:
         return 1 if report.failed else 0
 
     return asyncio.run(run())
+
+
+def cmd_deliver(args: argparse.Namespace) -> int:
+    from app.lifespan import open_use_cases
+
+    settings = load_settings(Settings)
+    configure_logging(settings.log_level, settings.log_format)
+
+    async def run() -> int:
+        async with open_use_cases(settings) as (_, use_cases):
+            if use_cases.dispatcher is None:
+                print("no webhook endpoint is configured (S3GATE_WEBHOOK_ENDPOINTS)")
+                return 0
+            report = await use_cases.dispatcher.drain(args.batch_size)
+        print(
+            f"claimed={report.claimed} delivered={report.delivered} retried={report.retried} "
+            f"failed={report.failed}"
+        )
+        return 0
+
+    return asyncio.run(run())
+
+
+def cmd_events(args: argparse.Namespace) -> int:
+    import uuid
+
+    from app.errors import AppError
+    from app.lifespan import open_use_cases
+
+    settings = load_settings(Settings)
+    configure_logging(settings.log_level, settings.log_format)
+
+    async def run() -> int:
+        async with open_use_cases(settings) as (_, use_cases):
+            feed = use_cases.events
+            if args.action == "list" and args.failed:
+                for delivery in await feed.failed(args.limit):
+                    print(
+                        f"event_seq={delivery.event_seq} endpoint={delivery.endpoint} "
+                        f"attempts={delivery.attempts} last_status={delivery.last_status} "
+                        f"error={json.dumps(delivery.last_error)}"
+                    )
+            elif args.action == "list":
+                for event, deliveries in await feed.recent(after=args.after, limit=args.limit):
+                    sent = " ".join(f"{d.endpoint}:{d.status}" for d in deliveries) or "-"
+                    print(
+                        f"{event.seq} {event.id} {event.type} file={event.file_id} "
+                        f"owner={json.dumps(event.owner_id)} deliveries={sent}"
+                    )
+            elif args.failed:
+                print(f"due again: {await feed.replay_failed()}")
+            elif args.event_id:
+                try:
+                    event_id = uuid.UUID(args.event_id)
+                except ValueError:
+                    print("s3gate events replay: the event id is a UUID", file=sys.stderr)
+                    return 2
+                try:
+                    print(f"due again: {await feed.replay(event_id)}")
+                except AppError as exc:
+                    print(f"s3gate events replay: {exc.detail}", file=sys.stderr)
+                    return 1
+            else:
+                print("s3gate events replay: name an event id or --failed", file=sys.stderr)
+                return 2
+        return 0
+
+    return asyncio.run(run())
+
+
+def cmd_webhook_secret(args: argparse.Namespace) -> int:
+    from app.webhooks import generate_secret
+
+    print(generate_secret())
+    return 0
 
 
 def _print_checks(checks: Sequence[Check]) -> None:
@@ -402,6 +477,32 @@ def build_parser() -> argparse.ArgumentParser:
         "--batch-size", type=int, default=0, help="rows per run [S3GATE_REAPER_BATCH_SIZE]"
     )
     reap.set_defaults(handler=cmd_reap)
+
+    deliver = sub.add_parser(
+        "deliver",
+        help="make the webhook deliveries that are due, then exit (cron-safe: runs side by side "
+        "never take the same delivery)",
+    )
+    deliver.add_argument("--batch-size", type=int, default=100, help="deliveries per claim")
+    deliver.set_defaults(handler=cmd_deliver)
+
+    webhook_secret = sub.add_parser(
+        "webhook-secret", help="print a new webhook signing secret (whsec_..., 32 random bytes)"
+    )
+    webhook_secret.set_defaults(handler=cmd_webhook_secret)
+
+    events = sub.add_parser("events", help="the outbox: list events, replay deliveries")
+    events.add_argument(
+        "action",
+        choices=["list", "replay"],
+        help="list: events with their deliveries (--failed: dead-lettered deliveries); "
+        "replay ID: deliver one event again; replay --failed: every dead-lettered delivery",
+    )
+    events.add_argument("event_id", nargs="?", help="replay: the event's id")
+    events.add_argument("--failed", action="store_true", help="dead-lettered deliveries")
+    events.add_argument("--after", type=int, default=0, help="list: events after this seq")
+    events.add_argument("--limit", type=int, default=50, help="list: at most this many")
+    events.set_defaults(handler=cmd_events)
 
     bucket = sub.add_parser("bucket", help="check or set up the bucket's posture")
     bucket.add_argument(

@@ -7,7 +7,7 @@ import contextlib
 import gc
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -28,8 +28,10 @@ from app.ratelimit import LocalRateLimiter, RateLimiter, RedisRateLimiter, Unlim
 from app.signer import Signer
 from app.storage import Storage
 from app.usecases import UseCases, build_use_cases
+from app.usecases.dispatch import Dispatcher
 from app.usecases.probe import resolve_profile
 from app.usecases.reaper import Reaper
+from app.webhooks import EVENT_TYPES, WebhookEndpoint, WebhookSender
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -166,6 +168,12 @@ async def _keep_credentials_fresh(credentials: Credentials) -> None:
             log.warning("credential refresh failed: %s", type(exc).__name__)
 
 
+def subscribers_of(endpoints: tuple[WebhookEndpoint, ...]) -> Callable[[str], Sequence[str]]:
+    """Which endpoints (by name) each event type is delivered to."""
+    routes = {kind: tuple(e.name for e in endpoints if e.matches(kind)) for kind in EVENT_TYPES}
+    return lambda event_type: routes.get(event_type, ())
+
+
 async def _reap_periodically(reaper: Reaper, interval: int, batch_size: int) -> None:
     while True:
         await asyncio.sleep(interval)
@@ -208,8 +216,14 @@ async def open_use_cases(settings: Settings) -> AsyncIterator[tuple[Ledger, UseC
     files (`s3gate reap`).
     """
     async with contextlib.AsyncExitStack() as stack:
-        ledger = await Ledger.open(settings)
+        endpoints = settings.webhook_endpoint_list()
+        ledger = await Ledger.open(settings, subscribers_of(endpoints))
         stack.push_async_callback(ledger.close)
+        dispatcher = None
+        if endpoints:
+            sender = WebhookSender(timeout_seconds=settings.webhook_timeout_seconds)
+            stack.push_async_callback(sender.aclose)
+            dispatcher = Dispatcher(ledger.outbox, sender, endpoints, settings)
         storage_client, signing_client, credentials = s3_clients(settings)
         stack.callback(storage_client.close)
         stack.callback(signing_client.close)
@@ -225,6 +239,7 @@ async def open_use_cases(settings: Settings) -> AsyncIterator[tuple[Ledger, UseC
             ledger,
             signer,
             Storage(storage_client, settings.s3_bucket, hash_concurrency=settings.hash_concurrency),
+            dispatcher=dispatcher,
         )
         if credentials is not None and hasattr(credentials, "_expiry_time"):
             await stack.enter_async_context(_background(_keep_credentials_fresh(credentials)))
@@ -257,6 +272,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
                 use_cases.reaper, settings.reaper_interval_seconds, settings.reaper_batch_size
             )
             await stack.enter_async_context(_background(reaper))
+        if settings.webhook_dispatch and use_cases.dispatcher is not None:
+            ledger.on_delivery = use_cases.dispatcher.wake.set
+            await stack.enter_async_context(_background(use_cases.dispatcher.run_forever()))
         # Everything built so far lives as long as the process; freezing it keeps the
         # cyclic GC from rescanning several hundred thousand objects (botocore's S3 model,
         # SQLAlchemy, pydantic schemas) on every full collection under load.

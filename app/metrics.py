@@ -156,6 +156,26 @@ class Metrics:
             registry=registry,
             multiprocess_mode="livesum",
         )
+        self.webhook_deliveries = Counter(
+            "s3gate_webhook_deliveries",
+            "Webhook delivery attempts, by endpoint and outcome (delivered, retry, failed).",
+            ("endpoint", "outcome"),
+            registry=registry,
+        )
+        # Read from the ledger by each dispatcher pass: the same value in every process that
+        # dispatches, hence "max" across processes.
+        self.webhook_queue_depth = Gauge(
+            "s3gate_webhook_queue_depth",
+            "Webhook deliveries still to make (pending, in every replica's ledger view).",
+            registry=registry,
+            multiprocess_mode="max",
+        )
+        self.webhook_oldest_pending = Gauge(
+            "s3gate_webhook_oldest_pending_seconds",
+            "Age of the oldest webhook delivery still to make (0 when none).",
+            registry=registry,
+            multiprocess_mode="max",
+        )
         # Made up front: the series exist (at 0) before the first event, so rate() sees it.
         self.urls_issued = {kind: urls_issued.labels(kind) for kind in URL_KINDS}
         self.completions = {outcome: completions.labels(outcome) for outcome in COMPLETION_OUTCOMES}

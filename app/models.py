@@ -172,3 +172,41 @@ class EventRow(Base):
 
 
 events_table: Table = EventRow.__table__  # type: ignore[assignment]
+
+
+class DeliveryStatus(StrEnum):
+    PENDING = "pending"  # to be attempted at next_attempt_at (or in progress, under a lease)
+    DELIVERED = "delivered"
+    FAILED = "failed"  # dead-lettered: the last attempt failed or the receiver refused it
+
+
+class DeliveryRow(Base):
+    """One event for one webhook endpoint, written with the event (the same transaction), so
+    no configured endpoint misses an event that was committed."""
+
+    __tablename__ = "deliveries"
+
+    id: Mapped[int] = mapped_column(_SEQUENCE, primary_key=True, autoincrement=True)
+    event_seq: Mapped[int] = mapped_column(BigInteger)
+    endpoint: Mapped[str] = mapped_column(String(32))
+    # Copied from the event: deliveries of one file to one endpoint go out in event order.
+    file_id: Mapped[uuid.UUID] = mapped_column(Uuid())
+    status: Mapped[str] = mapped_column(String(16))
+    attempts: Mapped[int] = mapped_column(Integer)
+    next_attempt_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    # While set and in the future, one dispatcher is attempting it (across replicas).
+    lease_until: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    last_status: Mapped[int | None] = mapped_column(Integer)
+    last_error: Mapped[str | None] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    delivered_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+
+    __table_args__ = (
+        CheckConstraint("status IN ('pending', 'delivered', 'failed')", name="status"),
+        UniqueConstraint("event_seq", "endpoint"),
+        Index(None, "status", "next_attempt_at"),
+        Index(None, "endpoint", "file_id", "event_seq"),
+    )
+
+
+deliveries_table: Table = DeliveryRow.__table__  # type: ignore[assignment]

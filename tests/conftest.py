@@ -16,16 +16,14 @@ from pathlib import Path
 
 import httpx
 import pytest
-from sqlalchemy import delete
 
 from app.config import Settings
 from app.devstack import EmbeddedS3, embedded_s3
 from app.logs import log_handler
 from app.migrate import run_migrations
-from app.models import events_table, files_table
 from devkit.env import AWS_ISOLATION, is_caller_setting
 from devkit.postgres import PostgresUnreachable, throwaway_database
-from tests.support import TEST_JWT_SECRET, Api, running_app, sql_engine, unavailable
+from tests.support import TEST_JWT_SECRET, Api, empty_ledger, running_app, unavailable
 
 POSTGRES_ADMIN_URL = os.environ.get(
     "S3GATE_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -158,17 +156,7 @@ def settings(
 async def api(settings: Settings) -> AsyncIterator[Api]:
     async with running_app(settings) as client:
         yield Api(client, settings)
-    _empty_ledger(settings.database_url)
-
-
-def _empty_ledger(database_url: str) -> None:
-    engine = sql_engine(database_url)
-    try:
-        with engine.begin() as conn:
-            conn.execute(delete(files_table))
-            conn.execute(delete(events_table))
-    finally:
-        engine.dispose()
+    empty_ledger(settings.database_url)
 
 
 @pytest.fixture

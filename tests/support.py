@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
@@ -20,14 +21,16 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
+import uvicorn
 from botocore.exceptions import ClientError
-from sqlalchemy import Engine, NullPool, create_engine
+from sqlalchemy import Engine, NullPool, create_engine, delete
 
 from app.auth import mint_token
 from app.config import Settings
 from app.devstack import EmbeddedS3
 from app.main import create_app
 from app.migrate import sync_url
+from app.models import deliveries_table, events_table, files_table
 from devkit.env import clean_env
 from devkit.ports import free_port
 from devkit.processes import (
@@ -46,6 +49,17 @@ TEST_JWT_SECRET = "test-secret-" + "x" * 40
 def sql_engine(database_url: str) -> Engine:
     """A plain SQLAlchemy engine on the ledger's database, for looking behind the API."""
     return create_engine(sync_url(database_url), poolclass=NullPool)
+
+
+def empty_ledger(database_url: str) -> None:
+    """Forget every file, event and delivery (tests share one database per backend)."""
+    engine = sql_engine(database_url)
+    try:
+        with engine.begin() as conn:
+            for table in (deliveries_table, events_table, files_table):
+                conn.execute(delete(table))
+    finally:
+        engine.dispose()
 
 
 def object_exists(s3: EmbeddedS3, bucket: str, key: str) -> bool:
@@ -396,3 +410,32 @@ class ByteGate:
                 sink.sendall(data)
         except OSError:
             return
+
+
+class ThreadedServer(uvicorn.Server):
+    """uvicorn in a thread with its own loop, so a test that blocks cannot stall it."""
+
+    def __init__(self, app: Any) -> None:
+        # log_config=None: leave the test process's logging as the suite configured it.
+        config = uvicorn.Config(
+            app, lifespan="off", log_config=None, access_log=False, timeout_graceful_shutdown=1
+        )
+        super().__init__(config)
+        self.socket = socket.socket()
+        self.socket.bind(("127.0.0.1", 0))
+        self.port: int = self.socket.getsockname()[1]
+        self.thread = threading.Thread(target=self.run, kwargs={"sockets": [self.socket]})
+
+    def __enter__(self) -> ThreadedServer:
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while not self.started:
+            assert self.thread.is_alive(), "the receiver stopped while starting"
+            assert time.monotonic() < deadline, "the receiver did not start"
+            time.sleep(0.01)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.should_exit = True
+        self.thread.join(10)
+        self.socket.close()

@@ -31,7 +31,7 @@ from app.config.base import (
     OptionalText,
     SettingsT,
 )
-from app.config.events import EventSettings
+from app.config.events import EventSettings, WebhookSettings
 from app.config.ledger import (
     DATABASE_URL_VARIABLE,
     DatabaseSettings,
@@ -78,6 +78,7 @@ __all__ = [
     "StoreSettings",
     "UploadSettings",
     "UrlSettings",
+    "WebhookSettings",
     "describe_validation_error",
     "jwt_secret_problem",
     "ledger_url",
@@ -96,6 +97,7 @@ class Settings(
     RateLimitSettings,
     ReaperSettings,
     EventSettings,
+    WebhookSettings,
     HttpSettings,
 ):
     """Everything `s3gate serve` needs: each concern's settings, read from one environment.

@@ -8,30 +8,38 @@ converted by the column types (rows.py), and run by the driver (driver.py).
 from __future__ import annotations
 
 import contextlib
-import functools
 import uuid
-from collections.abc import Awaitable, Callable, Collection, Iterator
+from collections.abc import Callable, Collection, Iterator, Sequence
 from datetime import UTC, datetime
-from time import perf_counter
-from typing import Any, TypeVar, cast
+from typing import Any
 
 from app.config import DatabaseSettings, ledger_url
 from app.errors import MigrationsPending
 from app.events import EVENT_FOR_STATUS, Event, NewEvent, announce
+from app.ledger.base import IdempotencyKeyTaken, SqlRoom, converted, timed
 from app.ledger.driver import Driver, DuplicateKey, FollowUp, Params, Row
-from app.ledger.rows import Compiled, FileRecord, column_values, compile_for, result_converters
+from app.ledger.outbox import Delivery, Outbox
+from app.ledger.rows import FileRecord, column_values, compile_for, result_converters
 from app.ledger.statements import EVENT_COLUMNS, STATEMENTS, transition
-from app.metrics import metrics
 from app.models import FileStatus, events_table
 
-__all__ = ["Event", "FileRecord", "IdempotencyKeyTaken", "Ledger", "open_driver"]
+__all__ = [
+    "Delivery",
+    "Event",
+    "FileRecord",
+    "IdempotencyKeyTaken",
+    "Ledger",
+    "Outbox",
+    "Subscribers",
+    "open_driver",
+]
 
-Method = TypeVar("Method", bound=Callable[..., Awaitable[Any]])
-_TIMED: list[str] = []  # the `statement` label values: the timed Ledger methods' names
+# The webhook endpoints an event type goes to (their names): each gets a delivery row with it.
+Subscribers = Callable[[str], Sequence[str]]
 
 
-class IdempotencyKeyTaken(Exception):
-    """Another request inserted a file with this owner's Idempotency-Key first."""
+def _nobody(event_type: str) -> Sequence[str]:
+    return ()
 
 
 async def open_driver(database_url: str, pool_size: int) -> Driver:
@@ -62,58 +70,42 @@ def _idempotency_race(record: FileRecord) -> Iterator[None]:
         raise IdempotencyKeyTaken from None
 
 
-def _timed(method: Method) -> Method:
-    """Time each call and count its failures, labelled with the method's name."""
-    name = method.__name__
-    _TIMED.append(name)
-
-    @functools.wraps(method)
-    async def timed(self: Ledger, /, *args: Any, **kwargs: Any) -> Any:
-        calls = self._calls[name]
-        started = perf_counter()
-        try:
-            return await method(self, *args, **kwargs)
-        except IdempotencyKeyTaken:
-            raise  # a concurrent request took the key first: answered as its replay
-        except BaseException:  # a call cancelled mid-way (a timed-out readiness check) too
-            calls.errors.inc()
-            raise
-        finally:
-            calls.duration.observe(perf_counter() - started)
-
-    return cast(Method, timed)
-
-
-class Ledger:
+class Ledger(SqlRoom):
     """The SQL side of every use case: one statement per call, owner-scoped in SQL."""
 
-    def __init__(self, driver: Driver) -> None:
-        self._driver = driver
-        self._calls = {name: metrics().db_call(name) for name in _TIMED}
-        self._compiled: dict[Any, Compiled] = {}
-        for name, statement in STATEMENTS.items():
-            self._compiled[name] = compile_for(statement, driver.dialect)
+    def __init__(self, driver: Driver, subscribers: Subscribers = _nobody) -> None:
+        super().__init__(driver, STATEMENTS)
+        self._subscribers = subscribers
+        self.outbox = Outbox(driver)
+        # Called after this process commits an event with deliveries (the dispatcher's wake-up).
+        self.on_delivery: Callable[[], None] | None = None
+        self._delivery_insert = self.outbox.compiled("insert_delivery")
         self._from_db = result_converters(driver.dialect)
         self._event_from_db = result_converters(driver.dialect, events_table)
         # Only PostgreSQL needs the events lock to keep seq in commit order (statements.py).
         self._lock_events = driver.dialect.name == "postgresql"
 
+    def subscribers(self, event_type: str) -> Sequence[str]:
+        """The webhook endpoints this event type is delivered to."""
+        return self._subscribers(event_type)
+
     @classmethod
-    async def open(cls, settings: DatabaseSettings) -> Ledger:
+    async def open(cls, settings: DatabaseSettings, subscribers: Subscribers = _nobody) -> Ledger:
         """Connect to the configured database (lazily for PostgreSQL's pool)."""
-        return cls(await open_driver(settings.database_url, settings.database_pool_size))
+        driver = await open_driver(settings.database_url, settings.database_pool_size)
+        return cls(driver, subscribers)
 
     async def close(self) -> None:
         """Release every connection."""
         await self._driver.close()
 
-    @_timed
+    @timed
     async def insert(self, record: FileRecord) -> None:
         """Add a new file; IdempotencyKeyTaken when its key lost a race."""
         with _idempotency_race(record):
             await self._execute("insert", column_values(record))
 
-    @_timed
+    @timed
     async def insert_within_quota(
         self, record: FileRecord, *, max_bytes: int, max_pending: int
     ) -> bool:
@@ -127,7 +119,7 @@ class Ledger:
             )
         return row is not None
 
-    @_timed
+    @timed
     async def usage(self, owner: str) -> tuple[int, int]:
         """The owner's bytes held by pending and available files, and its pending uploads."""
         statement = self._compiled["usage"]
@@ -135,25 +127,25 @@ class Ledger:
         assert row is not None  # an aggregate always answers one row
         return int(row[0]), int(row[1])
 
-    @_timed
+    @timed
     async def get(self, file_id: uuid.UUID, owner: str | None) -> FileRecord | None:
         """The file if it exists, is not deleted and (unless owner is None) is owner's."""
         if owner is None:
             return await self._one("get_any", {"file_id": file_id})
         return await self._one("get_owned", {"file_id": file_id, "owner": owner})
 
-    @_timed
+    @timed
     async def find_by_idempotency_key(self, owner: str, key: str) -> FileRecord | None:
         """The owner's file created with this Idempotency-Key, in any status."""
         return await self._one("by_idempotency_key", {"owner": owner, "key": key})
 
-    @_timed
+    @timed
     async def release_idempotency_key(self, owner: str, key: str, older_than: datetime) -> None:
         """Free a key whose replay window has passed, so it can name a new file."""
         params = {"owner": owner, "key": key, "older_than": older_than}
         await self._execute("release_idempotency_key", params)
 
-    @_timed
+    @timed
     async def transition(
         self,
         file_id: uuid.UUID,
@@ -181,9 +173,10 @@ class Ledger:
         rows = await self._driver.write_with(
             compiled.sql, self._bind(compiled, params), self._announcing(event_reason)
         )
+        self._delivered_to(rows)
         return self._record(rows[0]) if rows else None
 
-    @_timed
+    @timed
     async def claim_verification(
         self, file_id: uuid.UUID, now: datetime, until: datetime
     ) -> FileRecord | None:
@@ -193,7 +186,7 @@ class Ledger:
             "claim_verification", {"file_id": file_id, "now": now, "until": until}
         )
 
-    @_timed
+    @timed
     async def move_lease(self, file_id: uuid.UUID, held: datetime, until: datetime | None) -> bool:
         """Renew (or, with None, release) the lease this completion holds; False if it is
         no longer held (it ran out and another completion took it, or the file moved on)."""
@@ -201,12 +194,12 @@ class Ledger:
         params = self._bind(statement, {"file_id": file_id, "held": held, "until": until})
         return await self._driver.fetch_one(statement.sql, params) is not None
 
-    @_timed
+    @timed
     async def mark_purged(self, file_id: uuid.UUID, when: datetime) -> None:
         """Record that the store confirmed the object's removal."""
         await self._execute("mark_purged", {"file_id": file_id, "purged": when})
 
-    @_timed
+    @timed
     async def page(
         self, owner: str | None, *, limit: int, before: uuid.UUID | None
     ) -> list[FileRecord]:
@@ -214,39 +207,42 @@ class Ledger:
         name = ("page_any" if owner is None else "page_owned") + ("_before" if before else "")
         return await self._all(name, {"owner": owner, "before": before, "limit": limit})
 
-    @_timed
+    @timed
     async def expire_stale(self, cutoff: datetime, limit: int) -> list[FileRecord]:
         """Mark up to `limit` pending uploads whose deadline is before `cutoff` expired (with
         their upload.expired events, in the same transaction)."""
         statement = self._compiled["expire_stale"]
         params = self._bind(statement, {"cutoff": cutoff, "limit": limit})
         rows = await self._driver.write_with(statement.sql, params, self._announcing(None))
+        self._delivered_to(rows)
         return [self._record(row) for row in rows]
 
-    @_timed
+    @timed
     async def events(self, owner: str | None, *, after: int, limit: int) -> list[Event]:
         """Events in commit order after the `after` seq: the owner's, or (None) everyone's."""
         if owner is None:
             return await self._events("events_any", {"after": after, "limit": limit})
         return await self._events("events_owned", {"owner": owner, "after": after, "limit": limit})
 
-    @_timed
+    @timed
     async def event(self, event_id: uuid.UUID) -> Event | None:
         """One event by its public id."""
         found = await self._events("event_by_id", {"event_id": event_id})
         return found[0] if found else None
 
-    @_timed
+    @timed
     async def prune_events(self, before: datetime) -> None:
-        """Forget the events written before `before` (the retention setting)."""
+        """Forget the events written before `before` (the retention setting), and their
+        finished deliveries; an event with a delivery still to make stays."""
         await self._execute("prune_events", {"before": before})
+        await self._execute("prune_deliveries", {"before": before})
 
-    @_timed
+    @timed
     async def unpurged(self, limit: int) -> list[FileRecord]:
         """Files whose object removal is not confirmed for good yet (see statements.py)."""
         return await self._all("unpurged", {"limit": limit})
 
-    @_timed
+    @timed
     async def schema_revision(self) -> str | None:
         """The Alembic revision the schema is at; None when it was never migrated."""
         try:
@@ -279,14 +275,24 @@ class Ledger:
             inserts = []
             for row in rows:
                 event = announce(self._record(row), reason, now)
-                if event is not None:
-                    inserts.append(self._insert_event(event))
+                if event is None:
+                    continue
+                inserts.append(self._insert_event(event))
+                for endpoint in self._subscribers(event.type):
+                    values = {"event_id": event.id, "endpoint": endpoint, "now": now}
+                    inserts.append(
+                        (self._delivery_insert.sql, self._bind(self._delivery_insert, values))
+                    )
             if inserts and self._lock_events:
                 lock = self._compiled["lock_events"]
                 inserts.insert(0, (lock.sql, self._bind(lock, {})))
             return inserts
 
         return then
+
+    def _delivered_to(self, rows: list[Row]) -> None:
+        if rows and self.on_delivery is not None:
+            self.on_delivery()
 
     def _insert_event(self, event: NewEvent) -> tuple[str, Params]:
         statement = self._compiled["insert_event"]
@@ -296,32 +302,11 @@ class Ledger:
     async def _events(self, key: str, params: Params) -> list[Event]:
         statement = self._compiled[key]
         rows = await self._driver.fetch_all(statement.sql, self._bind(statement, params))
-        events = []
-        for row in rows:
-            values = list(row)
-            for index, convert in self._event_from_db:
-                if values[index] is not None:
-                    values[index] = convert(values[index])
-            events.append(Event(*values))
-        return events
-
-    def _bind(self, statement: Compiled, params: Params) -> dict[str, Any]:
-        """The parameters as the driver takes them: each converted by its type (rows.py)."""
-        bound = {**statement.defaults, **params}
-        for name, convert in statement.converters:
-            value = bound.get(name)
-            if value is not None:  # NULL on every dialect: nothing to convert
-                bound[name] = convert(value)
-        return bound
+        return [Event(*converted(row, self._event_from_db)) for row in rows]
 
     def _record(self, row: Row) -> FileRecord:
         """The row (every column, in the table's order) as the driver returned it."""
-        values = list(row)
-        for index, convert in self._from_db:
-            value = values[index]
-            if value is not None:
-                values[index] = convert(value)
-        return FileRecord(*values)
+        return FileRecord(*converted(row, self._from_db))
 
     async def _one(self, key: Any, params: Params) -> FileRecord | None:
         statement = self._compiled[key]

@@ -96,7 +96,9 @@ def compile_for(statement: ClauseElement, dialect: Dialect) -> Compiled:
     """The SQL, and each parameter's conversion from its type (a column's, where it is compared
     with or assigned to one: `file_id` is converted as `id` is)."""
     compiled = cast(SQLCompiler, statement.compile(dialect=dialect))
-    defaults = {k: v for k, v in compiled.params.items() if v is not None}
+    # A value written into the statement (`.values(x=None)`, a status name) is a default; a
+    # bindparam() without one is the caller's to give.
+    defaults = {k: v for k, v in compiled.params.items() if not compiled.binds[k].required}
     converters = []
     for name, bind in compiled.binds.items():
         convert = bind.type.dialect_impl(dialect).bind_processor(dialect)

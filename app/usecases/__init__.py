@@ -16,6 +16,7 @@ from app.signer import Signer
 from app.storage import Storage
 from app.usecases.common import Clock, Lookup, Removal
 from app.usecases.completion import VERIFY_LEASE_SECONDS, Completion
+from app.usecases.dispatch import Dispatcher
 from app.usecases.events import EventFeed
 from app.usecases.files import Files
 from app.usecases.reaper import Reaper
@@ -30,6 +31,7 @@ class UseCases:
     reaper: Reaper
     events: EventFeed
     signer: Signer
+    dispatcher: Dispatcher | None = None  # None: no webhook endpoint is configured
 
 
 def build_use_cases(
@@ -40,6 +42,7 @@ def build_use_cases(
     *,
     clock: Clock = time.time,
     verify_lease_seconds: float = VERIFY_LEASE_SECONDS,
+    dispatcher: Dispatcher | None = None,
 ) -> UseCases:
     """Each use case with only the concerns of the settings it reads."""
     lookup = Lookup(ledger, clock)
@@ -68,4 +71,5 @@ def build_use_cases(
         reaper=Reaper(lookup, removal, settings, settings),
         events=EventFeed(ledger),
         signer=signer,
+        dispatcher=dispatcher,
     )

@@ -29,8 +29,8 @@ def closed(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     closed: list[str] = []
     open_ledger, make_clients = lifespan.Ledger.open, lifespan.s3_clients
 
-    async def ledger_open(settings: Settings) -> Any:
-        ledger = await open_ledger(settings)
+    async def ledger_open(settings: Settings, *args: Any) -> Any:
+        ledger = await open_ledger(settings, *args)
         close = ledger.close
 
         async def recorded_close() -> None:

@@ -1,5 +1,6 @@
 """events: the outbox of status changes (file.available, file.rejected, upload.expired,
-file.deleted), written in the same transaction as each change
+file.deleted), written in the same transaction as each change; deliveries: each event for each
+webhook endpoint, written with it
 
 Revision ID: 0005
 Revises: 0004
@@ -43,9 +44,49 @@ def upgrade() -> None:
     )
     op.create_index(op.f("ix_events_owner_id_seq"), "events", ["owner_id", "seq"], unique=False)
     op.create_index(op.f("ix_events_created_at"), "events", ["created_at"], unique=False)
+    op.create_table(
+        "deliveries",
+        sa.Column(
+            "id",
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+            autoincrement=True,
+            nullable=False,
+        ),
+        sa.Column("event_seq", sa.BigInteger(), nullable=False),
+        sa.Column("endpoint", sa.String(length=32), nullable=False),
+        sa.Column("file_id", sa.Uuid(), nullable=False),
+        sa.Column("status", sa.String(length=16), nullable=False),
+        sa.Column("attempts", sa.Integer(), nullable=False),
+        sa.Column("next_attempt_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("lease_until", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("last_status", sa.Integer(), nullable=True),
+        sa.Column("last_error", sa.String(length=255), nullable=True),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("delivered_at", sa.DateTime(timezone=True), nullable=True),
+        sa.CheckConstraint(
+            "status IN ('pending', 'delivered', 'failed')", name=op.f("ck_deliveries_status")
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_deliveries")),
+        sa.UniqueConstraint("event_seq", "endpoint", name=op.f("uq_deliveries_event_seq_endpoint")),
+    )
+    op.create_index(
+        op.f("ix_deliveries_status_next_attempt_at"),
+        "deliveries",
+        ["status", "next_attempt_at"],
+        unique=False,
+    )
+    op.create_index(
+        op.f("ix_deliveries_endpoint_file_id_event_seq"),
+        "deliveries",
+        ["endpoint", "file_id", "event_seq"],
+        unique=False,
+    )
 
 
 def downgrade() -> None:
+    op.drop_index(op.f("ix_deliveries_endpoint_file_id_event_seq"), table_name="deliveries")
+    op.drop_index(op.f("ix_deliveries_status_next_attempt_at"), table_name="deliveries")
+    op.drop_table("deliveries")
     op.drop_index(op.f("ix_events_created_at"), table_name="events")
     op.drop_index(op.f("ix_events_owner_id_seq"), table_name="events")
     op.drop_table("events")
