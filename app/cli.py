@@ -1,4 +1,4 @@
-"""The `s3gate` command: serve, migrate, dev, reap, deliver, events list|replay,
+"""The `s3gate` command: serve, migrate, dev, reap, verify, deliver, events list|replay,
 webhook-secret, bucket check|setup, iam-policy, upload, download, token (and --version).
 
 Over 350 lines on purpose: each command is a thin function over the room that does the work,
@@ -120,6 +120,21 @@ def cmd_deliver(args: argparse.Namespace) -> int:
             f"failed={report.failed}"
         )
         return 0
+
+    return asyncio.run(run())
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from app.lifespan import open_use_cases
+
+    settings = load_settings(Settings)
+    configure_logging(settings.log_level, settings.log_format)
+
+    async def run() -> int:
+        async with open_use_cases(settings) as (_, use_cases):
+            report = await use_cases.verification.drain()
+        print(f"claimed={report.claimed} finished={report.finished} retried={report.retried}")
+        return 1 if report.retried else 0
 
     return asyncio.run(run())
 
@@ -485,6 +500,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     deliver.add_argument("--batch-size", type=int, default=100, help="deliveries per claim")
     deliver.set_defaults(handler=cmd_deliver)
+
+    verify = sub.add_parser(
+        "verify",
+        help="finish the files left `verifying` (whole-object checks, malware scans), then exit "
+        "(cron-safe: runs side by side never take the same file)",
+    )
+    verify.set_defaults(handler=cmd_verify)
 
     webhook_secret = sub.add_parser(
         "webhook-secret", help="print a new webhook signing secret (whsec_..., 32 random bytes)"

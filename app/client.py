@@ -5,6 +5,8 @@ presigned URLs exactly as the API says: the returned headers for a PUT, the form
 POST, part URLs for a multipart upload (asked for in batches, again when they near expiry or
 S3 refuses one). With resume records (app/client_state.py), a run that was killed is finished
 by the next one as docs/mobile.md describes: same Idempotency-Key, same file, missing parts only.
+An upload is done when its file is `available`: a `complete` answered 202 (`verifying`, checked
+in the background) is followed by polling the file until the service's verdict.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import base64
 import contextlib
 import hashlib
 import mimetypes
+import random
 import re
 import time
 from collections.abc import Callable, Iterator
@@ -40,6 +43,19 @@ REFRESH_MARGIN_SECONDS = 60.0
 _ENDS_THE_UPLOAD = frozenset(
     {"not_found", "not_pending", "upload_expired", "upload_rejected", "idempotency_key_reused"}
 )
+# `complete` asks the service to hold its answer this long for a background verification
+# (RFC 7240 `Prefer: wait`); services cap it, and those that ignore it answer 202 at once.
+COMPLETION_WAIT_SECONDS = 20
+# Slack on top of the held answer before the read times out: the verdict itself takes time.
+COMPLETION_READ_SLACK_SECONDS = 30.0
+# Polls of a verifying file: exponential from the first delay, capped, with jitter so that
+# clients that completed together do not poll together.
+POLL_FIRST_SECONDS = 0.5
+POLL_MAX_SECONDS = 5.0
+# A whole-object checksum read or a malware scan of a large file takes minutes, not hours.
+VERIFY_TIMEOUT_SECONDS = 600.0
+# Answers to a poll that a later poll can change: the file is still there, the path is not.
+_TRANSIENT = frozenset({429, 502, 503, 504})
 
 
 class ApiError(Exception):
@@ -48,6 +64,37 @@ class ApiError(Exception):
     def __init__(self, status: int, code: str, detail: str) -> None:
         super().__init__(f"{code}: {detail}")
         self.status, self.code, self.detail = status, code, detail
+
+
+class VerificationTimeout(ApiError):
+    """The file was still `verifying` at the deadline. Not an end: a rerun with the same
+    resume record waits again, and the service may yet make the file available."""
+
+    def __init__(self, file_id: str, waited: float) -> None:
+        super().__init__(
+            202,
+            "verification_timeout",
+            f"upload {file_id} is still being verified after {waited:g} s; "
+            "run again to keep waiting",
+        )
+        self.file_id = file_id
+
+
+def _final(file: dict[str, Any]) -> dict[str, Any]:
+    """`file` if it is available; else the error its status means, as `complete` says it."""
+    status, file_id = file["status"], file["id"]
+    if status == "available":
+        return file
+    if status == "rejected":
+        raise ApiError(
+            422,
+            "upload_rejected",
+            f"the service rejected upload {file_id} when it verified the stored bytes; "
+            "create a new upload",
+        )
+    if status == "expired":
+        raise ApiError(409, "upload_expired", f"upload {file_id} expired; create a new upload")
+    raise ApiError(409, "upload_incomplete", f"upload {file_id} is {status}; complete it again")
 
 
 def _sha256_b64(path: Path) -> str:
@@ -126,10 +173,21 @@ class _PartUrls:
 class S3gateClient:
     """Upload and download files through an s3gate service."""
 
-    def __init__(self, api_url: str, token: str, *, http: httpx.Client | None = None) -> None:
+    def __init__(
+        self,
+        api_url: str,
+        token: str,
+        *,
+        http: httpx.Client | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+        rng: random.Random | None = None,
+    ) -> None:
         self._api = api_url.rstrip("/")
         self._auth = {"Authorization": f"Bearer {token}"}
         self._http = http or httpx.Client(timeout=httpx.Timeout(30.0, read=300.0))
+        self._sleep, self._clock = sleep, clock
+        self._rng = rng or random.SystemRandom()
 
     def close(self) -> None:
         self._http.close()
@@ -160,11 +218,14 @@ class S3gateClient:
         progress: Progress | None = None,
         records: UploadRecords | None = None,
         on_resume: Resuming | None = None,
+        verify_timeout: float = VERIFY_TIMEOUT_SECONDS,
     ) -> dict[str, Any]:
-        """Upload one file (single PUT or multipart, as the server decides); the File.
+        """Upload one file (single PUT or multipart, as the server decides); the File, once
+        available. A file the service verifies in the background is waited for, up to
+        `verify_timeout` seconds from `complete` (then VerificationTimeout).
 
-        With `records`, the upload is saved before it starts and forgotten once complete, so a
-        run that was killed is resumed by the next one for the same file: the same
+        With `records`, the upload is saved before it starts and forgotten once available, so
+        a run that was killed is resumed by the next one for the same file: the same
         Idempotency-Key returns the same file, and only what the store lacks is sent.
         """
         identity = FileIdentity.of(path)
@@ -178,7 +239,7 @@ class S3gateClient:
         }
         record = records.resume_or_start(self._api, identity, body) if records else None
         try:
-            file = self._upload(path, body, records, record, progress, on_resume)
+            file = self._upload(path, body, records, record, progress, on_resume, verify_timeout)
         except ApiError as exc:
             if records and record and exc.code in _ENDS_THE_UPLOAD:
                 records.remove(record)
@@ -195,6 +256,7 @@ class S3gateClient:
         record: UploadRecord | None,
         progress: Progress | None,
         on_resume: Resuming | None,
+        verify_timeout: float,
     ) -> dict[str, Any]:
         key = {"Idempotency-Key": record.idempotency_key} if record else {}
         try:
@@ -202,11 +264,14 @@ class S3gateClient:
         except ApiError as exc:
             if exc.code != "not_pending" or record is None or record.file_id is None:
                 raise
-            # The key's file ended: an earlier run completed it (and was stopped before it
-            # could forget the record), or it was rejected or expired.
+            # The key's file is past pending: an earlier run completed it (and was stopped
+            # before it could forget the record, or while the service verified it), or it
+            # was rejected or expired.
             earlier: dict[str, Any] = self._call("GET", f"/files/{record.file_id}")
             if earlier["status"] == "available":
                 return earlier
+            if earlier["status"] == "verifying":
+                return self._verdict(earlier, self._clock() + verify_timeout, verify_timeout)
             raise ApiError(
                 exc.status,
                 exc.code,
@@ -235,8 +300,46 @@ class S3gateClient:
             # through); complete checks it.
             if not sent.is_success and sent.status_code != 412:
                 raise _s3_refusal(sent)
-        completed: dict[str, Any] = self._call("POST", f"/uploads/{file['id']}/complete")
-        return completed
+        return self._complete(file["id"], verify_timeout)
+
+    def _complete(self, file_id: str, verify_timeout: float) -> dict[str, Any]:
+        deadline = self._clock() + verify_timeout
+        wait = COMPLETION_WAIT_SECONDS
+        configured = self._http.timeout
+        read = configured.read
+        if read is not None:
+            # A client built with a short read timeout would give up on a held answer.
+            read = max(read, wait + COMPLETION_READ_SLACK_SECONDS)
+        answer = self._send(
+            "POST",
+            f"/uploads/{file_id}/complete",
+            headers={"Prefer": f"wait={wait}"},
+            timeout=httpx.Timeout(
+                connect=configured.connect, read=read, write=configured.write, pool=configured.pool
+            ),
+        )
+        file: dict[str, Any] = answer.json()
+        return self._verdict(file, deadline, verify_timeout)
+
+    def _verdict(self, file: dict[str, Any], deadline: float, waited: float) -> dict[str, Any]:
+        """Poll a `verifying` file until it is not; available, else its status's error."""
+        delay = POLL_FIRST_SECONDS
+        while file["status"] == "verifying":
+            left = deadline - self._clock()
+            if left <= 0:
+                raise VerificationTimeout(file["id"], waited)
+            # Equal jitter: spread out, yet never polling much sooner than the backoff says.
+            self._sleep(min(left, self._rng.uniform(delay / 2, delay)))
+            delay = min(delay * 2, POLL_MAX_SECONDS)
+            try:
+                file = self._call("GET", f"/files/{file['id']}")
+            except ApiError as exc:
+                # A minutes-long wait should outlast a proxy's blip; anything else is an answer.
+                if exc.status not in _TRANSIENT:
+                    raise
+            except httpx.TransportError:
+                pass
+        return _final(file)
 
     def _upload_parts(
         self,

@@ -25,9 +25,11 @@ from app.logs import configure_logging, silence_uvicorn_access_log
 from app.metrics import worker_started, worker_stopped
 from app.profiles import UNKNOWN, StoreProfile, vendor_profile
 from app.ratelimit import LocalRateLimiter, RateLimiter, RedisRateLimiter, Unlimited
+from app.scanner import ClamdScanner, parse_scanner_url
 from app.signer import Signer
 from app.storage import Storage
 from app.usecases import UseCases, build_use_cases
+from app.usecases.common import raise_if_cancelled
 from app.usecases.dispatch import Dispatcher
 from app.usecases.probe import resolve_profile
 from app.usecases.reaper import Reaper
@@ -168,6 +170,17 @@ async def _keep_credentials_fresh(credentials: Credentials) -> None:
             log.warning("credential refresh failed: %s", type(exc).__name__)
 
 
+def scanner_for(settings: Settings) -> ClamdScanner | None:
+    """The malware scanner S3GATE_SCANNER names (a connection per scan: nothing to close)."""
+    if settings.scanner is None:
+        return None
+    return ClamdScanner(
+        parse_scanner_url(settings.scanner),
+        timeout_seconds=settings.scanner_timeout_seconds,
+        max_bytes=settings.scanner_max_bytes,
+    )
+
+
 def subscribers_of(endpoints: tuple[WebhookEndpoint, ...]) -> Callable[[str], Sequence[str]]:
     """Which endpoints (by name) each event type is delivered to."""
     routes = {kind: tuple(e.name for e in endpoints if e.matches(kind)) for kind in EVENT_TYPES}
@@ -176,6 +189,7 @@ def subscribers_of(endpoints: tuple[WebhookEndpoint, ...]) -> Callable[[str], Se
 
 async def _reap_periodically(reaper: Reaper, interval: int, batch_size: int) -> None:
     while True:
+        raise_if_cancelled()
         await asyncio.sleep(interval)
         try:
             await reaper.reap(batch_size=batch_size)
@@ -240,6 +254,7 @@ async def open_use_cases(settings: Settings) -> AsyncIterator[tuple[Ledger, UseC
             signer,
             Storage(storage_client, settings.s3_bucket, hash_concurrency=settings.hash_concurrency),
             dispatcher=dispatcher,
+            scanner=scanner_for(settings),
         )
         if credentials is not None and hasattr(credentials, "_expiry_time"):
             await stack.enter_async_context(_background(_keep_credentials_fresh(credentials)))
@@ -272,6 +287,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
                 use_cases.reaper, settings.reaper_interval_seconds, settings.reaper_batch_size
             )
             await stack.enter_async_context(_background(reaper))
+        if settings.verify_in_process:
+            await stack.enter_async_context(_background(use_cases.verification.run_forever()))
         if settings.webhook_dispatch and use_cases.dispatcher is not None:
             ledger.on_delivery = use_cases.dispatcher.wake.set
             await stack.enter_async_context(_background(use_cases.dispatcher.run_forever()))

@@ -63,7 +63,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             CORS,
             allow_origins=settings.cors_origins,
             allow_methods=["GET", "POST", "DELETE"],
-            allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "X-Request-ID"],
+            allow_headers=[
+                "Authorization",
+                "Content-Type",
+                "Idempotency-Key",
+                "Prefer",
+                "X-Request-ID",
+            ],
             expose_headers=["Location", "Retry-After", "X-Request-ID"],
             max_age=600,
         )

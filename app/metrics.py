@@ -65,6 +65,7 @@ URL_KINDS = ("put", "post", "part", "get")
 COMPLETION_OUTCOMES = (
     "available",  # verified now
     "already_available",  # a repeat: answered from the ledger
+    "verifying",  # 202: left to the background worker (a whole read, a scan)
     "rejected",  # 422 upload_rejected (now, or repeated for a file rejected before)
     "not_uploaded",  # 409 upload_incomplete: the object (or a part) is not in the store yet
     "in_progress",  # 409 upload_incomplete: another completion is verifying the file

@@ -40,6 +40,9 @@ NAMING_CONVENTION = {
 
 class FileStatus(StrEnum):
     PENDING = "pending"
+    # Uploaded and accepted by `complete`; a background worker reads the whole object (its
+    # checksum, a malware scan) before it becomes available or rejected.
+    VERIFYING = "verifying"
     AVAILABLE = "available"
     REJECTED = "rejected"
     EXPIRED = "expired"
@@ -117,7 +120,8 @@ class FileRow(Base):
 
     __table_args__ = (
         CheckConstraint(
-            "status IN ('pending', 'available', 'rejected', 'expired', 'deleted')", name="status"
+            "status IN ('pending', 'verifying', 'available', 'rejected', 'expired', 'deleted')",
+            name="status",
         ),
         CheckConstraint("size > 0", name="size_positive"),
         CheckConstraint("upload_method IN ('put', 'form', 'multipart')", name="upload_method"),

@@ -56,7 +56,7 @@ def _filename(value: str) -> str:
     return normalize_filename(value)
 
 
-FileStatusOut = Literal["pending", "available", "rejected", "expired"]
+FileStatusOut = Literal["pending", "verifying", "available", "rejected", "expired"]
 
 
 class CreateUploadRequest(BaseModel):

@@ -21,6 +21,7 @@ from app.config import Settings
 from app.devstack import EmbeddedS3, embedded_s3
 from app.logs import log_handler
 from app.migrate import run_migrations
+from devkit.clamd import Clamd, ClamdUnavailable, running_clamd
 from devkit.env import AWS_ISOLATION, is_caller_setting
 from devkit.postgres import PostgresUnreachable, throwaway_database
 from tests.support import TEST_JWT_SECRET, Api, empty_ledger, running_app, unavailable
@@ -32,6 +33,7 @@ REDIS_URL = os.environ.get("S3GATE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 # CI sets these: there a missing PostgreSQL or Redis is a failure, never a silent skip.
 REQUIRE_POSTGRES = os.environ.get("S3GATE_TEST_REQUIRE_POSTGRES", "") == "1"
 REQUIRE_REDIS = os.environ.get("S3GATE_TEST_REQUIRE_REDIS", "") == "1"
+REQUIRE_SCANNER = os.environ.get("S3GATE_TEST_REQUIRE_SCANNER") == "1"
 
 
 @pytest.fixture(autouse=True)
@@ -100,6 +102,17 @@ def redis_url() -> str:
         message = f"Redis not reachable at S3GATE_TEST_REDIS_URL ({type(exc).__name__})"
         unavailable(message, required=REQUIRE_REDIS)
     return REDIS_URL
+
+
+@pytest.fixture(scope="session")
+def clamd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Clamd]:
+    """One real clamd (Debian's) for the run, with an EICAR-only signature database."""
+    with contextlib.ExitStack() as stack:
+        try:
+            server = stack.enter_context(running_clamd(tmp_path_factory.mktemp("clamd")))
+        except ClamdUnavailable as exc:
+            unavailable(str(exc), required=REQUIRE_SCANNER)
+        yield server
 
 
 @pytest.fixture(scope="session")

@@ -152,10 +152,15 @@ class Api:
         assert put.status_code == 200, put.text
         return created["file"], upload
 
-    async def complete(self, sub: str, file_id: str, *, admin: bool = False) -> httpx.Response:
-        return await self.client.post(
-            f"/uploads/{file_id}/complete", headers=self.auth(sub, admin=admin)
-        )
+    async def complete(
+        self, sub: str, file_id: str, *, admin: bool = False, wait: int | None = 30
+    ) -> httpx.Response:
+        """POST complete, by default holding the answer while the file verifies in the
+        background (`Prefer: wait=30`): 200 or 422 then, as the clients see it."""
+        headers = self.auth(sub, admin=admin)
+        if wait is not None:
+            headers["Prefer"] = f"wait={wait}"
+        return await self.client.post(f"/uploads/{file_id}/complete", headers=headers)
 
 
 def hs256_token(claims: dict[str, Any], secret: str = TEST_JWT_SECRET) -> str:

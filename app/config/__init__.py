@@ -48,6 +48,7 @@ from app.config.service import (
     UploadSettings,
     UrlSettings,
 )
+from app.config.verification import VerificationSettings
 
 __all__ = [
     "ASYMMETRIC_ALGORITHMS",
@@ -78,6 +79,7 @@ __all__ = [
     "StoreSettings",
     "UploadSettings",
     "UrlSettings",
+    "VerificationSettings",
     "WebhookSettings",
     "describe_validation_error",
     "jwt_secret_problem",
@@ -98,6 +100,7 @@ class Settings(
     ReaperSettings,
     EventSettings,
     WebhookSettings,
+    VerificationSettings,
     HttpSettings,
 ):
     """Everything `s3gate serve` needs: each concern's settings, read from one environment.

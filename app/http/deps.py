@@ -83,6 +83,17 @@ EventsDep = Annotated[EventFeed, Depends(get_events)]
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
 LimitedPrincipalDep = Annotated[Principal, Depends(get_limited_principal)]
 FileIdDep = Annotated[uuid.UUID, Depends(parse_file_id)]
+PreferDep = Annotated[
+    str | None,
+    Header(
+        alias="Prefer",
+        max_length=255,
+        description=(
+            "`wait=N` (RFC 7240): hold the answer up to N seconds (at most "
+            "S3GATE_COMPLETION_MAX_WAIT_SECONDS) while the file is verified in the background."
+        ),
+    ),
+]
 IdempotencyKeyDep = Annotated[
     str | None,
     Header(

@@ -187,6 +187,11 @@ class Ledger(SqlRoom):
         )
 
     @timed
+    async def claim_verifying(self, now: datetime, until: datetime, limit: int) -> list[FileRecord]:
+        """Take up to `limit` verifying files whose lease is free or ran out, until `until`."""
+        return await self._all("claim_verifying", {"now": now, "until": until, "limit": limit})
+
+    @timed
     async def move_lease(self, file_id: uuid.UUID, held: datetime, until: datetime | None) -> bool:
         """Renew (or, with None, release) the lease this completion holds; False if it is
         no longer held (it ran out and another completion took it, or the file moved on)."""
@@ -228,6 +233,12 @@ class Ledger(SqlRoom):
     async def event(self, event_id: uuid.UUID) -> Event | None:
         """One event by its public id."""
         found = await self._events("event_by_id", {"event_id": event_id})
+        return found[0] if found else None
+
+    @timed
+    async def last_event_of(self, file_id: uuid.UUID) -> Event | None:
+        """The file's latest event (a rejection's carries its reason)."""
+        found = await self._events("last_event_of_file", {"file_id": file_id})
         return found[0] if found else None
 
     @timed

@@ -43,7 +43,10 @@ EVENTS_LOCK_KEY = 0x5333_4741_5445_4556
 def _usage(owner_param: str) -> tuple[ScalarSelect[Any], ScalarSelect[Any]]:
     """The owner's bytes held by pending and available files and by files whose object may
     still be (re)written through a live URL (not yet purged), and its pending uploads."""
-    held = (literal(str(FileStatus.PENDING)), literal(str(FileStatus.AVAILABLE)))
+    held = tuple(
+        literal(str(status))
+        for status in (FileStatus.PENDING, FileStatus.VERIFYING, FileStatus.AVAILABLE)
+    )
     owner = bindparam(owner_param, type_=_c.owner_id.type)
     stored = (
         select(func.coalesce(func.sum(_c.size), 0))
@@ -162,6 +165,10 @@ STATEMENTS: dict[str, ClauseElement] = {
     .order_by(_e.seq)
     .limit(bindparam("limit")),
     "event_by_id": select(events_table).where(_e.id == bindparam("event_id")),
+    "last_event_of_file": select(events_table)
+    .where(_e.file_id == bindparam("file_id"))
+    .order_by(_e.seq.desc())
+    .limit(1),
     # An event leaves with its retention unless a delivery of it is still to be attempted
     # (the dispatcher was off for that long): it stays until delivered or given up.
     "prune_events": events_table.delete().where(
@@ -181,6 +188,33 @@ STATEMENTS: dict[str, ClauseElement] = {
         _c.id == bindparam("file_id"),
         _c.status == literal(str(FileStatus.PENDING)),
         or_(_c.verify_lease_until.is_(None), _c.verify_lease_until < bindparam("now")),
+    )
+    .values(verify_lease_until=bindparam("until"))
+    .returning(*files_table.c),
+    # The background worker's claim: verifying files whose lease is free or ran out (a worker
+    # that died), oldest first; SKIP LOCKED as the reaper's.
+    "claim_verifying": update(files_table)
+    .where(
+        _c.status == literal(str(FileStatus.VERIFYING)),
+        or_(_c.verify_lease_until.is_(None), _c.verify_lease_until < bindparam("now")),
+        _c.id.in_(
+            select(
+                _picked(
+                    select(_c.id)
+                    .where(
+                        _c.status == literal(str(FileStatus.VERIFYING)),
+                        or_(
+                            _c.verify_lease_until.is_(None),
+                            _c.verify_lease_until < bindparam("now"),
+                        ),
+                    )
+                    .order_by(_c.id)
+                    .limit(bindparam("limit"))
+                    .with_for_update(skip_locked=True),
+                    "unverified",
+                )
+            )
+        ),
     )
     .values(verify_lease_until=bindparam("until"))
     .returning(*files_table.c),

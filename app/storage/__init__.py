@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from time import perf_counter
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -37,6 +38,7 @@ OPERATIONS = (
     "head",
     "read_head",
     "sha256",
+    "stream",
     "delete",
     "create_multipart_upload",
     "list_parts",
@@ -242,6 +244,37 @@ class Storage:
 
         async with self._hashing:
             return await self._run("sha256", call)
+
+    @contextlib.asynccontextmanager
+    async def stream(
+        self, key: str, chunk_bytes: int = 1024 * 1024
+    ) -> AsyncIterator[AsyncIterator[bytes] | None]:
+        """The object's bytes as they arrive from the store, chunk by chunk (each read in a
+        worker thread), for a consumer that must not hold the whole object (the scanner);
+        None if the object is not there. The body is closed when the block ends."""
+        async with self._hashing:
+
+            def open_body() -> Any:
+                try:
+                    return self._client.get_object(Bucket=self._bucket, Key=key)["Body"]
+                except ClientError as exc:
+                    if _error_code(exc) in _MISSING_CODES:
+                        return None
+                    raise
+
+            body = await self._run("stream", open_body)
+            if body is None:
+                yield None
+                return
+
+            async def chunks() -> AsyncIterator[bytes]:
+                while chunk := await self._run("stream", lambda: body.read(chunk_bytes)):
+                    yield chunk
+
+            try:
+                yield chunks()
+            finally:
+                await anyio.to_thread.run_sync(body.close)
 
     async def copy(self, source: str, target: str, *, if_match: str, content_type: str) -> bool:
         """Copy the object at `source` to `target` with only this Content-Type (no other

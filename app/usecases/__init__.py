@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from datetime import timedelta
 
 from app.config import Settings
 from app.ledger import Ledger
+from app.scanner import ClamdScanner
 from app.signer import Signer
 from app.storage import Storage
 from app.usecases.common import Clock, Lookup, Removal
@@ -21,12 +23,14 @@ from app.usecases.events import EventFeed
 from app.usecases.files import Files
 from app.usecases.reaper import Reaper
 from app.usecases.uploads import Uploads
+from app.usecases.verification import BackgroundVerification
 
 
 @dataclass(frozen=True, slots=True)
 class UseCases:
     uploads: Uploads
     completion: Completion
+    verification: BackgroundVerification
     files: Files
     reaper: Reaper
     events: EventFeed
@@ -43,10 +47,21 @@ def build_use_cases(
     clock: Clock = time.time,
     verify_lease_seconds: float = VERIFY_LEASE_SECONDS,
     dispatcher: Dispatcher | None = None,
+    scanner: ClamdScanner | None = None,
 ) -> UseCases:
     """Each use case with only the concerns of the settings it reads."""
     lookup = Lookup(ledger, clock)
     removal = Removal(lookup, storage, settings)
+    completion = Completion(
+        lookup,
+        storage,
+        settings,
+        settings,
+        settings,
+        profile=signer.profile,
+        scanner=scanner,
+        verify_lease_seconds=verify_lease_seconds,
+    )
     return UseCases(
         uploads=Uploads(
             lookup,
@@ -59,13 +74,9 @@ def build_use_cases(
             key_prefix=settings.s3_key_prefix,
             profile=signer.profile,
         ),
-        completion=Completion(
-            lookup,
-            storage,
-            settings,
-            settings,
-            profile=signer.profile,
-            verify_lease_seconds=verify_lease_seconds,
+        completion=completion,
+        verification=BackgroundVerification(
+            completion, lookup, settings, timedelta(seconds=verify_lease_seconds)
         ),
         files=Files(lookup, removal, signer, settings),
         reaper=Reaper(lookup, removal, settings, settings),

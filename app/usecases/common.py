@@ -3,6 +3,7 @@ removal of a file (the row first, then what its URLs may have stored)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
@@ -106,3 +107,13 @@ class Removal:
                 record.object_key, record.multipart_upload_id
             )
         await self._storage.delete(record.object_key)
+
+
+def raise_if_cancelled() -> None:
+    """Raise CancelledError when this task was cancelled but a library swallowed it: Python
+    3.11's asyncio.wait_for drops a cancellation that meets its result, and psycopg_pool waits
+    with it (seen: a background loop that never ended, and a shutdown that hung). Loops call
+    this each round."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError

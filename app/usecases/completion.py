@@ -14,10 +14,11 @@ from datetime import datetime, timedelta
 from typing import NoReturn
 
 from app.auth import Principal
-from app.config import UploadSettings, UrlSettings
+from app.config import UploadSettings, UrlSettings, VerificationSettings
 from app.errors import (
     AppError,
     NotFound,
+    StorageUnavailable,
     UploadExpired,
     UploadIncomplete,
     UploadRejected,
@@ -28,11 +29,13 @@ from app.logs import audit
 from app.metrics import metrics
 from app.models import FileStatus
 from app.profiles import StoreProfile
+from app.scanner import ClamdScanner, ScannerUnavailable
 from app.sniff import SNIFF_BYTES
 from app.storage import ObjectInfo, Storage
 from app.usecases.common import Lookup
 from app.usecases.plans import part_sizes
 from app.usecases.verdict import (
+    DESCRIBED,
     Rejection,
     checksum_mismatch,
     content_mismatch,
@@ -53,6 +56,8 @@ _FAILED_COMPLETIONS: dict[type[Exception], str] = {
 # through, so a completion that died with its replica holds the file 10 s at most: a client's
 # retry elsewhere waits that out (S3GATE_COMPLETION_WAIT_SECONDS is longer) and then verifies.
 VERIFY_LEASE_SECONDS = 10.0
+# A background check the scanner or the store failed is tried again this much later.
+RETRY_AFTER_FAILURE = timedelta(seconds=30)
 _WAIT_POLL_SECONDS = 0.05
 
 
@@ -69,10 +74,15 @@ class Completion:
         storage: Storage,
         uploads: UploadSettings,
         urls: UrlSettings,
+        verification: VerificationSettings,
         *,
         profile: StoreProfile,
+        scanner: ClamdScanner | None = None,
         verify_lease_seconds: float = VERIFY_LEASE_SECONDS,
     ) -> None:
+        self._verification = verification
+        self._scanner = scanner
+        self.wake = asyncio.Event()  # set when a file starts verifying in this process
         self._lookup = lookup
         self._ledger = lookup.ledger
         self._storage = storage
@@ -83,10 +93,16 @@ class Completion:
         self._store_vouches = profile.checksums_enforced
         self._metrics = metrics()
 
-    async def complete_upload(self, principal: Principal, file_id: uuid.UUID) -> FileRecord:
-        """Check the stored object against the declaration; make the file available or reject it."""
+    async def complete_upload(
+        self, principal: Principal, file_id: uuid.UUID, wait_seconds: float = 0
+    ) -> FileRecord:
+        """Check the stored object against the declaration; make the file available or reject
+        it, or leave it `verifying` for the background worker. With `wait_seconds` (capped by
+        S3GATE_COMPLETION_MAX_WAIT_SECONDS) a verifying file is waited for that long."""
         try:
             record, outcome = await self._complete(principal, file_id)
+            if record.status == FileStatus.VERIFYING and wait_seconds > 0:
+                record, outcome = await self._await_worker(principal, record, wait_seconds)
         except Exception as exc:
             self._metrics.completions[_FAILED_COMPLETIONS.get(type(exc), "error")].inc()
             raise
@@ -98,8 +114,10 @@ class Completion:
         record = await self._lookup.owned(principal, file_id)
         if record.status == FileStatus.AVAILABLE:
             return record, "already_available"
+        if record.status == FileStatus.VERIFYING:
+            return record, "verifying"  # single-flight: the worker has it, nothing is read
         if record.status == FileStatus.REJECTED:
-            raise UploadRejected("This upload was already rejected; create a new upload.")
+            raise UploadRejected(await self._rejection(record, again=True))
         if record.status == FileStatus.EXPIRED:
             raise UploadExpired()
         grace = timedelta(seconds=self._urls.completion_grace_seconds)
@@ -121,8 +139,36 @@ class Completion:
                 raise VerificationInProgress()
             await asyncio.sleep(_WAIT_POLL_SECONDS)
         if done is not None:
-            return done, "available"
+            return done, str(done.status)
         return await self._complete(principal, file_id)  # lost a race: answer as it ended
+
+    async def _rejection(self, record: FileRecord, *, again: bool = False) -> str:
+        """The problem detail for a rejected file, from its file.rejected event's reason."""
+        event = await self._ledger.last_event_of(record.id)
+        code = event.body()["data"].get("reason") if event is not None else None
+        reason = DESCRIBED.get(code or "", "it did not pass verification")
+        if again:
+            return f"This upload was already rejected ({reason}); create a new upload."
+        return f"The uploaded bytes do not match the declaration: {reason}."
+
+    async def _await_worker(
+        self, principal: Principal, record: FileRecord, wait_seconds: float
+    ) -> tuple[FileRecord, str]:
+        deadline = time.monotonic() + min(
+            wait_seconds, self._verification.completion_max_wait_seconds
+        )
+        pause = 0.05
+        while time.monotonic() < deadline:
+            await asyncio.sleep(min(pause, max(deadline - time.monotonic(), 0)))
+            pause = min(pause * 2, 0.5)
+            record = await self._lookup.owned(principal, record.id)
+            if record.status == FileStatus.AVAILABLE:
+                return record, "available"
+            if record.status == FileStatus.REJECTED:
+                raise UploadRejected(await self._rejection(record))
+            if record.status != FileStatus.VERIFYING:  # back to pending: complete again
+                raise UploadIncomplete("The upload changed while it was verified; complete again.")
+        return record, "verifying"
 
     @contextlib.asynccontextmanager
     async def _verification_lease(self, record: FileRecord) -> AsyncIterator[_Lease | None]:
@@ -156,26 +202,92 @@ class Completion:
             lease.held = renewed
 
     async def _verify(self, record: FileRecord, lease: _Lease) -> FileRecord | None:
-        """Check the stored object; the available file, or None if the row moved on first."""
+        """`complete`'s check: what HEAD and the leading bytes prove now, and the rest (a whole
+        read, a scan) left to the background worker. The file as it is then, or None if the row
+        moved on first."""
         if record.multipart_upload_id is not None:
             await self._assemble_parts(record)
+        target, info = await self._stored(record)
+        reason = declaration_mismatch(record, info)
+        if reason is None and (self._scanner is not None or self._needs_read(record, info)):
+            lease.cleared = True  # by the status change below
+            moved = await self._ledger.transition(
+                record.id,
+                record.owner_id,
+                from_status=FileStatus.PENDING,
+                to_status=FileStatus.VERIFYING,
+                verify_lease_until=None,
+            )
+            if moved is not None:
+                self.wake.set()
+            return moved
+        return await self._decide(record, target, info, reason, lease, FileStatus.PENDING)
+
+    async def finish(self, record: FileRecord) -> FileRecord | None:
+        """The background worker's check of a file it claimed (`record.verify_lease_until` is
+        its lease): the whole object, then available or rejected. None when the row moved on
+        (deleted meanwhile); raises ScannerUnavailable or StorageUnavailable to be retried."""
+        assert record.verify_lease_until is not None
+        lease = _Lease(record.verify_lease_until)
+        renewer = asyncio.create_task(self._renew_lease(record.id, lease))
+        try:
+            target, info = await self._stored(record)
+            reason = declaration_mismatch(record, info)
+            return await self._decide(record, target, info, reason, lease, FileStatus.VERIFYING)
+        except UploadRejected:
+            return await self._ledger.get(record.id, record.owner_id)
+        except UploadIncomplete:
+            # The object is gone or changed (a form re-posted): the client uploads and
+            # completes again, as it would have been told by a synchronous `complete`.
+            lease.cleared = True
+            return await self._ledger.transition(
+                record.id,
+                record.owner_id,
+                from_status=FileStatus.VERIFYING,
+                to_status=FileStatus.PENDING,
+                verify_lease_until=None,
+            )
+        except (ScannerUnavailable, StorageUnavailable):
+            # Tried again once the lease, moved on past its renewals, runs out.
+            await _stop(renewer)
+            retry_at = self._lookup.now() + RETRY_AFTER_FAILURE
+            with contextlib.suppress(AppError):
+                await self._ledger.move_lease(record.id, lease.held, retry_at)
+            raise
+        finally:
+            await _stop(renewer)
+
+    async def _stored(self, record: FileRecord) -> tuple[str, ObjectInfo]:
         target = record.upload_key or record.object_key
         info = await self._storage.head(target)
         if info is None:
             raise UploadIncomplete()
-        reason = declaration_mismatch(record, info)
+        return target, info
+
+    def _needs_read(self, record: FileRecord, info: ObjectInfo) -> bool:
+        """Whether the declared SHA-256 can only be proved by reading the whole object: a
+        multipart object's checksum is one of part checksums, some stores (Ceph RGW) keep none
+        at all, and a store whose profile does not enforce signed checksums may keep what the
+        client sent. Never trusted from the client, never skipped."""
+        return record.checksum_sha256 is not None and (
+            record.multipart_upload_id is not None
+            or info.checksum_sha256 is None
+            or not self._store_vouches
+        )
+
+    async def _decide(
+        self,
+        record: FileRecord,
+        target: str,
+        info: ObjectInfo,
+        reason: Rejection | None,
+        lease: _Lease,
+        from_status: FileStatus,
+    ) -> FileRecord | None:
+        """The rest of the checks, then the status change: available, or rejected (raises)."""
         if reason is None and record.checksum_sha256 is not None:
             stored_sha256 = info.checksum_sha256
-            if (
-                record.multipart_upload_id is not None
-                or stored_sha256 is None
-                or not self._store_vouches
-            ):
-                # The declared whole-file SHA-256 is checked by reading the object through once
-                # where the store cannot vouch for it: a multipart object's checksum is one of
-                # part checksums, some stores (Ceph RGW) keep none at all, and a store whose
-                # profile does not enforce signed checksums may keep what the client sent.
-                # Never trusted from the client, never skipped.
+            if self._needs_read(record, info):
                 stored_sha256 = await self._storage.sha256(target)
                 if stored_sha256 is None:  # gone between the HEAD and the read
                     raise UploadIncomplete()
@@ -185,23 +297,66 @@ class Completion:
             if head is None:
                 raise UploadIncomplete()
             reason = content_mismatch(record, head)
+        if reason is None and self._scanner is not None:
+            reason = await self._scan(record, target)
         if reason is not None:
-            await self._reject(record, target, reason, lease)
+            await self._reject(record, target, info, reason, lease, from_status)
         if record.upload_key is not None:
             await self._promote(record, info)
         lease.cleared = True  # by the status change below
         return await self._ledger.transition(
             record.id,
             record.owner_id,
-            from_status=FileStatus.PENDING,
+            from_status=from_status,
             to_status=FileStatus.AVAILABLE,
             completed_at=self._lookup.now().replace(microsecond=0),
             verify_lease_until=None,
         )
 
+    async def _scan(self, record: FileRecord, target: str) -> Rejection | None:
+        """The scanner's verdict; raises ScannerUnavailable (fail closed) to be retried."""
+        assert self._scanner is not None
+        settings = self._verification
+        if record.size > settings.scanner_max_bytes:
+            if settings.scanner_fail_open:
+                log.warning("file=%s is larger than the scan limit: available unscanned", record.id)
+                return None
+            return Rejection(
+                "too_large_to_scan",
+                f"the file is larger than the malware scan limit "
+                f"({settings.scanner_max_bytes} bytes)",
+            )
+        try:
+            async with self._storage.stream(target) as chunks:
+                if chunks is None:
+                    raise UploadIncomplete()
+                result = await self._scanner.scan(chunks)
+        except ScannerUnavailable as exc:
+            if not settings.scanner_fail_open:
+                raise
+            log.warning("file=%s available unscanned: %s (fail open)", record.id, exc.reason)
+            return None
+        if result.verdict == "infected":
+            return Rejection("malware", f"the malware scanner found {result.signature}")
+        return None
+
     async def _reject(
-        self, record: FileRecord, target: str, reason: Rejection, lease: _Lease
+        self,
+        record: FileRecord,
+        target: str,
+        info: ObjectInfo,
+        reason: Rejection,
+        lease: _Lease,
+        from_status: FileStatus,
     ) -> NoReturn:
+        quarantine = self._verification.scanner_quarantine_prefix
+        if reason.code == "malware" and quarantine:
+            await self._storage.copy(
+                target,
+                quarantine + record.object_key,
+                if_match=info.etag or "",
+                content_type=record.content_type,
+            )
         await self._storage.delete(target)  # before the row says so: no orphan
         lease.cleared = True  # by the status change below
         # The row keeps purged_at empty: a late request through the still-valid URL could
@@ -209,7 +364,7 @@ class Completion:
         await self._ledger.transition(
             record.id,
             record.owner_id,
-            from_status=FileStatus.PENDING,
+            from_status=from_status,
             to_status=FileStatus.REJECTED,
             event_reason=reason.code,
             verify_lease_until=None,
@@ -252,3 +407,9 @@ class Completion:
         await self._storage.complete_multipart_upload(
             record.object_key, record.multipart_upload_id, ordered
         )
+
+
+async def _stop(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task

@@ -21,6 +21,7 @@ from app.errors import AppError
 from app.ledger import Delivery, Outbox
 from app.metrics import metrics
 from app.models import DeliveryStatus
+from app.usecases.common import raise_if_cancelled
 from app.webhooks import Attempt, Outcome, WebhookEndpoint, WebhookSender, retry_delay
 
 log = logging.getLogger("s3gate.webhooks")
@@ -62,14 +63,11 @@ class Dispatcher:
     async def run_once(self, limit: int = 100) -> DispatchReport:
         """One pass: claim what is due (at most `limit`), attempt each, record each."""
         now = self._now()
+        # No more than are attempted at once: each leased delivery starts at once, so every
+        # attempt ends within the sender's deadline, long before its lease runs out.
+        limit = min(limit, self._settings.webhook_concurrency)
         claimed = await self._outbox.claim(now, now + DELIVERY_LEASE, limit)
-        gate = asyncio.Semaphore(self._settings.webhook_concurrency)
-
-        async def attempt(delivery: Delivery) -> Outcome:
-            async with gate:
-                return await self._attempt(delivery)
-
-        outcomes = await asyncio.gather(*(attempt(d) for d in claimed))
+        outcomes = await asyncio.gather(*(self._attempt(d) for d in claimed))
         await self._observe_backlog()
         return DispatchReport(
             claimed=len(claimed),
@@ -90,13 +88,14 @@ class Dispatcher:
                 total.retried + report.retried,
                 total.failed + report.failed,
             )
-            if report.claimed < limit:
+            if report.claimed < min(limit, self._settings.webhook_concurrency):
                 return total
 
     async def run_forever(self) -> None:
         """The in-process dispatcher (S3GATE_WEBHOOK_DISPATCH): a pass whenever this process
         commits an event, and every webhook_poll_seconds for other replicas' events."""
         while True:
+            raise_if_cancelled()
             self.wake.clear()
             try:
                 report = await self.run_once()
@@ -108,8 +107,11 @@ class Dispatcher:
                 report = DispatchReport()
             if report.claimed:
                 continue  # there may be more
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation that
+            # meets the wake-up (the task then never ends and shutdown hangs: seen in tests).
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.wake.wait(), self._settings.webhook_poll_seconds)
+                async with asyncio.timeout(self._settings.webhook_poll_seconds):
+                    await self.wake.wait()
 
     async def _attempt(self, delivery: Delivery) -> Outcome:
         endpoint = self._endpoints.get(delivery.endpoint)

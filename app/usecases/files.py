@@ -21,7 +21,13 @@ from app.usecases.plans import decode_cursor, encode_cursor
 
 log = logging.getLogger("s3gate.audit")
 
-_VISIBLE = (FileStatus.PENDING, FileStatus.AVAILABLE, FileStatus.REJECTED, FileStatus.EXPIRED)
+_VISIBLE = (
+    FileStatus.PENDING,
+    FileStatus.VERIFYING,
+    FileStatus.AVAILABLE,
+    FileStatus.REJECTED,
+    FileStatus.EXPIRED,
+)
 
 
 @dataclass(frozen=True, slots=True)

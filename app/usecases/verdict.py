@@ -20,6 +20,19 @@ class Rejection(NamedTuple):
     detail: str
 
 
+# What a rejection's code says, for an answer given after the background worker decided.
+DESCRIBED = {
+    "size_mismatch": "the stored size differs from the declared one",
+    "content_type_mismatch": "stored content type differs from the declared one",
+    "unsigned_headers": "the object carries headers s3gate did not sign",
+    "checksum_unavailable": "the store holds no SHA-256 for this object",
+    "checksum_mismatch": "stored SHA-256 differs from the declared checksum",
+    "content_mismatch": "its first bytes are not of the declared type",
+    "malware": "the malware scanner found malware",
+    "too_large_to_scan": "the file is larger than the malware scan limit",
+}
+
+
 def declaration_mismatch(record: FileRecord, info: ObjectInfo) -> Rejection | None:
     """Why the stored object's size, type or headers break the declaration, or None."""
     if info.size != record.size:

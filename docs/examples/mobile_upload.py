@@ -10,7 +10,9 @@ The rules it follows (docs/mobile.md explains each):
 3. Multipart: after a restart, GET /uploads/{id}/parts says which parts the store holds;
    upload only the missing ones, asking for part URLs as you go (they expire).
 4. Always finish with POST /uploads/{id}/complete; 409 upload_incomplete means "not all bytes
-   are there yet", not failure.
+   are there yet", not failure. Send `Prefer: wait=20`; a 202 means "verifying" (a whole-object
+   check or a malware scan in the background): poll GET /files/{id} with backoff until the
+   status is final, and keep the state file until it is `available`.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import hashlib
 import json
 import mimetypes
 import sys
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -64,8 +67,8 @@ def upload(
             json=body,
             headers={**auth, "Idempotency-Key": state["idempotency_key"]},
         )
-        if created.status_code == 409:  # already completed by an earlier run
-            return str(state["file_id"])
+        if created.status_code == 409:  # completed by an earlier run: verified yet?
+            return _finished(client, api_url, auth, str(state["file_id"]), state_file)
         created.raise_for_status()
         file_id, upload_plan = created.json()["file"]["id"], created.json()["upload"]
         state["file_id"] = file_id
@@ -98,10 +101,33 @@ def upload(
             if put.status_code != 412:
                 put.raise_for_status()
 
-        done = _api(client, "POST", f"{api_url}/uploads/{file_id}/complete", headers=auth)
+        done = _api(
+            client,
+            "POST",
+            f"{api_url}/uploads/{file_id}/complete",
+            headers={**auth, "Prefer": "wait=20"},
+        )
         done.raise_for_status()
-        state_file.unlink()
-        return str(done.json()["id"])
+        return _finished(client, api_url, auth, file_id, state_file)
+
+
+def _finished(
+    client: httpx.Client, api_url: str, auth: dict[str, str], file_id: str, state_file: Path
+) -> str:
+    """Wait while the file is `verifying` (a 202 from complete), with backoff; forget the
+    upload once it is available."""
+    pause = 0.5
+    while True:
+        file = _api(client, "GET", f"{api_url}/files/{file_id}", headers=auth)
+        file.raise_for_status()
+        status = file.json()["status"]
+        if status == "available":
+            state_file.unlink(missing_ok=True)
+            return file_id
+        if status != "verifying":
+            raise RuntimeError(f"file {file_id} ended {status}")
+        time.sleep(pause)
+        pause = min(pause * 2, 5.0)
 
 
 if __name__ == "__main__":

@@ -13,40 +13,26 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
-import os
 import random
 import time
 import zipfile
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
 from app.scanner import ClamdScanner, ScannerUnavailable, ScanResult, parse_scanner_url
-from devkit.clamd import Clamd, ClamdUnavailable, running_clamd
+from devkit.clamd import Clamd
 from devkit.ports import free_port
-from tests.support import unavailable
 
 # A connection left for the garbage collector to close warns; here that fails the test.
 pytestmark = pytest.mark.filterwarnings("error::ResourceWarning")
 
-REQUIRE_SCANNER = os.environ.get("S3GATE_TEST_REQUIRE_SCANNER") == "1"
 MIB = 1024 * 1024
 # Short, so the fake servers' timeouts cost little; the margin absorbs a loaded machine.
 FAKE_TIMEOUT = 0.5
 MARGIN = 1.0
-
-
-@pytest.fixture(scope="module")
-def clamd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Clamd]:
-    """One clamd for the module (to move to tests/conftest.py when other modules scan)."""
-    with contextlib.ExitStack() as stack:
-        try:
-            server = stack.enter_context(running_clamd(tmp_path_factory.mktemp("clamd")))
-        except ClamdUnavailable as exc:
-            unavailable(str(exc), required=REQUIRE_SCANNER)
-        yield server
 
 
 def scanner(url: str, *, timeout: float = 10.0, max_bytes: int = 64 * MIB) -> ClamdScanner:

@@ -31,12 +31,14 @@ from app.http.deps import (
     FileIdDep,
     IdempotencyKeyDep,
     LimitedPrincipalDep,
+    PreferDep,
     PrincipalDep,
     UploadsDep,
 )
 from app.http.middleware import ModelResponse
 from app.http.problems import problem_responses
 from app.http.routing import LeanRoute
+from app.models import FileStatus
 from app.schemas import (
     CreateUploadRequest,
     CreateUploadResponse,
@@ -181,28 +183,55 @@ async def stored_parts(
     "/uploads/{file_id}/complete",
     response_model=FileOut,
     summary="Verify the stored object and make the file available",
-    responses=problem_responses(
-        *_AUTH_ERRORS,
-        NotFound,
-        UploadIncomplete,
-        UploadExpired,
-        UploadRejected,
-        StorageUnavailable,
-        RateLimited,
-        RateLimiterUnavailable,
-    ),
+    responses={
+        202: {
+            "model": FileOut,
+            "description": "Accepted: status `verifying`, finished by the background worker",
+        },
+        **problem_responses(
+            *_AUTH_ERRORS,
+            NotFound,
+            UploadIncomplete,
+            UploadExpired,
+            UploadRejected,
+            StorageUnavailable,
+            RateLimited,
+            RateLimiterUnavailable,
+        ),
+    },
 )
 async def complete_upload(
-    file_id: FileIdDep, principal: LimitedPrincipalDep, completion: CompletionDep
+    file_id: FileIdDep,
+    principal: LimitedPrincipalDep,
+    completion: CompletionDep,
+    prefer: PreferDep = None,
 ) -> Response:
     """Asks the store, never the client: size, type, checksum, leading bytes and stored
     headers must match. One completion verifies a file at a time (across replicas); another
     arriving meanwhile waits for its result (S3GATE_COMPLETION_WAIT_SECONDS, 15 s), then 409
     `upload_incomplete` ("verifying") without reading the object. Counts against the caller's
-    rate limit (it reads the store)."""
+    rate limit (it reads the store).
+
+    **202** with status `verifying` when the rest needs the whole object (a multipart or
+    Ceph-stored file with a declared SHA-256, a malware scan): a background worker finishes it
+    to `available` or `rejected` (a `file.available` / `file.rejected` event); a second call
+    answers the same 202 without reading anything. Send `Prefer: wait=N` to have the answer
+    held until then (up to N s), or poll `GET /files/{id}`."""
+    record = await completion.complete_upload(principal, file_id, _wait_seconds(prefer))
+    verifying = record.status == FileStatus.VERIFYING
     return ModelResponse(
-        FileOut.model_validate(await completion.complete_upload(principal, file_id))
+        FileOut.model_validate(record),
+        status.HTTP_202_ACCEPTED if verifying else status.HTTP_200_OK,
     )
+
+
+def _wait_seconds(prefer: str | None) -> float:
+    """N of a `wait=N` preference; anything else is ignored, as RFC 7240 asks."""
+    for preference in (prefer or "").split(","):
+        name, _, value = preference.strip().partition("=")
+        if name.strip().lower() == "wait" and value.strip().isdigit():
+            return float(value.strip())
+    return 0.0
 
 
 @router.delete(

@@ -1,4 +1,5 @@
-"""events: the outbox of status changes (file.available, file.rejected, upload.expired,
+"""files.status `verifying` (a background worker checks the whole object); events: the outbox
+of status changes (file.available, file.rejected, upload.expired,
 file.deleted), written in the same transaction as each change; deliveries: each event for each
 webhook endpoint, written with it
 
@@ -20,7 +21,18 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 
+_STATUSES_BEFORE = "status IN ('pending', 'available', 'rejected', 'expired', 'deleted')"
+_STATUSES = "status IN ('pending', 'verifying', 'available', 'rejected', 'expired', 'deleted')"
+
+
+def _statuses(check: str) -> None:
+    with op.batch_alter_table("files") as batch:
+        batch.drop_constraint(op.f("ck_files_status"), type_="check")
+        batch.create_check_constraint(op.f("ck_files_status"), check)
+
+
 def upgrade() -> None:
+    _statuses(_STATUSES)
     op.create_table(
         "events",
         sa.Column(
@@ -84,6 +96,9 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    # A file still verifying goes back to pending: `complete` verifies it again.
+    op.execute("UPDATE files SET status = 'pending' WHERE status = 'verifying'")
+    _statuses(_STATUSES_BEFORE)
     op.drop_index(op.f("ix_deliveries_endpoint_file_id_event_seq"), table_name="deliveries")
     op.drop_index(op.f("ix_deliveries_status_next_attempt_at"), table_name="deliveries")
     op.drop_table("deliveries")

@@ -1,6 +1,10 @@
 // Types for the s3gate browser client (/client/s3gate.js), matching the service's HTTP API.
 
-export type FileStatus = "pending" | "available" | "rejected" | "expired";
+/**
+ * `verifying`: uploaded and accepted; the service checks it in the background, then makes it
+ * `available` or `rejected`. Downloads of a verifying file answer 409 `file_not_available`.
+ */
+export type FileStatus = "pending" | "verifying" | "available" | "rejected" | "expired";
 
 /** The File resource. Timestamps are RFC 3339 in UTC. */
 export interface S3gateFile {
@@ -41,7 +45,11 @@ export interface Problem {
  * `upload_rejected`, `rate_limited`, ...) or one of the client's own:
  * `network_error` (connection failed, or CORS refused the page's origin),
  * `storage_refused` (S3 answered an error; `s3Code` holds S3's code, e.g. `BadDigest`),
+ * `verification_timeout` (still `verifying` after `verifyTimeoutMs`; the resume record is kept,
+ * so uploading the same file again waits for the same upload),
  * `missing_token`, `unsupported_upload`, `http_<status>` (a non-problem error page).
+ * A file rejected by a background verification fails with `upload_rejected` (status 422), as
+ * one rejected by `complete` itself does; `problem` is then null (no problem body was sent).
  */
 export declare class S3gateError extends Error {
   readonly name: "S3gateError";
@@ -77,6 +85,14 @@ export interface ClientOptions {
   partBatch?: number;
   /** `checksum: "auto"` hashes files up to this many bytes (default 64 MiB). */
   checksumMaxBytes?: number;
+  /**
+   * Seconds `complete` asks the service to hold its answer while it verifies the upload
+   * (`Prefer: wait=N`, default 20; the service caps it); 0 sends no `Prefer` header, for a
+   * cross-origin service whose CORS does not allow it.
+   */
+  completionWait?: number;
+  /** How long an upload waits for a background verification to end (default 600000 ms). */
+  verifyTimeoutMs?: number;
 }
 
 export interface CallOptions {
@@ -107,7 +123,9 @@ export declare class S3gateClient {
   constructor(options?: ClientOptions);
   /**
    * Upload a File or Blob: a single PUT or a multipart upload, as the service decides; resolves
-   * to the File once the service has verified the stored bytes (status `available`).
+   * to the File once the service has verified the stored bytes (status `available`). A file the
+   * service verifies in the background (`complete` answered 202 `verifying`) is polled with
+   * backoff until it is available or rejected; `signal` stops that wait too.
    */
   upload(
     file: Blob & { name?: string; lastModified?: number },

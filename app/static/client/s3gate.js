@@ -14,12 +14,18 @@ const DEFAULTS = Object.freeze({
   retries: 5, // attempts per request on network errors, 5xx, 429 and expired URLs
   partBatch: 16, // part URLs asked for per POST /uploads/{id}/parts
   checksumMaxBytes: 64 * MiB, // "auto" hashes files up to this size (SHA-256 needs the bytes in memory)
+  completionWait: 20, // seconds `complete` asks the service to hold its answer (0: not asked)
+  verifyTimeoutMs: 10 * 60_000, // how long upload() waits for a background verification
 });
 // A part URL is asked for again when less than this is left of its life.
 const URL_REFRESH_MARGIN_MS = 30_000;
 // Resume records live as long as the service honours an Idempotency-Key.
 const RESUME_RECORD_MAX_AGE_MS = 24 * 3600 * 1000;
 const RESUME_PREFIX = "s3gate.upload.v1:";
+// Polls of a file the service verifies in the background: doubling, capped, with jitter so that
+// pages that completed together do not poll together.
+const POLL_FIRST_MS = 500;
+const POLL_MAX_MS = 5000;
 
 /** An API problem (`code` is the problem+json code), or a client-side failure. */
 export class S3gateError extends Error {
@@ -63,6 +69,11 @@ export class S3gateClient {
     const body = await this.#declaration(file, opts);
     const resume = opts.resume === false ? null : new ResumeRecord(this.#baseUrl, file, body);
     let created = await this.#createOrResume(body, resume, opts);
+    if (created.finished) {
+      resume?.forget();
+      progress.finish();
+      return created.finished;
+    }
 
     if (created.upload.method === "MULTIPART") {
       await this.#sendParts(file, created, progress, opts);
@@ -77,10 +88,7 @@ export class S3gateClient {
       });
     }
     abortIfNeeded(signal);
-    const done = await this.#api("POST", `uploads/${created.file.id}/complete`, {
-      ...opts,
-      signal,
-    });
+    const done = await this.#complete(created.file.id, { ...opts, signal });
     resume?.forget();
     progress.finish();
     return done;
@@ -136,8 +144,10 @@ export class S3gateClient {
       try {
         return await this.#create(saved.body, saved.key, opts);
       } catch (error) {
-        // Completed, expired, deleted or refused since: that upload is over, start a new one.
         if (!isFinal(error)) throw error;
+        const finished = await this.#earlier(saved, error, resume, opts);
+        if (finished) return { finished };
+        // Expired, rejected, deleted or refused since: that upload is over, start a new one.
         resume.forget();
       }
     }
@@ -151,6 +161,68 @@ export class S3gateClient {
       if (isFinal(error)) resume?.forget(); // refused: nothing to resume
       throw error;
     }
+  }
+
+  /**
+   * The saved upload's file when it is past pending yet not over: available (a page completed
+   * it and was closed before it forgot the record), or verifying, then waited for. Else null.
+   */
+  async #earlier(saved, error, resume, opts) {
+    if (error.code !== "not_pending" || !saved.id) return null;
+    let file;
+    try {
+      file = await this.getFile(saved.id, opts);
+    } catch (lookup) {
+      if (isFinal(lookup)) return null; // deleted since
+      throw lookup;
+    }
+    if (file.status === "available") return file;
+    if (file.status !== "verifying") return null;
+    try {
+      return await this.#verdict(file, Date.now() + opts.verifyTimeoutMs, opts);
+    } catch (verdict) {
+      // Rejected or expired meanwhile: nothing left to wait for, nor to resume.
+      if (["upload_rejected", "upload_expired"].includes(verdict?.code)) resume.forget();
+      throw verdict;
+    }
+  }
+
+  /** `complete`, then the verdict of a background verification: the File once available. */
+  async #complete(id, opts) {
+    const deadline = Date.now() + opts.verifyTimeoutMs;
+    // RFC 7240: the service may hold its answer until the verification ends (up to its cap),
+    // which saves the polls. Cross-origin, its CORS must allow the header. Whole seconds: the
+    // RFC's delta-seconds, and a service ignores any other value.
+    const wait = Math.ceil(opts.completionWait);
+    const headers = wait > 0 ? { Prefer: `wait=${wait}` } : {};
+    const file = await this.#api("POST", `uploads/${id}/complete`, { ...opts, headers });
+    return this.#verdict(file, deadline, opts);
+  }
+
+  /** Poll a `verifying` file until it is not: the File once available, else an S3gateError. */
+  async #verdict(file, deadline, opts) {
+    let current = file;
+    let delay = POLL_FIRST_MS;
+    while (current.status === "verifying") {
+      const left = deadline - Date.now();
+      if (left <= 0)
+        throw new S3gateError(
+          `upload ${current.id} is still being verified after ${opts.verifyTimeoutMs / 1000} s`,
+          { code: "verification_timeout", status: 202 },
+        );
+      // Equal jitter: spread out, yet never much sooner than the backoff says.
+      await sleep(Math.min(left, delay / 2 + (Math.random() * delay) / 2), opts.signal);
+      delay = Math.min(delay * 2, POLL_MAX_MS);
+      current = await this.getFile(current.id, opts);
+    }
+    if (current.status === "available") return current;
+    // The codes `complete` answers for such a file, so callers handle both ways alike.
+    const [code, status, detail] = {
+      rejected: ["upload_rejected", 422, "the service rejected the bytes when it verified them"],
+      expired: ["upload_expired", 409, "the upload expired"],
+    }[current.status] ?? ["upload_incomplete", 409, `it is ${current.status}: complete it again`];
+    const next = code === "upload_incomplete" ? "" : "; create a new upload";
+    throw new S3gateError(`upload ${current.id}: ${detail}${next}`, { code, status });
   }
 
   async #create(body, key, opts) {
