@@ -444,3 +444,14 @@ class ThreadedServer(uvicorn.Server):
         self.should_exit = True
         self.thread.join(10)
         self.socket.close()
+
+
+async def received_request(scope: dict[str, Any], receive: Any) -> tuple[bytes, dict[str, str]]:
+    """An ASGI request's whole body and its headers (the test receivers' first step)."""
+    body = b""
+    while True:
+        message = await receive()
+        body += message.get("body", b"")
+        if not message.get("more_body"):
+            break
+    return body, {name.decode(): value.decode() for name, value in scope["headers"]}

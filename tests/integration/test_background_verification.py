@@ -21,12 +21,16 @@ from tests.support import Api, new_sub, object_exists, running_app, sha256_b64
 PART = 64 * 1024  # any size: one part
 
 
-async def _multipart(api: Api, s3_http: httpx.AsyncClient, owner: str, data: bytes) -> str:
+async def _multipart(
+    api: Api, s3_http: httpx.AsyncClient, owner: str, data: bytes, declared: bytes | None = None
+) -> str:
+    """A multipart upload of `data` declaring the SHA-256 of `declared` (by default, of
+    `data`), every part sent; the file's id."""
     body = {
         "filename": "big.bin",
         "content_type": "application/octet-stream",
         "size": len(data),
-        "checksum_sha256": sha256_b64(data),
+        "checksum_sha256": sha256_b64(data if declared is None else declared),
         "multipart": True,
     }
     created = await api.created(owner, body)
@@ -73,24 +77,7 @@ async def test_a_wrong_multipart_checksum_is_rejected_by_the_worker(
 ) -> None:
     owner = new_sub()
     data = b"w" * (PART + 10)
-    body = {
-        "filename": "big.bin",
-        "content_type": "application/octet-stream",
-        "size": len(data),
-        "checksum_sha256": sha256_b64(b"x" * len(data)),  # not these bytes
-        "multipart": True,
-    }
-    created = await api.created(owner, body)
-    file_id = created["file"]["id"]
-    plan = created["upload"]
-    numbers = list(range(1, plan["part_count"] + 1))
-    parts = await api.client.post(
-        f"/uploads/{file_id}/parts", json={"part_numbers": numbers}, headers=api.auth(owner)
-    )
-    for part in parts.json()["parts"]:
-        start = (part["part_number"] - 1) * plan["part_size"]
-        chunk = data[start : start + plan["part_size"]]
-        assert (await s3_http.put(part["url"], content=chunk, headers=part["headers"])).is_success
+    file_id = await _multipart(api, s3_http, owner, data, declared=b"x" * len(data))
     rejected = await api.complete(owner, file_id, wait=30)
     assert rejected.status_code == 422
     assert rejected.json()["code"] == "upload_rejected"

@@ -308,16 +308,24 @@ async def test_sixteen_concurrent_completions_on_two_replicas_read_the_object_on
 
     before = _reads("sha256")
     async with running_app(api.settings) as other:  # a second replica on the same ledger
+        # Half of them hold their answer for the background worker (Prefer: wait).
         answers = await asyncio.gather(
             *(
-                client.post(f"/uploads/{file_id}/complete", headers=api.auth(owner))
-                for client in [api.client, other] * 8
+                client.post(
+                    f"/uploads/{file_id}/complete",
+                    headers={**api.auth(owner), **({"Prefer": "wait=30"} if n % 2 else {})},
+                )
+                for n, client in enumerate([api.client, other] * 8)
             )
         )
+    # One read of the object (by one worker of the two replicas), however many asked.
     assert _reads("sha256") - before == 1
     codes = sorted((a.status_code, a.json().get("code") or a.json()["status"]) for a in answers)
     assert (200, "available") in codes
-    assert {code for code in codes if code != (200, "available")} <= {(409, "upload_incomplete")}
+    assert {code for code in codes if code != (200, "available")} <= {
+        (202, "verifying"),  # handed to the worker, or found with it
+        (409, "upload_incomplete"),  # met the HEAD of another completion's lease
+    }
     busy = [a for a in answers if a.status_code == 409]
     assert all("verifying" in a.json()["detail"] for a in busy)
     final = await api.complete(owner, file_id)

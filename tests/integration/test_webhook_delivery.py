@@ -39,7 +39,7 @@ from app.webhooks.delivery import (
     RETRY_SCHEDULE_SECONDS,
     USER_AGENT,
 )
-from tests.support import ThreadedServer
+from tests.support import ThreadedServer, received_request
 
 TOKEN = "tok-9c1d7e5a3b2f"
 SECRET = generate_secret()
@@ -74,14 +74,8 @@ class Receiver:
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
+        body, headers = await received_request(scope, receive)
         query = scope["query_string"].decode()
-        headers = {name.decode(): value.decode() for name, value in scope["headers"]}
         self.requests.append(Received(scope["method"], scope["path"], query, headers, body))
         params = dict(urllib.parse.parse_qsl(query))
         match scope["path"].strip("/").split("/"):

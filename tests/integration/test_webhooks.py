@@ -38,6 +38,7 @@ from tests.support import (
     ThreadedServer,
     empty_ledger,
     new_sub,
+    received_request,
     run_s3gate,
     running_app,
     s3gate_env,
@@ -70,13 +71,7 @@ class Receiver:
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
-        headers = {name.decode(): value.decode() for name, value in scope["headers"]}
+        body, headers = await received_request(scope, receive)
         self.got.append(Delivered(headers, body, time.monotonic()))
         answer = self.script.pop(0) if self.script else 200
         extra: dict[str, str] = {}
