@@ -103,18 +103,27 @@ def _record(owner: str) -> FileRecord:
     )
 
 
+async def _pending(ledger: Ledger, owner: str) -> FileRecord:
+    record = _record(owner)
+    await ledger.insert(record)
+    return record
+
+
+async def _abandon(ledger: Ledger, record: FileRecord) -> None:
+    """A file.deleted event, with its delivery row, in the abandon's transaction."""
+    await ledger.transition(
+        record.id,
+        None,
+        from_status=FileStatus.PENDING,
+        to_status=FileStatus.DELETED,
+        deleted_at=datetime.now(UTC),
+    )
+
+
 async def _announce(ledger: Ledger, count: int) -> None:
     """`count` file.deleted events, each with its delivery row (abandoned pending uploads)."""
     for _ in range(count):
-        record = _record("bench")
-        await ledger.insert(record)
-        await ledger.transition(
-            record.id,
-            None,
-            from_status=FileStatus.PENDING,
-            to_status=FileStatus.DELETED,
-            deleted_at=datetime.now(UTC),
-        )
+        await _abandon(ledger, await _pending(ledger, "bench"))
 
 
 class _Settings:
@@ -156,17 +165,10 @@ async def _backend(name: str, driver: Driver, url: str, args: argparse.Namespace
             latencies = []
             for _ in range(20):
                 await asyncio.sleep(0.05)
-                record = _record("idle")
-                await ledger.insert(record)
+                record = await _pending(ledger, "idle")
                 answered.clear()
                 before = time.perf_counter()
-                await ledger.transition(
-                    record.id,
-                    None,
-                    from_status=FileStatus.PENDING,
-                    to_status=FileStatus.DELETED,
-                    deleted_at=datetime.now(UTC),
-                )
+                await _abandon(ledger, record)
                 await asyncio.wait_for(answered.wait(), 10)
                 latencies.append(timings[-1] - before)
             task.cancel()

@@ -41,9 +41,7 @@ def declaration_mismatch(record: FileRecord, info: ObjectInfo) -> Rejection | No
             f"stored size {info.size} differs from the declared {record.size} bytes",
         )
     if essence(info.content_type) != record.content_type:
-        return Rejection(
-            "content_type_mismatch", "stored content type differs from the declared one"
-        )
+        return Rejection("content_type_mismatch", DESCRIBED["content_type_mismatch"])
     if info.foreign_headers:
         # Sent unsigned with the upload, they would be served with every download.
         headers = ", ".join(info.foreign_headers)
@@ -58,8 +56,8 @@ def checksum_mismatch(declared: str | None, stored: str | None) -> Rejection | N
     if declared is None or stored == declared:
         return None
     if stored is None:
-        return Rejection("checksum_unavailable", "the store holds no SHA-256 for this object")
-    return Rejection("checksum_mismatch", "stored SHA-256 differs from the declared checksum")
+        return Rejection("checksum_unavailable", DESCRIBED["checksum_unavailable"])
+    return Rejection("checksum_mismatch", DESCRIBED["checksum_mismatch"])
 
 
 def content_mismatch(record: FileRecord, head: bytes) -> Rejection | None:

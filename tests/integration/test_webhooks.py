@@ -118,8 +118,9 @@ def _with_webhooks(settings: Settings, url: str, **extra: Any) -> Settings:
 
 @pytest.fixture
 async def hooked(settings: Settings, receiver: tuple[Receiver, str]) -> AsyncIterator[Api]:
-    """The app with the receiver configured as its one endpoint, dispatching in-process."""
-    hooked = _with_webhooks(settings, receiver[1], webhook_dispatch=True, webhook_poll_seconds=0.2)
+    """The app with the receiver configured as its one endpoint, dispatching in-process. Its
+    poll is a minute: a delivery within the tests' waits came from the commit's wake-up."""
+    hooked = _with_webhooks(settings, receiver[1], webhook_dispatch=True, webhook_poll_seconds=60)
     async with running_app(hooked) as client:
         yield Api(client, hooked)
 
@@ -164,13 +165,11 @@ async def test_each_event_is_delivered_once_signed_and_in_order(
     file, _ = await hooked.upload(s3_http, owner, b"hello", content_type="text/plain")
     completed = await hooked.complete(owner, file["id"])
     assert completed.status_code == 200
-    answered = time.monotonic()
-    await _until(lambda: len(got.got) >= 1)
-    latency = got.got[0].at - answered
+    await _until(lambda: len(got.got) >= 1)  # woken by the commit: the poll is a minute away
     deleted = await hooked.client.delete(f"/files/{file['id']}", headers=hooked.auth(owner))
     assert deleted.status_code == 204
     await _until(lambda: len(got.got) >= 2)
-    await asyncio.sleep(1.0)  # several polls later: nothing is delivered twice
+    await asyncio.sleep(1.0)  # the passes after each claim find nothing more to deliver
     assert len(got.got) == 2
 
     bodies = [_verified(delivery) for delivery in got.got]
@@ -186,8 +185,6 @@ async def test_each_event_is_delivered_once_signed_and_in_order(
     ]
     assert all(d.headers["content-type"] == "application/json" for d in got.got)
     assert {row["status"] for row in _deliveries(hooked.settings)} == {"delivered"}
-    # the in-process dispatcher is woken by the commit, not by its 0.2 s poll
-    assert latency < 0.2, f"idle delivery latency {latency * 1000:.0f} ms"
 
 
 async def test_an_endpoint_hears_only_the_event_types_it_asked_for(
