@@ -97,8 +97,11 @@ async def drain(stack: Stack, tally: Tally, token: str, s3: httpx.AsyncClient) -
         slow = [asyncio.create_task(slow_create(replica, token, release)) for _ in range(2)]
 
         async def complete(file_id: str) -> tuple[int, str, float]:
+            # The whole-object read runs in the background worker (202 `verifying`); held
+            # for its end with Prefer: wait, as the clients do, the request stays in flight.
             answer = await direct.post(
-                f"/uploads/{file_id}/complete", headers={"Authorization": f"Bearer {token}"}
+                f"/uploads/{file_id}/complete",
+                headers={"Authorization": f"Bearer {token}", "Prefer": "wait=30"},
             )
             return answer.status_code, answer.text, time.time()
 
