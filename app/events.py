@@ -69,13 +69,21 @@ def announce(file: Any, reason: str | None, now: datetime) -> NewEvent | None:
     event_type = EVENT_FOR_STATUS.get(file.status)
     if event_type is None:
         return None
+    extra = {"reason": reason or "rejected"} if event_type is EventType.FILE_REJECTED else {}
+    return file_event(event_type, file, now, extra)
+
+
+def file_event(
+    event_type: EventType, file: Any, now: datetime, extra: dict[str, Any] | None = None
+) -> NewEvent:
+    """An event about `file` (a ledger record), its data carrying `extra` too (a rejection's
+    reason; a sharing event's grant or link, as JSON data)."""
     event_id = uuid7()
     data: dict[str, Any] = {
         "owner": file.owner_id,
         "file": EventFileOut.model_validate(file).model_dump(mode="json"),
+        **(extra or {}),
     }
-    if event_type is EventType.FILE_REJECTED:
-        data["reason"] = reason or "rejected"
     payload = {
         "id": str(event_id),
         "type": str(event_type),

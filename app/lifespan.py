@@ -24,7 +24,13 @@ from app.ledger import Ledger
 from app.logs import configure_logging, silence_uvicorn_access_log
 from app.metrics import worker_started, worker_stopped
 from app.profiles import UNKNOWN, StoreProfile, vendor_profile
-from app.ratelimit import LocalRateLimiter, RateLimiter, RedisRateLimiter, Unlimited
+from app.ratelimit import (
+    REDIS_KEY_PREFIX,
+    LocalRateLimiter,
+    RateLimiter,
+    RedisRateLimiter,
+    Unlimited,
+)
 from app.scanner import ClamdScanner, parse_scanner_url
 from app.signer import Signer
 from app.storage import Storage
@@ -56,17 +62,37 @@ class AppState:
 
 
 def rate_limiter(settings: Settings) -> RateLimiter:
-    """Shared through Redis when configured, per process otherwise, or none."""
-    if not settings.rate_limit_per_minute:
+    """The owners' limit: shared through Redis when configured, per process otherwise, or none."""
+    return _limiter(settings, settings.rate_limit_per_minute, settings.rate_limit_burst, "")
+
+
+def link_rate_limiters(settings: Settings) -> tuple[RateLimiter, RateLimiter]:
+    """Share links' limits: per link, and per client address (their own Redis keys)."""
+    return (
+        _limiter(
+            settings, settings.link_rate_limit_per_minute, settings.link_rate_limit_burst, "link"
+        ),
+        _limiter(
+            settings,
+            settings.link_address_rate_limit_per_minute,
+            settings.link_address_rate_limit_burst,
+            "link-address",
+        ),
+    )
+
+
+def _limiter(settings: Settings, per_minute: int, burst: int, name: str) -> RateLimiter:
+    if not per_minute:
         return Unlimited()
     if settings.redis_url:
         return RedisRateLimiter.from_url(
             settings.redis_url,
-            settings.rate_limit_per_minute,
-            settings.rate_limit_burst,
+            per_minute,
+            burst,
             fail_open=settings.rate_limit_fail_open,
+            prefix=REDIS_KEY_PREFIX + (f"{name}:" if name else ""),
         )
-    return LocalRateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst)
+    return LocalRateLimiter(per_minute, burst)
 
 
 def s3_clients(settings: Settings) -> tuple[S3Client, S3Client, Credentials | None]:
@@ -197,6 +223,13 @@ async def _reap_periodically(reaper: Reaper, interval: int, batch_size: int) -> 
             log.warning("reaper pass failed: %s", type(exc).__name__)
 
 
+async def _flush_access_history(use_cases: UseCases) -> None:
+    try:
+        await use_cases.access.flush()
+    except Exception as exc:  # the database is gone: the audit log lines are what is left
+        log.warning("access history not flushed at shutdown: %s", type(exc).__name__)
+
+
 @contextlib.asynccontextmanager
 async def _background(work: Coroutine[Any, Any, None]) -> AsyncIterator[None]:
     """Run `work` as a task for the duration of the block; cancel it (and wait) on the way out."""
@@ -222,7 +255,9 @@ async def _warn_if_migrations_pending(ledger: Ledger) -> None:
 
 
 @contextlib.asynccontextmanager
-async def open_use_cases(settings: Settings) -> AsyncIterator[tuple[Ledger, UseCases]]:
+async def open_use_cases(
+    settings: Settings, limiter: RateLimiter | None = None
+) -> AsyncIterator[tuple[Ledger, UseCases]]:
     """The ledger, S3 clients, signer and use cases: opened together, closed together.
 
     Everything opened goes on one exit stack as soon as it exists, so a failure at any later
@@ -248,6 +283,9 @@ async def open_use_cases(settings: Settings) -> AsyncIterator[tuple[Ledger, UseC
         # signed, the profile probe's included.
         signer_for(profile=UNKNOWN).cross_check()
         signer = signer_for(profile=await store_profile(storage_client, signer_for, settings))
+        link_limiters = link_rate_limiters(settings)
+        for link_limiter in link_limiters:
+            stack.push_async_callback(link_limiter.aclose)
         use_cases = build_use_cases(
             settings,
             ledger,
@@ -255,7 +293,11 @@ async def open_use_cases(settings: Settings) -> AsyncIterator[tuple[Ledger, UseC
             Storage(storage_client, settings.s3_bucket, hash_concurrency=settings.hash_concurrency),
             dispatcher=dispatcher,
             scanner=scanner_for(settings),
+            limiter=limiter,
+            link_limiters=link_limiters,
         )
+        # Last out, before the ledger closes: the access history this process still holds.
+        stack.push_async_callback(_flush_access_history, use_cases)
         if credentials is not None and hasattr(credentials, "_expiry_time"):
             await stack.enter_async_context(_background(_keep_credentials_fresh(credentials)))
         await _warn_if_migrations_pending(ledger)
@@ -280,13 +322,14 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         stack.callback(worker_stopped)
         stack.push_async_callback(verifier.aclose)  # also releases a start that failed half-way
         await verifier.start()
-        ledger, use_cases = await stack.enter_async_context(open_use_cases(settings))
+        ledger, use_cases = await stack.enter_async_context(open_use_cases(settings, limiter))
         app.state.s3gate = AppState(settings, ledger, verifier, use_cases, limiter)
         if settings.reaper_interval_seconds:
             reaper = _reap_periodically(
                 use_cases.reaper, settings.reaper_interval_seconds, settings.reaper_batch_size
             )
             await stack.enter_async_context(_background(reaper))
+        await stack.enter_async_context(_background(use_cases.access.run_forever()))
         if settings.verify_in_process:
             await stack.enter_async_context(_background(use_cases.verification.run_forever()))
         if settings.webhook_dispatch and use_cases.dispatcher is not None:

@@ -35,6 +35,9 @@ class RequestContext:
 
     request_id: str
     owner: str | None = None
+    # The client's address (the balancer's X-Forwarded-For when S3GATE_PROXY_HEADERS trusts
+    # it): the access history records it with each URL issued.
+    client: str | None = None
 
 
 _request: contextvars.ContextVar[RequestContext | None] = contextvars.ContextVar(
@@ -49,6 +52,12 @@ def bind_request(context: RequestContext) -> contextvars.Token[RequestContext | 
 
 def unbind_request(token: contextvars.Token[RequestContext | None]) -> None:
     _request.reset(token)
+
+
+def current_client() -> str | None:
+    """The address of the client whose request is running (None outside a request)."""
+    context = _request.get()
+    return context.client if context is not None else None
 
 
 def note_owner(sub: str) -> None:

@@ -14,7 +14,8 @@ from app.http.assets import add_docs_pages, mount_browser_assets
 from app.http.middleware import CORS, BodyLimitMiddleware, RootPathMiddleware
 from app.http.observer import RequestObserver
 from app.http.problems import install_error_handlers
-from app.http.routers import downloads, events, files, ops, uploads
+from app.http.routers import downloads, events, files, ops, sharing, uploads
+from app.http.routers.sharing import SHARE_LINK_PATH
 from app.lifespan import lifespan
 
 DESCRIPTION = """\
@@ -47,7 +48,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.verifier = verifier
     install_error_handlers(app)
-    for module in (uploads, downloads, files, events, ops):
+    for module in (uploads, downloads, files, sharing, events, ops):
         # The routes join the app's own router: include_router keeps each router as a
         # matching layer, ~20 us per request (bench/), for features (prefixes, router-wide
         # dependencies) this app does not use.
@@ -79,7 +80,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     return app
 
 
-PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/metrics", SHARE_LINK_PATH})
 
 
 def _openapi_with_bearer(app: FastAPI) -> dict[str, Any]:

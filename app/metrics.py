@@ -61,6 +61,7 @@ DB_BUCKETS = (
 )
 
 URL_KINDS = ("put", "post", "part", "get")
+LINK_OUTCOMES = ("redirected", "refused")
 # What a call to POST /uploads/{id}/complete answered.
 COMPLETION_OUTCOMES = (
     "available",  # verified now
@@ -145,6 +146,17 @@ class Metrics:
             "Requests refused with 429 by the per-owner rate limit.",
             registry=registry,
         )
+        self.access_dropped = Counter(
+            "s3gate_access_history_dropped",
+            "Access-history rows dropped because the ledger refused them for too long.",
+            registry=registry,
+        )
+        link_uses = Counter(
+            "s3gate_share_link_uses",
+            "Share-link requests: redirected to a download, or refused with the one 404.",
+            ("outcome",),
+            registry=registry,
+        )
         quota_refusals = Counter(
             "s3gate_quota_refusals",
             "Uploads refused with 403 quota_exceeded, by the quota that was full.",
@@ -181,6 +193,7 @@ class Metrics:
         self.urls_issued = {kind: urls_issued.labels(kind) for kind in URL_KINDS}
         self.completions = {outcome: completions.labels(outcome) for outcome in COMPLETION_OUTCOMES}
         self.quota_refusals = {kind: quota_refusals.labels(kind) for kind in QUOTA_KINDS}
+        self.link_uses = {outcome: link_uses.labels(outcome) for outcome in LINK_OUTCOMES}
         self._http: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
         self._calls: dict[tuple[str, str], CallMetrics] = {}
 

@@ -141,7 +141,13 @@ class EventType(StrEnum):
     FILE_REJECTED = "file.rejected"
     UPLOAD_EXPIRED = "upload.expired"
     FILE_DELETED = "file.deleted"
+    FILE_SHARED = "file.shared"
+    GRANT_REVOKED = "grant.revoked"
+    LINK_CREATED = "link.created"
+    LINK_REVOKED = "link.revoked"
 
+
+EVENT_TYPES_CHECK = "type IN ({})".format(", ".join(f"'{kind}'" for kind in EventType))
 
 # SQLite makes only an INTEGER PRIMARY KEY an alias of the rowid (the autoincrementing one).
 _SEQUENCE = BigInteger().with_variant(Integer(), "sqlite")
@@ -165,10 +171,7 @@ class EventRow(Base):
     payload: Mapped[str] = mapped_column(Text())
 
     __table_args__ = (
-        CheckConstraint(
-            "type IN ('file.available', 'file.rejected', 'upload.expired', 'file.deleted')",
-            name="type",
-        ),
+        CheckConstraint(EVENT_TYPES_CHECK, name="type"),
         UniqueConstraint("id"),
         Index(None, "owner_id", "seq"),
         Index(None, "created_at"),
@@ -214,3 +217,99 @@ class DeliveryRow(Base):
 
 
 deliveries_table: Table = DeliveryRow.__table__  # type: ignore[assignment]
+
+
+class GrantPermission(StrEnum):
+    READ = "read"  # GET /files/{id}, GET /downloads/{id} (and batch), the file in listings
+    DELETE = "delete"  # read, and DELETE /files/{id}
+
+
+class GrantRow(Base):
+    """Access to one file for a subject (a token's `sub`) or a group (a value of the claim
+    S3GATE_GROUP_CLAIM names). Revoking deletes the row: access is decided from live rows
+    only, and the revocation is kept as its grant.revoked event."""
+
+    __tablename__ = "grants"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid(), primary_key=True)
+    file_id: Mapped[uuid.UUID] = mapped_column(Uuid())
+    subject: Mapped[str | None] = mapped_column(String(255))
+    group_name: Mapped[str | None] = mapped_column(String(255))
+    permission: Mapped[str] = mapped_column(String(16))
+    created_by: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+
+    __table_args__ = (
+        CheckConstraint("permission IN ('read', 'delete')", name="permission"),
+        CheckConstraint("(subject IS NULL) <> (group_name IS NULL)", name="subject_or_group"),
+        # One grant per file and grantee (a second grant updates it); NULLs never collide,
+        # so each constraint binds only its kind of grantee. They are the access check's
+        # indexes too: (subject, file_id) and (group_name, file_id).
+        UniqueConstraint("subject", "file_id"),
+        UniqueConstraint("group_name", "file_id"),
+        Index(None, "file_id"),
+    )
+
+
+grants_table: Table = GrantRow.__table__  # type: ignore[assignment]
+
+
+class LinkRow(Base):
+    """A share link: whoever holds its token may download the file, within its expiry and
+    download count. Only the token's SHA-256 is stored; revoking sets revoked_at."""
+
+    __tablename__ = "links"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid(), primary_key=True)
+    file_id: Mapped[uuid.UUID] = mapped_column(Uuid())
+    token_hash: Mapped[str] = mapped_column(String(64))
+    created_by: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    max_downloads: Mapped[int | None] = mapped_column(Integer)
+    downloads: Mapped[int] = mapped_column(Integer)
+    revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+
+    __table_args__ = (
+        CheckConstraint("downloads >= 0", name="downloads"),
+        CheckConstraint("max_downloads IS NULL OR max_downloads > 0", name="max_downloads"),
+        UniqueConstraint("token_hash"),
+        Index(None, "file_id", "id"),
+    )
+
+
+links_table: Table = LinkRow.__table__  # type: ignore[assignment]
+
+
+class AccessAction(StrEnum):
+    UPLOAD = "upload"  # a PUT URL or form POST policy
+    PART = "part"  # one multipart part URL
+    DOWNLOAD = "download"  # a GET URL for a token's holder
+    LINK = "link"  # a GET URL for a share link's holder
+
+
+class AccessRow(Base):
+    """The access history: one row per URL issued, who it went to and until when."""
+
+    __tablename__ = "access"
+
+    seq: Mapped[int] = mapped_column(_SEQUENCE, primary_key=True, autoincrement=True)
+    file_id: Mapped[uuid.UUID] = mapped_column(Uuid())
+    action: Mapped[str] = mapped_column(String(16))
+    # The token's sub, or (a share link's use) None with the link's id.
+    actor_sub: Mapped[str | None] = mapped_column(String(255))
+    link_id: Mapped[uuid.UUID | None] = mapped_column(Uuid())
+    client_address: Mapped[str | None] = mapped_column(String(64))
+    issued_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    part_number: Mapped[int | None] = mapped_column(Integer)
+
+    __table_args__ = (
+        CheckConstraint("action IN ('upload', 'part', 'download', 'link')", name="action"),
+        Index(None, "file_id", "seq"),
+        Index(None, "issued_at"),
+    )
+
+
+access_table: Table = AccessRow.__table__  # type: ignore[assignment]

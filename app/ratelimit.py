@@ -28,21 +28,25 @@ REDIS_TIMEOUT_SECONDS = 0.25  # a limiter that cannot answer fast must not hold 
 WARNING_INTERVAL_SECONDS = 10.0
 LOCAL_MAX_OWNERS = 100_000
 
-# KEYS[1] owner key; ARGV: emission interval (s), burst tolerance (s). Returns "0" when allowed,
-# else the seconds to wait. TIME is Redis' clock, the same for every replica.
+# KEYS[1] owner key; ARGV: emission interval (s), burst tolerance (s), requests wanted. Returns
+# "GRANTED WAIT": how many of them are allowed (as many as the burst has room for) and, when
+# none is, the seconds to wait. TIME is Redis' clock, the same for every replica.
 _GCRA_LUA = """
 local now_parts = redis.call('TIME')
 local now = tonumber(now_parts[1]) + tonumber(now_parts[2]) / 1000000
 local interval = tonumber(ARGV[1])
 local tolerance = tonumber(ARGV[2])
+local wanted = tonumber(ARGV[3])
 local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
 if tat < now then tat = now end
-if tat - now > tolerance then
-  return tostring(tat - now - tolerance)
+local room = tolerance - (tat - now)
+if room < 0 then
+  return '0 ' .. tostring(-room)
 end
-local new_tat = tat + interval
+local granted = math.min(wanted, math.floor(room / interval) + 1)
+local new_tat = tat + granted * interval
 redis.call('SET', KEYS[1], tostring(new_tat), 'PX', math.ceil((new_tat - now) * 1000) + 1000)
-return '0'
+return tostring(granted) .. ' 0'
 """
 
 
@@ -50,7 +54,19 @@ class RateLimiter(Protocol):
     async def check(self, owner: str) -> None:
         """Count one request for `owner`; raise RateLimited when over the limit."""
 
+    async def take(self, owner: str, wanted: int) -> int:
+        """Count up to `wanted` requests for `owner` (a batch): how many the burst allows,
+        at least one; RateLimited when none is."""
+
     async def aclose(self) -> None: ...
+
+
+def _granted(interval: float, tolerance: float, tat: float, now: float, wanted: int) -> int:
+    """How many of `wanted` requests fit in the burst at `now` (0: none; the Lua twin above)."""
+    room = tolerance - (tat - now)
+    if room < 0:
+        return 0
+    return min(wanted, math.floor(room / interval) + 1)
 
 
 def _limits(per_minute: int, burst: int) -> tuple[float, float]:
@@ -72,6 +88,9 @@ class Unlimited:
     async def check(self, owner: str) -> None:
         return None
 
+    async def take(self, owner: str, wanted: int) -> int:
+        return wanted
+
     async def aclose(self) -> None:
         return None
 
@@ -87,14 +106,19 @@ class LocalRateLimiter:
         self._tat: dict[str, float] = {}
 
     async def check(self, owner: str) -> None:
+        await self.take(owner, 1)
+
+    async def take(self, owner: str, wanted: int) -> int:
         now = self._clock()
         tat = max(self._tat.get(owner, now), now)
-        if tat - now > self._tolerance:
+        granted = _granted(self._interval, self._tolerance, tat, now, wanted)
+        if not granted:
             raise _refuse(tat - now - self._tolerance)
         if len(self._tat) >= LOCAL_MAX_OWNERS:
             # Owners whose bucket is full again carry no state worth keeping.
             self._tat = {k: v for k, v in self._tat.items() if v > now}
-        self._tat[owner] = tat + self._interval
+        self._tat[owner] = tat + granted * self._interval
+        return granted
 
     async def aclose(self) -> None:
         return None
@@ -111,8 +135,10 @@ class RedisRateLimiter:
         *,
         fail_open: bool,
         clock: Callable[[], float] = time.monotonic,
+        prefix: str = REDIS_KEY_PREFIX,
     ) -> None:
         self._redis = redis
+        self._prefix = prefix  # keeps this limiter's keys apart from another's on one Redis
         self._interval, self._tolerance = _limits(per_minute, burst)
         self._fail_open = fail_open
         self._script = redis.register_script(_GCRA_LUA)
@@ -121,7 +147,13 @@ class RedisRateLimiter:
 
     @classmethod
     def from_url(
-        cls, url: str, per_minute: int, burst: int, *, fail_open: bool
+        cls,
+        url: str,
+        per_minute: int,
+        burst: int,
+        *,
+        fail_open: bool,
+        prefix: str = REDIS_KEY_PREFIX,
     ) -> RedisRateLimiter:
         """A limiter on the Redis at `url`, with short timeouts."""
         from redis.asyncio import Redis  # only replicas that share limits need the client
@@ -132,24 +164,27 @@ class RedisRateLimiter:
             socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
             decode_responses=True,
         )
-        return cls(redis, per_minute, burst, fail_open=fail_open)
+        return cls(redis, per_minute, burst, fail_open=fail_open, prefix=prefix)
 
     async def check(self, owner: str) -> None:
+        await self.take(owner, 1)
+
+    async def take(self, owner: str, wanted: int) -> int:
         from redis.exceptions import RedisError
 
         try:
-            wait = float(
-                await self._script(
-                    keys=[REDIS_KEY_PREFIX + owner], args=[self._interval, self._tolerance]
-                )
+            answer = await self._script(
+                keys=[self._prefix + owner], args=[self._interval, self._tolerance, wanted]
             )
+            granted, wait = str(answer).split()
         except (RedisError, OSError) as exc:
             self._warn(type(exc).__name__)
             if self._fail_open:
-                return
+                return wanted
             raise RateLimiterUnavailable() from None
-        if wait > 0:
-            raise _refuse(wait)
+        if not int(granted):
+            raise _refuse(float(wait))
+        return int(granted)
 
     def _warn(self, reason: str) -> None:
         # One line per interval, not one per request, while Redis is down.

@@ -267,8 +267,16 @@ class EventDataOut(BaseModel):
         default=None,
         description=(
             "file.rejected only: why, as a stable code (size_mismatch, content_type_mismatch, "
-            "unsigned_headers, checksum_mismatch, checksum_unavailable, content_mismatch)."
+            "unsigned_headers, checksum_mismatch, checksum_unavailable, content_mismatch, "
+            "malware, too_large_to_scan)."
         ),
+    )
+    grant: GrantOut | None = Field(
+        default=None, description="file.shared and grant.revoked: the grant (as it was)."
+    )
+    link: LinkOut | None = Field(
+        default=None,
+        description="link.created and link.revoked: the link (never its token).",
     )
 
 
@@ -302,7 +310,16 @@ class EventOut(BaseModel):
     )
 
     id: uuid.UUID = Field(description="UUIDv7; also the webhook-id of its deliveries.")
-    type: Literal["file.available", "file.rejected", "upload.expired", "file.deleted"]
+    type: Literal[
+        "file.available",
+        "file.rejected",
+        "upload.expired",
+        "file.deleted",
+        "file.shared",
+        "grant.revoked",
+        "link.created",
+        "link.revoked",
+    ]
     timestamp: str = Field(description="When the change was committed (RFC 3339, UTC).")
     data: EventDataOut
 
@@ -317,6 +334,164 @@ class EventPageOut(BaseModel):
     )
 
 
+_GRANTEE = Field(
+    default=None,
+    min_length=1,
+    max_length=255,
+    description="Exactly one of `subject` (a token's `sub`) and `group`.",
+)
+
+
+class GrantIn(BaseModel):
+    """Who gets access to the file, what they may do, until when."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"subject": "user-7", "permission": "read", "expires_at": "2026-12-31T00:00:00Z"},
+                {"group": "accounting"},
+            ]
+        },
+    )
+
+    subject: Annotated[str | None, _GRANTEE]
+    group: Annotated[
+        str | None,
+        Field(
+            default=None,
+            min_length=1,
+            max_length=255,
+            description="A value of the token claim S3GATE_GROUP_CLAIM names (e.g. an org id).",
+        ),
+    ]
+    permission: Literal["read", "delete"] = Field(
+        default="read",
+        description="`read`: see the file and download it; `delete`: that, and delete it.",
+    )
+    expires_at: datetime | None = Field(
+        default=None, description="When the grant stops working (RFC 3339, in the future)."
+    )
+
+    @model_validator(mode="after")
+    def _one_grantee(self) -> GrantIn:
+        if (self.subject is None) == (self.group is None):
+            raise ValueError("give exactly one of subject and group")
+        if self.expires_at is not None and self.expires_at.tzinfo is None:
+            raise ValueError("expires_at needs a time zone (such as Z)")
+        return self
+
+
+class GrantOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    file_id: uuid.UUID
+    subject: str | None
+    group: str | None
+    permission: Literal["read", "delete"]
+    created_by: str = Field(description="The `sub` that granted it (the owner or an admin).")
+    created_at: Timestamp
+    expires_at: Timestamp | None
+    active: bool = Field(description="False once expired (kept until the reaper prunes it).")
+
+
+class GrantListOut(BaseModel):
+    items: list[GrantOut]
+
+
+class LinkIn(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"expires_in": 3600, "max_downloads": 5}]}
+    )
+
+    expires_in: int = Field(
+        strict=True,
+        ge=60,
+        description="Seconds the link works for (at most S3GATE_LINK_MAX_TTL_SECONDS).",
+    )
+    max_downloads: int | None = Field(
+        default=None, strict=True, ge=1, le=1_000_000, description="Uses allowed; null: no cap."
+    )
+
+
+class LinkOut(BaseModel):
+    """A share link as listed: never its token (only its hash is stored)."""
+
+    id: uuid.UUID
+    file_id: uuid.UUID
+    created_by: str
+    created_at: Timestamp
+    expires_at: Timestamp
+    max_downloads: int | None
+    downloads: int = Field(description="Uses so far (each one a redirect to a fresh URL).")
+    revoked_at: Timestamp | None
+    state: Literal["active", "expired", "exhausted", "revoked"]
+
+
+class CreatedLinkOut(LinkOut):
+    token: str = Field(description="Shown this once; s3gate keeps only its SHA-256.")
+    url: str = Field(description="`/s/{token}`: each GET redirects to a fresh download URL.")
+
+
+class LinkListOut(BaseModel):
+    items: list[LinkOut]
+
+
+class BatchDownloadIn(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"ids": ["0b6f1c1e-8a34-4c8e-9a51-2f0d3e0a9c11"]}]},
+    )
+
+    ids: list[Annotated[str, Field(max_length=64)]] = Field(min_length=1, max_length=100)
+    disposition: Literal["attachment", "inline"] = "attachment"
+
+
+class ProblemOut(BaseModel):
+    type: str
+    title: str
+    status: int
+    detail: str
+    code: str
+
+
+class BatchDownloadItemOut(BaseModel):
+    """One id's answer, in the request's order: a URL, or the problem the single route gives."""
+
+    id: str
+    url: str | None = None
+    method: Literal["GET"] | None = None
+    expires_at: Timestamp | None = None
+    problem: ProblemOut | None = None
+
+
+class BatchDownloadOut(BaseModel):
+    items: list[BatchDownloadItemOut]
+
+
+class AccessOut(BaseModel):
+    """One URL issued for the file."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int = Field(validation_alias="seq")
+    action: Literal["upload", "part", "download", "link"]
+    actor_sub: str | None = Field(description="The token's `sub`; null for a share link's use.")
+    link_id: uuid.UUID | None = Field(description="The share link used (action `link`).")
+    client_address: str | None
+    issued_at: Timestamp
+    expires_at: Timestamp = Field(description="When the URL stops working.")
+    part_number: int | None
+
+
+class AccessPageOut(BaseModel):
+    items: list[AccessOut]
+    next_cursor: str | None = Field(
+        description="Pass as `cursor` to read older entries; null on the last page."
+    )
+
+
 class HealthOut(BaseModel):
     status: Literal["ok"]
 
@@ -324,3 +499,6 @@ class HealthOut(BaseModel):
 class ReadyOut(BaseModel):
     status: Literal["ok"]
     checks: dict[str, Any]
+
+
+EventDataOut.model_rebuild()  # its grant and link are declared after it

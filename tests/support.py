@@ -30,7 +30,14 @@ from app.config import Settings
 from app.devstack import EmbeddedS3
 from app.main import create_app
 from app.migrate import sync_url
-from app.models import deliveries_table, events_table, files_table
+from app.models import (
+    access_table,
+    deliveries_table,
+    events_table,
+    files_table,
+    grants_table,
+    links_table,
+)
 from devkit.env import clean_env
 from devkit.ports import free_port
 from devkit.processes import (
@@ -52,11 +59,13 @@ def sql_engine(database_url: str) -> Engine:
 
 
 def empty_ledger(database_url: str) -> None:
-    """Forget every file, event and delivery (tests share one database per backend)."""
+    """Forget every file, event, delivery, grant, link and access row (tests share one
+    database per backend)."""
     engine = sql_engine(database_url)
     try:
         with engine.begin() as conn:
-            for table in (deliveries_table, events_table, files_table):
+            tables = (access_table, links_table, grants_table, deliveries_table, events_table)
+            for table in (*tables, files_table):
                 conn.execute(delete(table))
     finally:
         engine.dispose()
@@ -110,8 +119,14 @@ class Api:
     settings: Settings
 
     @staticmethod
-    def auth(sub: str, *, admin: bool = False) -> dict[str, str]:
-        token = mint_token(TEST_JWT_SECRET, sub, admin_scope="s3gate:admin" if admin else None)
+    def auth(sub: str, *, admin: bool = False, **claims: Any) -> dict[str, str]:
+        """A bearer header for `sub` (an admin's), with any other `claims` (groups=[...])."""
+        token = mint_token(
+            TEST_JWT_SECRET,
+            sub,
+            admin_scope="s3gate:admin" if admin else None,
+            extra_claims=claims or None,
+        )
         return {"Authorization": f"Bearer {token}"}
 
     async def create(

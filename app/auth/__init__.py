@@ -10,24 +10,28 @@ The names other modules use are importable from `app.auth` itself.
 """
 
 from app.auth.verifier import (
+    MAX_GROUPS,
     MAX_SUB_CHARS,
     MAX_TOKEN_CHARS,
     VERIFIED_CACHE_MAX_ENTRIES,
     VERIFIED_CACHE_MAX_TOKEN_CHARS,
     VERIFIED_CACHE_SECONDS,
     Principal,
+    Quota,
     TokenVerifier,
     bearer_description,
     mint_token,
 )
 
 __all__ = [
+    "MAX_GROUPS",
     "MAX_SUB_CHARS",
     "MAX_TOKEN_CHARS",
     "VERIFIED_CACHE_MAX_ENTRIES",
     "VERIFIED_CACHE_MAX_TOKEN_CHARS",
     "VERIFIED_CACHE_SECONDS",
     "Principal",
+    "Quota",
     "TokenVerifier",
     "bearer_description",
     "mint_token",

@@ -18,6 +18,7 @@ from jose.backends.base import Key
 
 from app.auth.keys import KeySource, key_source, kty_for
 from app.config import AuthSettings
+from app.config.auth import quota_limits
 
 if TYPE_CHECKING:
     import httpx
@@ -27,6 +28,7 @@ log = logging.getLogger("s3gate.auth")
 
 MAX_TOKEN_CHARS = 8 * 1024
 MAX_SUB_CHARS = 255
+MAX_GROUPS = 32  # distinct groups in one token
 # Verified tokens are remembered briefly: clients reuse one token for many calls, and signature
 # checking plus claim parsing is the largest CPU cost of a request. Entries never outlive the
 # token's own exp, and a JWKS refresh empties the cache so a withdrawn key stops working.
@@ -43,11 +45,23 @@ _SUB_FORBIDDEN_CATEGORIES = frozenset({"Cc", "Cs", "Cf", "Zl", "Zp"})
 
 
 @dataclass(frozen=True, slots=True)
+class Quota:
+    """An owner's quotas from its token (S3GATE_QUOTA_CLAIM); None: the global setting.
+    0 means no limit, as in the settings."""
+
+    bytes: int | None = None
+    pending: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Principal:
-    """Who is calling: the token's `sub` and whether it carries the admin scope."""
+    """Who is calling: the token's `sub`, whether it carries the admin scope, the groups it
+    belongs to (S3GATE_GROUP_CLAIM; grants to a group reach it) and its quota tier."""
 
     sub: str
     is_admin: bool
+    groups: tuple[str, ...] = ()
+    quota: Quota | None = None
 
 
 class _JoseKeys:
@@ -112,6 +126,10 @@ class TokenVerifier:
         self._clock = clock
         self._leeway = settings.jwt_leeway_seconds
         self._verified: dict[str, tuple[Principal, float]] = {}  # token -> (who, valid until)
+        self._tiers = {
+            name: Quota(bytes=tier.bytes, pending=tier.pending)
+            for name, tier in settings.quota_tiers.items()
+        }
         # Static keys are built (and refused with a ConfigError) here; JWKS keys at start().
         self._keys: KeySource[Key] = key_source(
             settings, _JoseKeys(), http=http, clock=clock, on_rotate=self._verified.clear
@@ -246,7 +264,43 @@ class TokenVerifier:
                 raise InvalidToken()
             if settings.jwt_audience not in audiences:
                 raise InvalidToken()
-        return Principal(sub=sub, is_admin=self._is_admin(claims))
+        return Principal(
+            sub=sub,
+            is_admin=self._is_admin(claims),
+            groups=self._groups(claims),
+            quota=self._quota(claims),
+        )
+
+    def _groups(self, claims: dict[str, Any]) -> tuple[str, ...]:
+        name = self._settings.group_claim
+        if name is None or name not in claims:
+            return ()
+        value = claims[name]
+        members = [value] if isinstance(value, str) else value
+        # Groups are matched against grants and logged like a `sub`: held to the same rule.
+        # A claim of any other shape is refused, never read as "no groups".
+        if not isinstance(members, list) or not all(_is_valid_sub(group) for group in members):
+            raise InvalidToken()
+        groups = tuple(dict.fromkeys(members))
+        if len(groups) > MAX_GROUPS:
+            raise InvalidToken()
+        return groups
+
+    def _quota(self, claims: dict[str, Any]) -> Quota | None:
+        name = self._settings.quota_claim
+        if name is None or name not in claims:
+            return None
+        value = claims[name]
+        if isinstance(value, str):
+            tier = self._tiers.get(value)
+            if tier is None:  # a tier this deployment does not define: never the global one
+                raise InvalidToken()
+            return tier
+        try:
+            limits = quota_limits(value)
+        except ValueError:
+            raise InvalidToken() from None
+        return Quota(bytes=limits[0], pending=limits[1])
 
     def _is_admin(self, claims: dict[str, Any]) -> bool:
         wanted = self._settings.admin_scope
@@ -270,10 +324,22 @@ def bearer_description(settings: AuthSettings) -> str:
     """The OpenAPI text of the bearer scheme: the claims this deployment requires."""
     claim = settings.admin_roles_claim
     roles = f", or an element of the list `{claim}`" if claim is not None else ""
+    groups = (
+        f"`{settings.group_claim}` (when present) is one group or a list of up to {MAX_GROUPS} "
+        "distinct groups, each held to the rule of `sub`. "
+        if settings.group_claim is not None
+        else ""
+    )
+    quota = (
+        f'`{settings.quota_claim}` (when present) is {{"bytes": n, "pending": n}} (each '
+        "optional, a non-negative integer, 0: no limit) or the name of a quota tier. "
+        if settings.quota_claim is not None
+        else ""
+    )
     return (
         "A JWT issued by your identity provider. `sub` (the owner id) is 1-255 printable "
         "characters: no control, lone surrogate, line/paragraph separator or invisible format "
-        "character. `exp` (and `nbf`/`iat` when present) are finite numbers. "
+        f"character. `exp` (and `nbf`/`iat` when present) are finite numbers. {groups}{quota}"
         "Any other token is 401 `invalid_token`. "
         f"Admin: `{settings.admin_scope}` as one of the space-separated tokens of `scope`{roles}."
     )
@@ -289,8 +355,10 @@ def mint_token(
     issuer: str | None = None,
     audience: str | None = None,
     now: float | None = None,
+    extra_claims: dict[str, Any] | None = None,
 ) -> str:
-    """Mint an HMAC-signed token (for `s3gate token` and tests)."""
+    """Mint an HMAC-signed token (for `s3gate token` and tests); `extra_claims` are merged
+    in last (e.g. a groups or quota claim)."""
     issued = int(time.time() if now is None else now)
     claims: dict[str, Any] = {"sub": sub, "iat": issued, "exp": issued + ttl_seconds}
     if admin_scope is not None:
@@ -299,4 +367,5 @@ def mint_token(
         claims["iss"] = issuer
     if audience is not None:
         claims["aud"] = audience
+    claims.update(extra_claims or {})
     return jwt.encode(claims, secret, algorithm=algorithm)

@@ -48,6 +48,7 @@ from app.config.service import (
     UploadSettings,
     UrlSettings,
 )
+from app.config.sharing import SharingSettings
 from app.config.verification import VerificationSettings
 
 __all__ = [
@@ -76,6 +77,7 @@ __all__ = [
     "RateLimitSettings",
     "ReaperSettings",
     "Settings",
+    "SharingSettings",
     "StoreSettings",
     "UploadSettings",
     "UrlSettings",
@@ -101,6 +103,7 @@ class Settings(
     EventSettings,
     WebhookSettings,
     VerificationSettings,
+    SharingSettings,
     HttpSettings,
 ):
     """Everything `s3gate serve` needs: each concern's settings, read from one environment.

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import re
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated, Any
 from urllib.parse import urlsplit
 
 from pydantic import (
+    BeforeValidator,
     Field,
     SecretStr,
     field_validator,
     model_validator,
 )
-from pydantic_settings import BaseSettings
+from pydantic_settings import BaseSettings, NoDecode
 
 from app.config.base import _MODEL_CONFIG, CsvList, OptionalSecret, OptionalText
 
@@ -30,6 +35,14 @@ _SCOPE_TOKEN_PATTERN = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+")
 _PLACEHOLDER_WORDS = ("change-me", "change_me", "changeme", "replace", "example", "placeholder")
 _REPEATED_CHUNK = re.compile(r"(.{1,8}?)\1+", re.DOTALL)
 HOW_TO_GENERATE = "python -c 'import secrets; print(secrets.token_urlsafe(48))'"
+MAX_CLAIM_NAME_CHARS = 64
+MAX_TIER_NAME_CHARS = 64
+# A quota from a token or a tier stays within what the ledger's quota check can bind: 2**62 is
+# its "no limit" stand-in (a BIGINT sum plus a size never overflows it); the pending bound is
+# the global setting's.
+MAX_QUOTA_BYTES = 2**62
+MAX_QUOTA_PENDING = 1_000_000
+_QUOTA_BOUNDS = {"bytes": MAX_QUOTA_BYTES, "pending": MAX_QUOTA_PENDING}
 
 
 def jwt_secret_problem(secret: str) -> str | None:
@@ -43,6 +56,90 @@ def jwt_secret_problem(secret: str) -> str | None:
             f"generate one with {HOW_TO_GENERATE}"
         )
     return None
+
+
+@dataclass(frozen=True, slots=True)
+class QuotaTier:
+    """One named tier of S3GATE_QUOTA_TIERS; None: the global setting, 0: no limit."""
+
+    bytes: int | None = None
+    pending: int | None = None
+
+
+def quota_limits(value: object) -> tuple[int | None, int | None]:
+    """(bytes, pending) from {"bytes": int, "pending": int}, each optional; a ValueError names
+    the problem (a tier's in the settings, a token's quota claim in the verifier)."""
+    if not isinstance(value, dict):
+        raise ValueError('must be an object such as {"bytes": 1073741824, "pending": 10}')
+    unknown = [key for key in value if key not in _QUOTA_BOUNDS]
+    if unknown:
+        raise ValueError(
+            f"unknown key(s) {', '.join(map(repr, unknown))}; only bytes and pending are read"
+        )
+    limits: list[int | None] = []
+    for key, bound in _QUOTA_BOUNDS.items():
+        limit = value.get(key)
+        # bool is an int subclass: JSON true must not pass as a quota of 1.
+        if key in value and (
+            isinstance(limit, bool) or not isinstance(limit, int) or not 0 <= limit <= bound
+        ):
+            raise ValueError(f"{key} must be an integer from 0 (no limit) to {bound}")
+        limits.append(limit)
+    return limits[0], limits[1]
+
+
+def _no_duplicate_names(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for name, value in pairs:
+        if name in result:
+            raise ValueError(f"{name!r} appears twice in one object")
+        result[name] = value
+    return result
+
+
+def parse_quota_tiers(value: Any) -> dict[str, QuotaTier]:
+    """S3GATE_QUOTA_TIERS: a JSON object of tier name -> {"bytes": int, "pending": int};
+    blank means no tiers. Also takes the decoded mapping (settings built in code)."""
+    if isinstance(value, str):
+        if not value.strip():
+            return {}
+        try:
+            value = json.loads(value, object_pairs_hook=_no_duplicate_names)
+        except json.JSONDecodeError as exc:
+            raise ValueError(
+                f"must be a JSON object: invalid JSON at line {exc.lineno}, column {exc.colno}"
+            ) from None
+    if not isinstance(value, dict):
+        raise ValueError(
+            'must be a JSON object of tier name -> {"bytes": ..., "pending": ...}, '
+            'e.g. {"pro": {"bytes": 10737418240, "pending": 50}}'
+        )
+    tiers: dict[str, QuotaTier] = {}
+    for name, limits in value.items():
+        if isinstance(limits, QuotaTier):  # settings built in code: checked all the same
+            limits = {k: v for k, v in dataclasses.asdict(limits).items() if v is not None}
+        if not _plausible_name(name, MAX_TIER_NAME_CHARS):
+            raise ValueError(
+                f"a tier name must be 1 to {MAX_TIER_NAME_CHARS} printable characters "
+                "without leading or trailing whitespace"
+            )
+        try:
+            tiers[name] = QuotaTier(*quota_limits(limits))
+        except ValueError as exc:
+            raise ValueError(f"tier {name!r}: {exc}") from None
+    return tiers
+
+
+def _plausible_name(value: object, max_chars: int) -> bool:
+    return (
+        isinstance(value, str)
+        and 0 < len(value) <= max_chars
+        and value.isprintable()
+        and value == value.strip()
+    )
+
+
+QuotaTiers = Annotated[dict[str, QuotaTier], NoDecode, BeforeValidator(parse_quota_tiers)]
 
 
 class AuthSettings(BaseSettings):
@@ -66,6 +163,12 @@ class AuthSettings(BaseSettings):
     # The claim (a list of strings) whose exact element equal to admin_scope also makes a
     # caller admin; unset, only `scope` does.
     admin_roles_claim: OptionalText = None
+    # The claim holding the caller's groups (a string or a list of strings); unset, no groups.
+    group_claim: OptionalText = None
+    # The claim holding the caller's quotas: {"bytes": int, "pending": int} (each optional) or
+    # the name of one of quota_tiers; unset (or absent from a token), the global quotas apply.
+    quota_claim: OptionalText = None
+    quota_tiers: QuotaTiers = Field(default_factory=dict)
 
     @field_validator("admin_scope", mode="after")
     @classmethod
@@ -82,6 +185,23 @@ class AuthSettings(BaseSettings):
         if value is not None and value != value.strip():
             raise ValueError("must be a claim name without leading or trailing whitespace")
         return value
+
+    @field_validator("group_claim", "quota_claim", mode="after")
+    @classmethod
+    def _plausible_claim_name(cls, value: str | None) -> str | None:
+        if value is not None and not _plausible_name(value, MAX_CLAIM_NAME_CHARS):
+            raise ValueError(
+                f"must be a claim name: 1 to {MAX_CLAIM_NAME_CHARS} printable characters "
+                "without leading or trailing whitespace"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _distinct_claims(self) -> AuthSettings:
+        # A string would be both a group and a tier name: one claim cannot mean both.
+        if self.group_claim is not None and self.group_claim == self.quota_claim:
+            raise ValueError("S3GATE_QUOTA_CLAIM: must not be the same claim as S3GATE_GROUP_CLAIM")
+        return self
 
     @field_validator("jwt_secret", mode="after")
     @classmethod

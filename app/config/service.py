@@ -140,7 +140,7 @@ class QuotaSettings(BaseSettings):
 
     # Per-owner quotas, checked before anything is handed out (0: no limit): bytes held by
     # pending and available files, and the number of uploads pending at once.
-    quota_bytes_per_owner: int = Field(default=0, ge=0)
+    quota_bytes_per_owner: int = Field(default=0, ge=0, le=2**62)
     quota_pending_uploads_per_owner: int = Field(default=0, ge=0, le=1_000_000)
 
 

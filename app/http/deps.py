@@ -13,12 +13,15 @@ from typing import Annotated
 from fastapi import Depends, Header, Path, Request
 
 from app.auth import Principal
+from app.config import Settings
 from app.errors import NotFound
 from app.lifespan import AppState
 from app.logs import note_owner
+from app.usecases.access import AccessRecorder
 from app.usecases.completion import Completion
 from app.usecases.events import EventFeed
 from app.usecases.files import Files
+from app.usecases.sharing import Sharing
 from app.usecases.uploads import Uploads
 
 
@@ -45,6 +48,21 @@ async def get_files(request: Request) -> Files:
 async def get_events(request: Request) -> EventFeed:
     state: AppState = request.app.state.s3gate
     return state.use_cases.events
+
+
+async def get_sharing(request: Request) -> Sharing:
+    state: AppState = request.app.state.s3gate
+    return state.use_cases.sharing
+
+
+async def get_access(request: Request) -> AccessRecorder:
+    state: AppState = request.app.state.s3gate
+    return state.use_cases.access
+
+
+async def get_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
 
 
 async def get_principal(request: Request) -> Principal:
@@ -80,6 +98,9 @@ UploadsDep = Annotated[Uploads, Depends(get_uploads)]
 CompletionDep = Annotated[Completion, Depends(get_completion)]
 FilesDep = Annotated[Files, Depends(get_files)]
 EventsDep = Annotated[EventFeed, Depends(get_events)]
+SharingDep = Annotated[Sharing, Depends(get_sharing)]
+AccessDep = Annotated[AccessRecorder, Depends(get_access)]
+SettingsDep = Annotated[Settings, Depends(get_settings)]
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
 LimitedPrincipalDep = Annotated[Principal, Depends(get_limited_principal)]
 FileIdDep = Annotated[uuid.UUID, Depends(parse_file_id)]

@@ -25,6 +25,9 @@ _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"
 _REQUEST_ID = re.compile(rb"[A-Za-z0-9._:-]{1,128}")
 _REQUEST_ID_HEADER = b"x-request-id"
 MAX_LOGGED_PATH = 1024
+# Paths that carry a secret (a share link's token), logged as their template only: matched
+# by prefix, so a mistyped or extended one is hidden too.
+SECRET_PATH_PREFIXES = {"/s/": "/s/{token}"}
 
 
 def _incoming_request_id(headers: Iterable[tuple[bytes, bytes]]) -> bytes | None:
@@ -77,7 +80,8 @@ class RequestObserver:
         else:
             request_id = raw_id.decode()
         id_header = (_REQUEST_ID_HEADER, raw_id)
-        context = RequestContext(request_id)
+        client = scope.get("client")
+        context = RequestContext(request_id, client=client[0] if client else None)
         token = bind_request(context)
         status = 0
 
@@ -116,7 +120,6 @@ class RequestObserver:
         counter.inc()
         histogram.observe(seconds)
         if access_log.isEnabledFor(logging.INFO):
-            client = scope.get("client")
             access_log.info(
                 "%s %s %s",
                 method,
@@ -126,11 +129,18 @@ class RequestObserver:
                     "fields": {
                         "method": method,
                         "route": template,
-                        "path": scope["path"][:MAX_LOGGED_PATH],
+                        "path": _loggable(scope["path"]),
                         "status": status,
                         "duration_ms": round(seconds * 1000, 3),
                         "owner": context.owner,
-                        "client_ip": client[0] if client else None,
+                        "client_ip": context.client,
                     }
                 },
             )
+
+
+def _loggable(path: str) -> str:
+    for prefix, template in SECRET_PATH_PREFIXES.items():
+        if path.startswith(prefix):
+            return template
+    return path[:MAX_LOGGED_PATH]

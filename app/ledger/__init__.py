@@ -20,16 +20,30 @@ from app.ledger.base import IdempotencyKeyTaken, SqlRoom, converted, timed
 from app.ledger.driver import Driver, DuplicateKey, FollowUp, Params, Row
 from app.ledger.outbox import Delivery, Outbox
 from app.ledger.rows import FileRecord, column_values, compile_for, result_converters
-from app.ledger.statements import EVENT_COLUMNS, STATEMENTS, transition
-from app.models import FileStatus, events_table
+from app.ledger.sharing import AccessEntry, Grant, Link, Sharing
+from app.ledger.statements import (
+    BATCH_MAX_IDS,
+    EVENT_COLUMNS,
+    STATEMENTS,
+    accessible_batch,
+    accessible_file,
+    shared_page,
+    transition,
+)
+from app.models import FileStatus, GrantPermission, events_table
 
 __all__ = [
+    "BATCH_MAX_IDS",
+    "AccessEntry",
     "Delivery",
     "Event",
     "FileRecord",
+    "Grant",
     "IdempotencyKeyTaken",
     "Ledger",
+    "Link",
     "Outbox",
+    "Sharing",
     "Subscribers",
     "open_driver",
 ]
@@ -58,6 +72,11 @@ async def open_driver(database_url: str, pool_size: int) -> Driver:
     return driver
 
 
+def _numbered(prefix: str, values: Sequence[Any]) -> dict[str, Any]:
+    """Values bound one by one as prefix0, prefix1, ... (IN lists of a compiled statement)."""
+    return {f"{prefix}{index}": value for index, value in enumerate(values)}
+
+
 @contextlib.contextmanager
 def _idempotency_race(record: FileRecord) -> Iterator[None]:
     # The only unique constraint an insert of a fresh UUIDv7 row can meet is the owner's
@@ -77,6 +96,7 @@ class Ledger(SqlRoom):
         super().__init__(driver, STATEMENTS)
         self._subscribers = subscribers
         self.outbox = Outbox(driver)
+        self.sharing = Sharing(driver, self.event_writes, self.delivered_to)
         # Called after this process commits an event with deliveries (the dispatcher's wake-up).
         self.on_delivery: Callable[[], None] | None = None
         self._delivery_insert = self.outbox.compiled("insert_delivery")
@@ -135,6 +155,58 @@ class Ledger(SqlRoom):
         return await self._one("get_owned", {"file_id": file_id, "owner": owner})
 
     @timed
+    async def accessible(
+        self,
+        file_id: uuid.UUID,
+        sub: str,
+        groups: Sequence[str],
+        now: datetime,
+        permission: GrantPermission = GrantPermission.READ,
+    ) -> FileRecord | None:
+        """The file if it is visible and `sub` owns it or holds (itself or through one of
+        `groups`) a live grant of `permission`: one statement."""
+        shape = ("accessible", len(groups), permission)
+        if shape not in self._compiled:
+            statement = accessible_file(len(groups), permission)
+            self._compiled[shape] = compile_for(statement, self._driver.dialect)
+        params = {"file_id": file_id, "sub": sub, "now": now, **_numbered("group", groups)}
+        return await self._one(shape, params)
+
+    @timed
+    async def accessible_many(
+        self, file_ids: Sequence[uuid.UUID], sub: str | None, groups: Sequence[str], now: datetime
+    ) -> list[FileRecord]:
+        """Of up to BATCH_MAX_IDS ids, the visible files `sub` may read (owner or live grant;
+        None: any owner), in one statement, in no particular order."""
+        if len(file_ids) > BATCH_MAX_IDS:
+            raise ValueError(f"at most {BATCH_MAX_IDS} ids")
+        shape = ("accessible_many", len(groups), sub is not None)
+        if shape not in self._compiled:
+            statement = accessible_batch(len(groups), scoped=sub is not None)
+            self._compiled[shape] = compile_for(statement, self._driver.dialect)
+        padded = [*file_ids, *([None] * (BATCH_MAX_IDS - len(file_ids)))]
+        params = {"sub": sub, "now": now, **_numbered("group", groups), **_numbered("id", padded)}
+        return await self._all(shape, params)
+
+    @timed
+    async def shared_with(
+        self,
+        sub: str,
+        groups: Sequence[str],
+        now: datetime,
+        *,
+        limit: int,
+        before: uuid.UUID | None,
+    ) -> list[FileRecord]:
+        """Visible files with a live grant to `sub` or its groups, newest first."""
+        shape = ("shared_with", len(groups), before is not None)
+        if shape not in self._compiled:
+            statement = shared_page(len(groups), paged=before is not None)
+            self._compiled[shape] = compile_for(statement, self._driver.dialect)
+        params = {"sub": sub, "now": now, "limit": limit, "before": before}
+        return await self._all(shape, {**params, **_numbered("group", groups)})
+
+    @timed
     async def find_by_idempotency_key(self, owner: str, key: str) -> FileRecord | None:
         """The owner's file created with this Idempotency-Key, in any status."""
         return await self._one("by_idempotency_key", {"owner": owner, "key": key})
@@ -173,7 +245,7 @@ class Ledger(SqlRoom):
         rows = await self._driver.write_with(
             compiled.sql, self._bind(compiled, params), self._announcing(event_reason)
         )
-        self._delivered_to(rows)
+        self.delivered_to(rows)
         return self._record(rows[0]) if rows else None
 
     @timed
@@ -219,7 +291,7 @@ class Ledger(SqlRoom):
         statement = self._compiled["expire_stale"]
         params = self._bind(statement, {"cutoff": cutoff, "limit": limit})
         rows = await self._driver.write_with(statement.sql, params, self._announcing(None))
-        self._delivered_to(rows)
+        self.delivered_to(rows)
         return [self._record(row) for row in rows]
 
     @timed
@@ -283,25 +355,29 @@ class Ledger(SqlRoom):
         now = datetime.now(UTC)
 
         def then(rows: list[Row]) -> list[tuple[str, Params]]:
-            inserts = []
-            for row in rows:
-                event = announce(self._record(row), reason, now)
-                if event is None:
-                    continue
-                inserts.append(self._insert_event(event))
-                for endpoint in self._subscribers(event.type):
-                    values = {"event_id": event.id, "endpoint": endpoint, "now": now}
-                    inserts.append(
-                        (self._delivery_insert.sql, self._bind(self._delivery_insert, values))
-                    )
-            if inserts and self._lock_events:
-                lock = self._compiled["lock_events"]
-                inserts.insert(0, (lock.sql, self._bind(lock, {})))
-            return inserts
+            events = [announce(self._record(row), reason, now) for row in rows]
+            return self.event_writes([event for event in events if event is not None])
 
         return then
 
-    def _delivered_to(self, rows: list[Row]) -> None:
+    def event_writes(self, events: Sequence[NewEvent]) -> list[tuple[str, Params]]:
+        """The statements that commit these events with the change they announce (in its
+        transaction): each event, its deliveries, after the events lock where needed."""
+        inserts = []
+        for event in events:
+            inserts.append(self._insert_event(event))
+            for endpoint in self._subscribers(event.type):
+                values = {"event_id": event.id, "endpoint": endpoint, "now": event.created_at}
+                inserts.append(
+                    (self._delivery_insert.sql, self._bind(self._delivery_insert, values))
+                )
+        if inserts and self._lock_events:
+            lock = self._compiled["lock_events"]
+            inserts.insert(0, (lock.sql, self._bind(lock, {})))
+        return inserts
+
+    def delivered_to(self, rows: Sequence[Any]) -> None:
+        """Wake this process's dispatcher after a commit that wrote events with deliveries."""
         if rows and self.on_delivery is not None:
             self.on_delivery()
 

@@ -30,6 +30,9 @@ class Driver(Protocol):
     async def fetch_one(self, sql: str, params: Params) -> Row | None: ...
     async def fetch_all(self, sql: str, params: Params) -> list[Row]: ...
     async def execute(self, sql: str, params: Params) -> None: ...
+    async def execute_many(self, sql: str, params: Sequence[Params]) -> None:
+        """Run one write statement for each parameter set, in one transaction."""
+
     async def fetch_one_serialized(self, lock: str, sql: str, params: Params) -> Row | None:
         """fetch_one, with every other call for the same `lock` waiting until it is done."""
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import psycopg
@@ -64,6 +64,11 @@ class PostgresDriver:
     async def execute(self, sql: str, params: Params) -> None:
         async with self._connection() as conn:
             await conn.execute(sql, params)
+
+    async def execute_many(self, sql: str, params: Sequence[Params]) -> None:
+        # executemany pipelines the statements: one round trip's wait for the whole batch.
+        async with self._connection() as conn, conn.transaction(), conn.cursor() as cursor:
+            await cursor.executemany(sql, params)
 
     async def fetch_one_serialized(self, lock: str, sql: str, params: Params) -> Row | None:
         # A per-key advisory lock for the transaction; the statement after it takes its snapshot

@@ -10,7 +10,7 @@ import re
 import sqlite3
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -103,6 +103,21 @@ class SqliteDriver:
     async def execute(self, sql: str, params: Params) -> None:
         work = lambda: self._conn.execute(sql, params)  # noqa: E731
         await (self._write(work) if _is_write(sql) else self._read(work))
+
+    async def execute_many(self, sql: str, params: Sequence[Params]) -> None:
+        def work() -> None:
+            # A savepoint as write_with's: a row that fails undoes this job's earlier rows too.
+            self._conn.execute("SAVEPOINT execute_many")
+            try:
+                self._conn.executemany(sql, params)
+            except BaseException:
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK TO execute_many")
+                    self._conn.execute("RELEASE execute_many")
+                raise
+            self._conn.execute("RELEASE execute_many")
+
+        await self._write(work)
 
     async def fetch_one_serialized(self, lock: str, sql: str, params: Params) -> Row | None:
         # SQLite runs one write statement at a time, reading everything committed before it.

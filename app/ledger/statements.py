@@ -25,7 +25,15 @@ from sqlalchemy import (
     update,
 )
 
-from app.models import DeliveryStatus, FileStatus, deliveries_table, events_table, files_table
+from app.models import (
+    DeliveryStatus,
+    FileStatus,
+    GrantPermission,
+    deliveries_table,
+    events_table,
+    files_table,
+    grants_table,
+)
 
 _c = files_table.c
 _VISIBLE = _c.status != FileStatus.DELETED
@@ -341,3 +349,62 @@ OUTBOX_STATEMENTS: dict[str, ClauseElement] = {
     .where(_d.event_seq == bindparam("seq"))
     .order_by(_d.endpoint),
 }
+
+
+_g = grants_table.c
+# A file in a batch download: the ids are bound as id0..id{n-1}; shorter batches pad with NULL,
+# which matches nothing, so one compiled statement serves every batch size.
+BATCH_MAX_IDS = 100
+
+
+def _grantee(groups: int) -> Any:
+    """The grant names the caller: its sub, or one of its groups (bound as group0...)."""
+    subject = _g.subject == bindparam("sub", type_=_g.subject.type)
+    if not groups:
+        return subject
+    names = [bindparam(f"group{i}", type_=_g.group_name.type) for i in range(groups)]
+    return or_(subject, _g.group_name.in_(names))
+
+
+def _live_grant(groups: int, permission: GrantPermission) -> Any:
+    """Conditions of a grant that gives the caller `permission` now (a `delete` grant reads too)."""
+    allowed = [GrantPermission.READ, GrantPermission.DELETE]
+    if permission is GrantPermission.DELETE:
+        allowed = [GrantPermission.DELETE]
+    return and_(
+        _grantee(groups),
+        or_(_g.expires_at.is_(None), _g.expires_at > bindparam("now", type_=_g.expires_at.type)),
+        _g.permission.in_([literal(str(p)) for p in allowed]),
+    )
+
+
+def _accessible(groups: int, permission: GrantPermission) -> Any:
+    """The caller owns the file, or a live grant reaches it: decided in the statement itself,
+    so a revoked (deleted) or expired grant stops working with the next request."""
+    granted = exists().where(_g.file_id == _c.id, _live_grant(groups, permission))
+    return or_(_c.owner_id == bindparam("sub"), granted)
+
+
+def accessible_file(groups: int, permission: GrantPermission) -> ClauseElement:
+    """One visible file the caller may act on with `permission` (owner or live grant)."""
+    return select(files_table).where(
+        _c.id == bindparam("file_id"), _VISIBLE, _accessible(groups, permission)
+    )
+
+
+def accessible_batch(groups: int, *, scoped: bool) -> ClauseElement:
+    """Up to BATCH_MAX_IDS visible files by id, those the caller may read (scoped), in one
+    statement; scoped=False is the admin branch."""
+    ids = [bindparam(f"id{i}", type_=_c.id.type) for i in range(BATCH_MAX_IDS)]
+    query = select(files_table).where(_c.id.in_(ids), _VISIBLE)
+    return query.where(_accessible(groups, GrantPermission.READ)) if scoped else query
+
+
+def shared_page(groups: int, *, paged: bool) -> ClauseElement:
+    """Visible files with a live grant to the caller, newest first; driven by the grants'
+    (subject, file_id) and (group_name, file_id) indexes, not by a scan of every file."""
+    granted = select(_g.file_id).where(_live_grant(groups, GrantPermission.READ))
+    query = select(files_table).where(_c.id.in_(granted), _VISIBLE)
+    if paged:
+        query = query.where(_c.id < bindparam("before"))
+    return query.order_by(_c.id.desc()).limit(bindparam("limit"))

@@ -13,15 +13,18 @@ from datetime import timedelta
 
 from app.config import Settings
 from app.ledger import Ledger
+from app.ratelimit import RateLimiter, Unlimited
 from app.scanner import ClamdScanner
 from app.signer import Signer
 from app.storage import Storage
+from app.usecases.access import AccessRecorder
 from app.usecases.common import Clock, Lookup, Removal
 from app.usecases.completion import VERIFY_LEASE_SECONDS, Completion
 from app.usecases.dispatch import Dispatcher
 from app.usecases.events import EventFeed
 from app.usecases.files import Files
 from app.usecases.reaper import Reaper
+from app.usecases.sharing import Sharing
 from app.usecases.uploads import Uploads
 from app.usecases.verification import BackgroundVerification
 
@@ -34,6 +37,8 @@ class UseCases:
     files: Files
     reaper: Reaper
     events: EventFeed
+    sharing: Sharing
+    access: AccessRecorder
     signer: Signer
     dispatcher: Dispatcher | None = None  # None: no webhook endpoint is configured
 
@@ -48,10 +53,18 @@ def build_use_cases(
     verify_lease_seconds: float = VERIFY_LEASE_SECONDS,
     dispatcher: Dispatcher | None = None,
     scanner: ClamdScanner | None = None,
+    limiter: RateLimiter | None = None,
+    link_limiters: tuple[RateLimiter, RateLimiter] | None = None,
 ) -> UseCases:
-    """Each use case with only the concerns of the settings it reads."""
+    """Each use case with only the concerns of the settings it reads. `limiter` is the
+    owners' (batch downloads count against it), `link_limiters` share links' (per link, per
+    client address)."""
     lookup = Lookup(ledger, clock)
-    removal = Removal(lookup, storage, settings)
+    recorder = AccessRecorder(ledger, lookup)
+    files = Files(
+        lookup, removal := Removal(lookup, storage, settings), signer, settings, recorder, limiter
+    )
+    per_link, per_address = link_limiters or (Unlimited(), Unlimited())
     completion = Completion(
         lookup,
         storage,
@@ -73,14 +86,25 @@ def build_use_cases(
             quotas=settings,
             key_prefix=settings.s3_key_prefix,
             profile=signer.profile,
+            recorder=recorder,
         ),
         completion=completion,
         verification=BackgroundVerification(
             completion, lookup, settings, timedelta(seconds=verify_lease_seconds)
         ),
-        files=Files(lookup, removal, signer, settings),
-        reaper=Reaper(lookup, removal, settings, settings),
+        files=files,
+        reaper=Reaper(lookup, removal, settings, settings, settings, recorder),
         events=EventFeed(ledger),
+        sharing=Sharing(
+            lookup,
+            files,
+            recorder,
+            settings,
+            settings,
+            link_limiter=per_link,
+            address_limiter=per_address,
+        ),
+        access=recorder,
         signer=signer,
         dispatcher=dispatcher,
     )

@@ -79,10 +79,19 @@ def decode_cursor(cursor: str) -> uuid.UUID:
     return uuid.UUID(bytes=_decode(cursor, "cursor", 16))
 
 
-def encode_event_cursor(seq: int) -> str:
-    """The feed's position after the event `seq` (opaque to clients)."""
+def encode_seq_cursor(seq: int) -> str:
+    """The position after (or before) the row `seq` of a sequence (opaque to clients)."""
     return _encode(seq.to_bytes(8, "big"))
 
 
+def decode_seq_cursor(cursor: str, parameter: str = "cursor") -> int:
+    return int.from_bytes(_decode(cursor, parameter, 8), "big")
+
+
+def encode_event_cursor(seq: int) -> str:
+    """The feed's position after the event `seq`."""
+    return encode_seq_cursor(seq)
+
+
 def decode_event_cursor(cursor: str) -> int:
-    return int.from_bytes(_decode(cursor, "after", 8), "big")
+    return decode_seq_cursor(cursor, "after")

@@ -6,8 +6,9 @@ import logging
 from dataclasses import dataclass
 from datetime import timedelta
 
-from app.config import EventSettings, UrlSettings
+from app.config import EventSettings, SharingSettings, UrlSettings
 from app.errors import AppError
+from app.usecases.access import AccessRecorder
 from app.usecases.common import Lookup, Removal
 
 log = logging.getLogger("s3gate.audit")
@@ -23,13 +24,21 @@ class ReapReport:
 
 class Reaper:
     def __init__(
-        self, lookup: Lookup, removal: Removal, urls: UrlSettings, events: EventSettings
+        self,
+        lookup: Lookup,
+        removal: Removal,
+        urls: UrlSettings,
+        events: EventSettings,
+        sharing: SharingSettings,
+        recorder: AccessRecorder,
     ) -> None:
         self._lookup = lookup
         self._ledger = lookup.ledger
         self._removal = removal
         self._urls = urls
         self._retention = timedelta(days=events.event_retention_days)
+        self._access_retention = timedelta(days=sharing.access_retention_days)
+        self._recorder = recorder
 
     async def reap(self, *, batch_size: int = 500) -> ReapReport:
         """Expire uploads past their deadline and remove every object no file should keep."""
@@ -55,6 +64,7 @@ class Reaper:
             await self._ledger.mark_purged(record.id, now())
             purged += 1
         await self._ledger.prune_events(now() - self._retention)
+        await self._recorder.prune(self._access_retention)
         if expired or purged or failed:
             log.info(
                 "reaper: expired=%d purged=%d failed=%d watched=%d",

@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 import uuid6
 
 from app import mediatypes
-from app.auth import Principal
+from app.auth import Principal, Quota
 from app.config import SINGLE_PUT_MAX_BYTES, QuotaSettings, UploadSettings, UrlSettings
 from app.errors import (
     ContentTypeNotAllowed,
@@ -29,11 +29,12 @@ from app.filenames import SNIFFED_TYPES
 from app.ledger import FileRecord, IdempotencyKeyTaken
 from app.logs import audit
 from app.metrics import metrics
-from app.models import FileStatus, UploadMethod
+from app.models import AccessAction, FileStatus, UploadMethod
 from app.profiles import StoreProfile
 from app.schemas import CreateUploadRequest
 from app.signer import PresignedPost, PresignedRequest, Signer
 from app.storage import Storage, StoredPart
+from app.usecases.access import AccessRecorder
 from app.usecases.common import Lookup, Removal
 from app.usecases.plans import (
     MultipartPlan,
@@ -69,7 +70,9 @@ class Uploads:
         quotas: QuotaSettings,
         key_prefix: str,
         profile: StoreProfile,
+        recorder: AccessRecorder,
     ) -> None:
+        self._recorder = recorder
         self._lookup = lookup
         self._ledger = lookup.ledger
         self._removal = removal
@@ -120,6 +123,12 @@ class Uploads:
             )
             kind = "post" if isinstance(ticket.upload, PresignedPost) else "put"
             self._metrics.urls_issued[kind].inc()
+            self._recorder.issued(
+                ticket.file.id,
+                AccessAction.UPLOAD,
+                ticket.upload.expires_at,
+                sub=ticket.file.owner_id,
+            )
         else:
             # A multipart plan carries no URL: its part URLs are logged and counted as signed.
             audit(
@@ -204,7 +213,7 @@ class Uploads:
         upload = self._upload_for(draft)
         record = dataclasses.replace(draft, upload_expires_at=upload.expires_at)
         try:
-            await self._insert(record)
+            await self._insert(record, principal.quota)
         except (IdempotencyKeyTaken, QuotaExceeded) as refused:
             if record.multipart_upload_id is not None:  # refused: nothing may stay in the store
                 await self._storage.abort_multipart_upload(
@@ -233,34 +242,36 @@ class Uploads:
             upload_expires_at=now + timedelta(seconds=self._uploads.multipart_deadline_seconds),
         )
 
-    async def _insert(self, record: FileRecord) -> None:
+    async def _insert(self, record: FileRecord, quota: Quota | None) -> None:
+        # The token's quota (S3GATE_QUOTA_CLAIM) overrides each global one it sets; 0: no limit.
         settings = self._quotas
-        if not (settings.quota_bytes_per_owner or settings.quota_pending_uploads_per_owner):
+        max_bytes = settings.quota_bytes_per_owner
+        max_pending = settings.quota_pending_uploads_per_owner
+        if quota is not None:
+            max_bytes = max_bytes if quota.bytes is None else quota.bytes
+            max_pending = max_pending if quota.pending is None else quota.pending
+        if not (max_bytes or max_pending):
             await self._ledger.insert(record)
             return
         # One statement checks the owner's usage and inserts, serialized per owner, so
         # concurrent creates cannot overshoot (the URL signed above is then never handed out).
         admitted = await self._ledger.insert_within_quota(
-            record,
-            max_bytes=settings.quota_bytes_per_owner or 2**62,
-            max_pending=settings.quota_pending_uploads_per_owner or 2**31 - 1,
+            record, max_bytes=max_bytes or 2**62, max_pending=max_pending or 2**31 - 1
         )
         if not admitted:
-            self._metrics.quota_refusals[await self._full_quota(record)].inc()
+            kind = await self._full_quota(record, max_bytes, max_pending)
+            self._metrics.quota_refusals[kind].inc()
             raise QuotaExceeded()
 
-    async def _full_quota(self, refused: FileRecord) -> str:
+    async def _full_quota(self, refused: FileRecord, max_bytes: int, max_pending: int) -> str:
         """Which quota refused the record: "bytes" or "pending_uploads" (for the metric)."""
-        settings = self._quotas
-        if not settings.quota_pending_uploads_per_owner:
+        if not max_pending:
             return "bytes"
-        if not settings.quota_bytes_per_owner:
+        if not max_bytes:
             return "pending_uploads"
         # Both are set and the insert said only "no": ask the ledger which one is full now.
         stored, _ = await self._ledger.usage(refused.owner_id)
-        return (
-            "bytes" if stored + refused.size > settings.quota_bytes_per_owner else "pending_uploads"
-        )
+        return "bytes" if stored + refused.size > max_bytes else "pending_uploads"
 
     async def _replay(
         self, principal: Principal, key: str, fingerprint: str | None
@@ -322,6 +333,14 @@ class Uploads:
         ]
         audit(log, "issued part urls", file=record.id, owner=record.owner_id, parts=len(signed))
         self._metrics.urls_issued["part"].inc(len(signed))
+        for number, part in signed:
+            self._recorder.issued(
+                record.id,
+                AccessAction.PART,
+                part.expires_at,
+                sub=principal.sub,
+                part_number=number,
+            )
         return signed
 
     async def stored_parts(

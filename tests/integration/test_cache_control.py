@@ -22,12 +22,19 @@ ORIGIN = "https://app.example.com"
 BODIES: dict[str, dict[str, Any]] = {
     "/uploads": {"filename": "a.txt", "content_type": "text/plain", "size": 3},
     "/uploads/{file_id}/parts": {"part_numbers": [1]},
+    "/files/{file_id}/grants": {"subject": "a-friend"},
+    "/files/{file_id}/links": {"expires_in": 3600},
+    "/downloads": {"ids": ["0b6f1c1e-8a34-4c8e-9a51-2f0d3e0a9c11"]},
 }
+
+
+_NO_SUCH = "0b6f1c1e-8a34-4c8e-9a51-2f0d3e0a9c11"
 
 
 def _calls(app: FastAPI, file_id: str) -> Iterator[tuple[str, str, str | None]]:
     """(method, path, expected Cache-Control or None for no-store) for every route."""
-    values = {"file_id": file_id}
+    # A grant or link that does not exist: its routes answer 404 (the cache header still set).
+    values = {"file_id": file_id, "grant_id": _NO_SUCH, "link_id": _NO_SUCH, "token": "x" * 43}
     for route in app.routes:
         if isinstance(route, Route):
             unknown = set(route.param_convertors) - set(values)

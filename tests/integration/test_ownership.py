@@ -10,21 +10,28 @@ import httpx
 import pytest
 from fastapi.routing import APIRoute
 
-from app.http.routers import downloads, files, uploads
+from app.http.routers import downloads, files, sharing, uploads
 from tests.support import Api, hs256_token, new_sub, running_app
 
 # Every route that names a file, taken from the routers the app serves: a new one is covered
 # the day it is added. The bodies are valid, so only ownership can refuse the call.
 _NAMING_A_FILE = sorted(
     (method, route.path.replace("{file_id}", "{id}"))
-    for module in (downloads, files, uploads)
+    for module in (downloads, files, sharing, uploads)
     for route in module.router.routes
     if isinstance(route, APIRoute) and "{file_id}" in route.path
     for method in route.methods
 )
-ROUTES = [*_NAMING_A_FILE, ("GET", "/downloads/{id}?redirect=true")]
+# A grant's or link's id under another owner's file: formatted with a fresh id (the file's
+# own is `{id}`), so the route can only refuse because the file is not the caller's.
+ROUTES = [
+    (method, route.replace("{grant_id}", "{other}").replace("{link_id}", "{other}"))
+    for method, route in [*_NAMING_A_FILE, ("GET", "/downloads/{id}?redirect=true")]
+]
 BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("POST", "/uploads/{id}/parts"): {"part_numbers": [1]},
+    ("POST", "/files/{id}/grants"): {"subject": "someone-else"},
+    ("POST", "/files/{id}/links"): {"expires_in": 3600},
 }
 
 
@@ -33,6 +40,7 @@ def test_the_route_list_is_found_in_the_routers() -> None:
     # leave the parametrized test above with nothing to check.
     assert {("GET", "/uploads/{id}/parts"), ("POST", "/uploads/{id}/parts")} <= set(ROUTES)
     assert {path.split("/")[1] for _, path in _NAMING_A_FILE} == {"downloads", "files", "uploads"}
+    assert {("POST", "/files/{id}/links"), ("DELETE", "/files/{id}/grants/{other}")} <= set(ROUTES)
 
 
 def _shape(response: httpx.Response) -> tuple[int, dict[str, str], bytes]:
@@ -52,11 +60,12 @@ async def test_other_owner_gets_exactly_the_404_of_a_missing_id(
         assert (await api.complete(owner, file["id"])).status_code == 200
 
     body = BODIES.get((method, route))
+    other = uuid.uuid4()
     theirs = await api.client.request(
-        method, route.format(id=file["id"]), headers=api.auth(intruder), json=body
+        method, route.format(id=file["id"], other=other), headers=api.auth(intruder), json=body
     )
     missing = await api.client.request(
-        method, route.format(id=uuid.uuid4()), headers=api.auth(intruder), json=body
+        method, route.format(id=uuid.uuid4(), other=other), headers=api.auth(intruder), json=body
     )
     assert theirs.status_code == 404
     assert theirs.json()["code"] == "not_found"

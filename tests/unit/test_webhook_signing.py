@@ -231,7 +231,16 @@ def test_secrets_compare_by_key(secret_values: tuple[str, str]) -> None:
 
 
 def test_the_event_types_are_the_outboxs() -> None:
-    assert EVENT_TYPES == ("file.available", "file.rejected", "upload.expired", "file.deleted")
+    assert EVENT_TYPES == (
+        "file.available",
+        "file.rejected",
+        "upload.expired",
+        "file.deleted",
+        "file.shared",
+        "grant.revoked",
+        "link.created",
+        "link.revoked",
+    )
     assert set(EVENT_TYPES) == {event.value for event in EventType}
 
 

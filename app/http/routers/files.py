@@ -37,9 +37,13 @@ async def list_files(
     owner: Annotated[
         str | None, Query(min_length=1, max_length=255, description="Admins only: whose files.")
     ] = None,
+    shared: Annotated[
+        bool,
+        Query(description="The files other owners shared with the caller (a live grant)."),
+    ] = False,
 ) -> Response:
     """Cursor pagination: pass `next_cursor` back as `cursor` until it is null."""
-    page = await files.list_files(principal, limit=limit, cursor=cursor, owner=owner)
+    page = await files.list_files(principal, limit=limit, cursor=cursor, owner=owner, shared=shared)
     items = [FileOut.model_validate(item) for item in page.items]
     return ModelResponse(FileListOut(items=items, next_cursor=page.next_cursor))
 
@@ -51,6 +55,7 @@ async def list_files(
     responses=problem_responses(MissingToken, InvalidToken, NotFound),
 )
 async def get_file(file_id: FileIdDep, principal: PrincipalDep, files: FilesDep) -> Response:
+    """The owner's, an admin's, or a grantee's (a live grant); anyone else gets 404."""
     return ModelResponse(FileOut.model_validate(await files.get_file(principal, file_id)))
 
 
@@ -61,6 +66,6 @@ async def get_file(file_id: FileIdDep, principal: PrincipalDep, files: FilesDep)
     responses=problem_responses(MissingToken, InvalidToken, NotFound, StorageUnavailable),
 )
 async def delete_file(file_id: FileIdDep, principal: PrincipalDep, files: FilesDep) -> Response:
-    """A second delete answers 404."""
+    """The owner, an admin, or a grantee with `delete`. A second delete answers 404."""
     await files.delete_file(principal, file_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
