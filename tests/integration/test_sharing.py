@@ -59,12 +59,16 @@ async def test_a_grantee_downloads_identical_bytes_until_the_grant_is_revoked(
     await _as_missing(api, "GET", "/downloads/{id}", file["id"], api.auth(friend))
 
     grant = await _grant(api, owner, file["id"], subject=friend)
-    assert grant["subject"] == friend and grant["permission"] == "read" and grant["active"]
+    assert grant["subject"] == friend
+    assert grant["permission"] == "read"
+    assert grant["active"]
     seen = await api.client.get(f"/files/{file['id']}", headers=api.auth(friend))
-    assert seen.status_code == 200 and seen.json()["checksum_sha256"] == sha256_b64(data)
+    assert seen.status_code == 200
+    assert seen.json()["checksum_sha256"] == sha256_b64(data)
     url = (await api.client.get(f"/downloads/{file['id']}", headers=api.auth(friend))).json()
     fetched = await s3_http.get(url["url"])
-    assert fetched.status_code == 200 and fetched.content == data
+    assert fetched.status_code == 200
+    assert fetched.content == data
     shared = await api.client.get("/files?shared=true", headers=api.auth(friend))
     assert [item["id"] for item in shared.json()["items"]] == [file["id"]]
     own = await api.client.get("/files", headers=api.auth(friend))
@@ -88,7 +92,8 @@ async def test_a_grantee_downloads_identical_bytes_until_the_grant_is_revoked(
     again = await api.client.delete(
         f"/files/{file['id']}/grants/{grant['id']}", headers=api.auth(owner)
     )
-    assert again.status_code == 404 and again.json()["code"] == "not_found"
+    assert again.status_code == 404
+    assert again.json()["code"] == "not_found"
 
 
 async def test_an_expired_grant_stops_working_at_once(api: Api, s3_http: httpx.AsyncClient) -> None:
@@ -140,7 +145,8 @@ async def test_only_the_owner_or_an_admin_manages_grants(
     by_friend = await api.client.post(
         f"/files/{file['id']}/grants", json={"subject": stranger}, headers=api.auth(friend)
     )
-    assert by_friend.status_code == 403 and by_friend.json()["code"] == "forbidden"
+    assert by_friend.status_code == 403
+    assert by_friend.json()["code"] == "forbidden"
     for path in ("/files/{id}/grants", "/files/{id}/links", "/files/{id}/access"):
         await _as_missing(api, "GET", path, file["id"], api.auth(stranger))
     by_admin = await api.client.post(
@@ -155,7 +161,8 @@ async def test_only_the_owner_or_an_admin_manages_grants(
         json={"subject": friend, "permission": "delete"},
         headers=api.auth(owner),
     )
-    assert changed.status_code == 200 and changed.json()["permission"] == "delete"
+    assert changed.status_code == 200
+    assert changed.json()["permission"] == "delete"
     listed = await api.client.get(f"/files/{file['id']}/grants", headers=api.auth(owner))
     assert sorted(g["subject"] for g in listed.json()["items"]) == sorted([friend, stranger])
 
@@ -196,7 +203,8 @@ async def test_a_read_grant_cannot_delete_and_a_delete_grant_can(
     await _grant(api, owner, file["id"], subject=reader)
     await _grant(api, owner, file["id"], subject=janitor, permission="delete")
     refused = await api.client.delete(f"/files/{file['id']}", headers=api.auth(reader))
-    assert refused.status_code == 403 and refused.json()["code"] == "forbidden"
+    assert refused.status_code == 403
+    assert refused.json()["code"] == "forbidden"
     deleted = await api.client.delete(f"/files/{file['id']}", headers=api.auth(janitor))
     assert deleted.status_code == 204
     await _as_missing(api, "GET", "/files/{id}", file["id"], api.auth(owner))
@@ -220,8 +228,10 @@ async def test_a_share_link_redirects_to_a_fresh_url_and_lists_without_its_token
     data = b"a medical record, for the doctor"
     file = await _available(api, s3_http, owner, data)
     link = await _link(api, owner, file["id"], expires_in=3600)
-    assert link["url"] == "http://s3gate.test" + _path(link) and len(link["token"]) >= 43
-    assert link["state"] == "active" and link["downloads"] == 0
+    assert link["url"] == "http://s3gate.test" + _path(link)
+    assert len(link["token"]) >= 43
+    assert link["state"] == "active"
+    assert link["downloads"] == 0
     used = await api.client.get(_path(link))  # no Authorization: the link is the credential
     assert used.status_code == 307
     assert used.headers["cache-control"] == "no-store"
@@ -230,10 +240,13 @@ async def test_a_share_link_redirects_to_a_fresh_url_and_lists_without_its_token
     second = await api.client.get(_path(link))
     # Each use is signed now, for the download TTL: the link itself lives an hour.
     ttl = api.settings.download_url_ttl_seconds
-    assert second.status_code == 307 and f"X-Amz-Expires={ttl}&" in second.headers["location"]
+    assert second.status_code == 307
+    assert f"X-Amz-Expires={ttl}&" in second.headers["location"]
     listed = await api.client.get(f"/files/{file['id']}/links", headers=api.auth(owner))
     [entry] = listed.json()["items"]
-    assert entry["downloads"] == 2 and "token" not in entry and "url" not in entry
+    assert entry["downloads"] == 2
+    assert "token" not in entry
+    assert "url" not in entry
     assert link["token"] not in listed.text
 
 
@@ -262,7 +275,8 @@ async def test_every_dead_link_answers_one_identical_404(
     ).status_code == 204
 
     unknown = await api.client.get("/s/" + "A" * 43)
-    assert unknown.status_code == 404 and unknown.json()["code"] == "not_found"
+    assert unknown.status_code == 404
+    assert unknown.json()["code"] == "not_found"
     answers = [
         await api.client.get(_path(revoked)),
         await api.client.get(_path(exhausted)),
@@ -329,7 +343,8 @@ async def test_a_link_is_rate_limited_per_link_and_per_address(
         two = await _link(api, owner, file["id"], expires_in=3600)
         assert [(await client.get(_path(one))).status_code for _ in range(3)] == [307, 307, 429]
         limited = await client.get(_path(one))
-        assert limited.json()["code"] == "rate_limited" and int(limited.headers["retry-after"]) >= 1
+        assert limited.json()["code"] == "rate_limited"
+        assert int(limited.headers["retry-after"]) >= 1
         # Another link from the same address: its own budget, until the address's runs out.
         assert [(await client.get(_path(two))).status_code for _ in range(2)] == [307, 429]
         assert (await client.get("/s/" + "B" * 43)).status_code == 429  # the address is spent
@@ -343,7 +358,8 @@ async def test_a_link_needs_an_available_file_and_a_bounded_lifetime(
     answer = await api.client.post(
         f"/files/{pending['id']}/links", json={"expires_in": 3600}, headers=api.auth(owner)
     )
-    assert answer.status_code == 409 and answer.json()["code"] == "file_not_available"
+    assert answer.status_code == 409
+    assert answer.json()["code"] == "file_not_available"
     file = await _available(api, s3_http, owner, b"ready")
     for body in (
         {"expires_in": api.settings.link_max_ttl_seconds + 1},
@@ -355,7 +371,8 @@ async def test_a_link_needs_an_available_file_and_a_bounded_lifetime(
         refused = await api.client.post(
             f"/files/{file['id']}/links", json=body, headers=api.auth(owner)
         )
-        assert refused.status_code == 422 and refused.json()["code"] == "validation_error", body
+        assert refused.status_code == 422, body
+        assert refused.json()["code"] == "validation_error", body
 
 
 def _db_calls() -> dict[str, float]:
@@ -386,7 +403,7 @@ async def test_a_batch_of_a_hundred_ids_is_one_ledger_query_and_answers_in_order
     unlimited_api: Api, s3_http: httpx.AsyncClient
 ) -> None:
     api = unlimited_api
-    owner, other, friend = new_sub(), new_sub(), new_sub()
+    owner, other, _friend = new_sub(), new_sub(), new_sub()
     mine = [await _available(api, s3_http, owner, f"file {i}".encode()) for i in range(3)]
     pending, _ = await api.upload(s3_http, owner, b"pending", content_type="text/plain")
     theirs = await _available(api, s3_http, other, b"not yours")
@@ -433,9 +450,10 @@ async def test_a_batch_of_a_hundred_ids_is_one_ledger_query_and_answers_in_order
     assert fetched.content == b"shared with you"
     assert all(item["url"] for item in items[8:])
     too_many = await api.client.post(
-        "/downloads", json={"ids": ids + [ids[0]]}, headers=api.auth(owner)
+        "/downloads", json={"ids": [*ids, ids[0]]}, headers=api.auth(owner)
     )
-    assert too_many.status_code == 422 and too_many.json()["code"] == "validation_error"
+    assert too_many.status_code == 422
+    assert too_many.json()["code"] == "validation_error"
 
 
 async def test_a_batch_issues_only_as_many_urls_as_the_burst_allows(
@@ -455,7 +473,8 @@ async def test_a_batch_issues_only_as_many_urls_as_the_burst_allows(
         ]
         assert codes == ["url", "url", "rate_limited", "rate_limited"]
         spent = await client.post("/downloads", json={"ids": [file["id"]]}, headers=api.auth(owner))
-        assert spent.status_code == 429 and "retry-after" in spent.headers
+        assert spent.status_code == 429
+        assert "retry-after" in spent.headers
 
 
 async def test_every_url_issued_is_in_the_access_history_with_its_actor(
@@ -503,7 +522,8 @@ async def test_every_url_issued_is_in_the_access_history_with_its_actor(
         f"/files/{file['id']}/access?limit=10&cursor={page.json()['next_cursor']}",
         headers=api.auth(owner),
     )
-    assert len(page.json()["items"]) == 2 and len(rest.json()["items"]) == 3
+    assert len(page.json()["items"]) == 2
+    assert len(rest.json()["items"]) == 3
     assert rest.json()["next_cursor"] is None
     of_parts = await api.client.get(
         f"/files/{multipart['file']['id']}/access", headers=api.auth(owner)
