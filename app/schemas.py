@@ -334,10 +334,13 @@ class EventPageOut(BaseModel):
     )
 
 
+# A grantee is compared with a token's `sub` or group names, which never hold controls.
+_NO_CONTROLS = r"^[^\x00-\x1f\x7f-\x9f\u2028\u2029]+$"
 _GRANTEE = Field(
     default=None,
     min_length=1,
     max_length=255,
+    pattern=_NO_CONTROLS,
     description="Exactly one of `subject` (a token's `sub`) and `group`.",
 )
 
@@ -362,6 +365,7 @@ class GrantIn(BaseModel):
             default=None,
             min_length=1,
             max_length=255,
+            pattern=_NO_CONTROLS,
             description="A value of the token claim S3GATE_GROUP_CLAIM names (e.g. an org id).",
         ),
     ]

@@ -92,6 +92,16 @@ def _update_grant(*, by_subject: bool) -> ClauseElement:
 
 _now = bindparam("now", type_=_l.expires_at.type)
 
+
+def _of_deleted_file(file_id: Any) -> Any:
+    """The row's file is deleted (a lookup by the files' primary key, not a scan of them)."""
+    return (
+        select(_f.id)
+        .where(_f.id == file_id, _f.status == literal(str(FileStatus.DELETED)))
+        .exists()
+    )
+
+
 SHARING_STATEMENTS: dict[str, ClauseElement] = {
     "insert_grant": grants_table.insert()
     .values({column.name: bindparam(column.name) for column in grants_table.c})
@@ -148,9 +158,17 @@ SHARING_STATEMENTS: dict[str, ClauseElement] = {
     .order_by(_a.seq.desc())
     .limit(bindparam("limit")),
     "prune_access": access_table.delete().where(_a.issued_at < bindparam("before")),
-    "prune_grants": grants_table.delete().where(_g.expires_at < bindparam("before")),
+    # Grants and links that ended before the retention, and any of a deleted file (it is
+    # never visible again: they can give nothing).
+    "prune_grants": grants_table.delete().where(
+        or_(_g.expires_at < bindparam("before"), _of_deleted_file(_g.file_id))
+    ),
     "prune_links": links_table.delete().where(
-        or_(_l.expires_at < bindparam("before"), _l.revoked_at < bindparam("before"))
+        or_(
+            _l.expires_at < bindparam("before"),
+            _l.revoked_at < bindparam("before"),
+            _of_deleted_file(_l.file_id),
+        )
     ),
 }
 

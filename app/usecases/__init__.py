@@ -103,6 +103,7 @@ def build_use_cases(
             settings,
             link_limiter=per_link,
             address_limiter=per_address,
+            groups_enabled=settings.group_claim is not None,
         ),
         access=recorder,
         signer=signer,

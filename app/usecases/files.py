@@ -11,7 +11,14 @@ from typing import Literal
 
 from app.auth import Principal
 from app.config import UrlSettings
-from app.errors import AppError, FileNotAvailable, Forbidden, NotFound, RateLimited
+from app.errors import (
+    AppError,
+    FileNotAvailable,
+    Forbidden,
+    NotFound,
+    RateLimited,
+    ValidationFailed,
+)
 from app.filenames import DOWNLOAD_CACHE_CONTROL, download_headers
 from app.ledger import BATCH_MAX_IDS, FileRecord
 from app.logs import audit
@@ -103,6 +110,10 @@ class Files:
         `shared` the files other owners granted the caller."""
         if owner is not None and owner != principal.sub and not principal.is_admin:
             raise Forbidden()
+        if shared and owner is not None:
+            raise ValidationFailed(
+                errors=[{"loc": ["query", "owner"], "msg": "not with shared=true"}]
+            )
         before = decode_cursor(cursor) if cursor else None
         if shared:
             rows = await self._ledger.shared_with(

@@ -99,7 +99,9 @@ class Sharing:
         *,
         link_limiter: RateLimiter | None = None,
         address_limiter: RateLimiter | None = None,
+        groups_enabled: bool = False,
     ) -> None:
+        self._groups_enabled = groups_enabled  # S3GATE_GROUP_CLAIM is set
         self._lookup = lookup
         self._ledger = lookup.ledger
         self._rooms = lookup.ledger.sharing
@@ -133,6 +135,16 @@ class Sharing:
         if request.expires_at is not None and request.expires_at <= now:
             raise ValidationFailed(
                 errors=[{"loc": ["body", "expires_at"], "msg": "must be in the future"}]
+            )
+        if request.group is not None and not self._groups_enabled:
+            # A grant no token could ever match would look like access that works.
+            raise ValidationFailed(
+                errors=[
+                    {
+                        "loc": ["body", "group"],
+                        "msg": "groups are off: S3GATE_GROUP_CLAIM names no token claim",
+                    }
+                ]
             )
         if request.subject is not None and request.subject == record.owner_id:
             raise ValidationFailed(

@@ -34,11 +34,18 @@ def _shape(response: httpx.Response) -> tuple[int, dict[str, str], bytes]:
 
 
 async def _as_missing(
-    api: Api, method: str, path: str, file_id: str, headers: dict[str, str]
+    api: Api,
+    method: str,
+    path: str,
+    file_id: str,
+    headers: dict[str, str],
+    body: dict[str, Any] | None = None,
 ) -> None:
     """The answer for `file_id` is byte for byte the answer for an id that does not exist."""
-    theirs = await api.client.request(method, path.format(id=file_id), headers=headers)
-    missing = await api.client.request(method, path.format(id=uuid.uuid4()), headers=headers)
+    theirs = await api.client.request(method, path.format(id=file_id), headers=headers, json=body)
+    missing = await api.client.request(
+        method, path.format(id=uuid.uuid4()), headers=headers, json=body
+    )
     assert theirs.status_code == 404, theirs.text
     assert _shape(theirs) == _shape(missing)
 
@@ -178,6 +185,8 @@ async def test_only_the_owner_or_an_admin_manages_grants(
         {"subject": "a", "expires_at": "2099-01-01T00:00:00"},
         {"subject": "a", "extra": 1},
         {"subject": ["a"]},
+        {"subject": "line\nbreak"},
+        {"group": "any"},  # groups are off (no S3GATE_GROUP_CLAIM): no token could match
     ],
 )
 async def test_a_bad_grant_is_a_422_and_grants_nothing(
@@ -574,3 +583,78 @@ async def test_a_share_token_never_reaches_the_logs(
     assert link["token"] not in logged
     assert used.headers["location"].split("?")[1] not in logged
     assert '"/s/{token}"' in logged
+
+
+async def test_a_grant_opens_no_upload_route_and_no_other_file(
+    api: Api, s3_http: httpx.AsyncClient
+) -> None:
+    from fastapi.routing import APIRoute
+
+    from app.http.routers import uploads
+
+    owner, friend = new_sub(), new_sub()
+    file, _ = await api.upload(s3_http, owner, b"pending, shared", content_type="text/plain")
+    await _grant(api, owner, file["id"], subject=friend)
+    other = await _available(api, s3_http, owner, b"not shared")
+    for route in uploads.router.routes:
+        if isinstance(route, APIRoute) and "{file_id}" in route.path:
+            path = route.path.replace("{file_id}", "{id}")
+            body = {"part_numbers": [1]} if path.endswith("/parts") else None
+            for method in route.methods:
+                await _as_missing(api, method, path, file["id"], api.auth(friend), body)
+    await _as_missing(api, "GET", "/files/{id}", other["id"], api.auth(friend))
+    still = await api.client.get(f"/files/{file['id']}", headers=api.auth(owner))
+    assert still.json()["status"] == "pending"
+
+
+async def test_shared_and_owner_together_are_a_422(api: Api) -> None:
+    me = new_sub()
+    answer = await api.client.get(f"/files?shared=true&owner={me}", headers=api.auth(me))
+    assert answer.status_code == 422
+    assert answer.json()["code"] == "validation_error"
+
+
+async def test_the_reaper_prunes_old_history_and_what_a_deleted_file_shared(
+    api: Api, s3_http: httpx.AsyncClient
+) -> None:
+    from sqlalchemy import func, select, update
+
+    from app.lifespan import open_use_cases
+    from app.models import access_table, grants_table, links_table
+    from tests.support import sql_engine
+
+    owner, friend = new_sub(), new_sub()
+    kept = await _available(api, s3_http, owner, b"kept")
+    gone = await _available(api, s3_http, owner, b"gone")
+    for file in (kept, gone):
+        await _grant(api, owner, file["id"], subject=friend)
+        await _link(api, owner, file["id"], expires_in=3600)
+        await api.client.get(f"/downloads/{file['id']}", headers=api.auth(owner))
+    await api.client.get(f"/files/{kept['id']}/access", headers=api.auth(owner))  # flushed
+    assert (
+        await api.client.delete(f"/files/{gone['id']}", headers=api.auth(owner))
+    ).status_code == 204
+    engine = sql_engine(api.settings.database_url)
+    old = datetime.now(UTC) - timedelta(days=api.settings.access_retention_days + 1)
+    with engine.begin() as conn:
+        conn.execute(
+            update(access_table)
+            .where(
+                access_table.c.file_id == uuid.UUID(kept["id"]), access_table.c.action == "upload"
+            )
+            .values(issued_at=old)
+        )
+    async with open_use_cases(api.settings) as (_, use_cases):
+        await use_cases.reaper.reap()
+
+    def count(table: Any, file: dict[str, Any]) -> int:
+        with engine.connect() as conn:
+            query = select(func.count()).where(table.c.file_id == uuid.UUID(file["id"]))
+            return int(conn.execute(query).scalar_one())
+
+    try:
+        assert [count(t, kept) for t in (grants_table, links_table)] == [1, 1]
+        assert [count(t, gone) for t in (grants_table, links_table)] == [0, 0]
+        assert count(access_table, kept) == 1  # the download; the old upload row is gone
+    finally:
+        engine.dispose()
