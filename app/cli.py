@@ -1,5 +1,5 @@
 """The `s3gate` command: serve, migrate, dev, reap, verify, deliver, events list|replay,
-webhook-secret, bucket check|setup, iam-policy, upload, download, token (and --version).
+webhook-secret, bucket check|setup, iam-policy, upload, download, share, token (and --version).
 
 Over 350 lines on purpose: each command is a thin function over the room that does the work,
 and the parser at the bottom is their one table; splitting it would scatter that table."""
@@ -320,6 +320,86 @@ def cmd_download(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_share(args: argparse.Namespace) -> int:
+    import httpx
+
+    from app.client import ApiError
+
+    granting = args.to is not None or args.group is not None
+    misplaced = [
+        flag
+        for flag, value, fits in (
+            ("--permission", args.permission, granting),
+            ("--expires-at", args.expires_at, granting),
+            ("--expires-in", args.expires_in, args.link),
+            ("--max-downloads", args.max_downloads, args.link),
+        )
+        if value is not None and not fits
+    ]
+    if misplaced:
+        modes = "--to/--group" if misplaced[0] in ("--permission", "--expires-at") else "--link"
+        print(f"s3gate share: {misplaced[0]} goes with {modes} only", file=sys.stderr)
+        return 2
+    if args.link and args.expires_in is None:
+        print("s3gate share: --link needs --expires-in SECONDS", file=sys.stderr)
+        return 2
+    client = _client(args)
+    try:
+        if granting:
+            grant = client.share(
+                args.id,
+                subject=args.to,
+                group=args.group,
+                permission=args.permission or "read",
+                expires_at=args.expires_at,
+            )
+            print(json.dumps(grant))
+        elif args.link:
+            link = client.create_link(
+                args.id, expires_in=args.expires_in, max_downloads=args.max_downloads
+            )
+            uses = f", {link['max_downloads']} downloads" if link["max_downloads"] else ""
+            # The URL is the secret: alone on stdout, for `URL=$(s3gate share ...)`.
+            print(f"s3gate: link {link['id']} until {link['expires_at']}{uses}", file=sys.stderr)
+            print(link["url"])
+        elif args.list:
+            for grant in client.grants(args.id):
+                print(json.dumps({"kind": "grant", **grant}))
+            for link in client.links(args.id):
+                listed = {k: v for k, v in link.items() if k not in ("token", "url")}
+                print(json.dumps({"kind": "link", **listed}))
+        elif args.revoke_grant is not None:
+            client.revoke_grant(args.id, args.revoke_grant)
+            print(f"s3gate: revoked grant {args.revoke_grant}", file=sys.stderr)
+        else:
+            client.revoke_link(args.id, args.revoke_link)
+            print(f"s3gate: revoked link {args.revoke_link}", file=sys.stderr)
+    except (ApiError, httpx.HTTPError) as exc:
+        print(f"s3gate: share failed: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        client.close()
+    return 0
+
+
+_OWN_CLAIMS = frozenset({"sub", "iat", "exp", "scope"})
+
+
+def _claim(text: str) -> tuple[str, object]:
+    """A `--claim NAME=JSON` (`groups=["a","b"]`, `n=5`); a value that is not JSON is taken
+    as a plain string (`tier=gold`)."""
+    name, sep, value = text.partition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected NAME=JSON")
+    if name in _OWN_CLAIMS:
+        # Set by --sub, --ttl and --admin: a --claim would silently override what they say.
+        raise argparse.ArgumentTypeError(f"{name!r} is set by --sub, --ttl or --admin")
+    try:
+        return name, json.loads(value)
+    except ValueError:
+        return name, value
+
+
 def _secret_file(path: Path, nbytes: int) -> str:
     """Read a dev secret, creating it (owner-only) on first use."""
     if not path.exists():
@@ -351,6 +431,7 @@ def cmd_token(args: argparse.Namespace) -> int:
             admin_scope=settings.admin_scope if args.admin else None,
             issuer=settings.jwt_issuer,
             audience=settings.jwt_audience,
+            extra_claims=dict(args.claim) if args.claim else None,
         )
     )
     return 0
@@ -576,7 +657,37 @@ def build_parser() -> argparse.ArgumentParser:
         "-o", "--output", help="where to write; - for stdout [default: the file's name, here]"
     )
     download.set_defaults(handler=cmd_download)
-    for command in (upload, download):
+    share = sub.add_parser(
+        "share",
+        help="share file ID: grant a subject or group, make a share link, list, revoke",
+        description="Share file ID (yours, or any with an admin token). --to/--group print the "
+        "grant as one JSON line; --link prints only the link's URL on stdout (it is the "
+        "secret: anyone holding it gets the bytes), the rest on stderr; --list prints the "
+        "grants and links as JSON lines (never a link's token). API errors: their code and "
+        "detail on stderr, exit status 1.",
+    )
+    share.add_argument("id")
+    mode = share.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--to", metavar="SUB", help="grant the subject (a token's sub)")
+    mode.add_argument("--group", metavar="G", help="grant the group (S3GATE_GROUP_CLAIM)")
+    mode.add_argument("--link", action="store_true", help="create a share link")
+    mode.add_argument("--list", action="store_true", help="list the grants and links")
+    mode.add_argument("--revoke-grant", metavar="GRANT_ID", help="revoke a grant")
+    mode.add_argument("--revoke-link", metavar="LINK_ID", help="revoke a share link")
+    share.add_argument(
+        "--permission", choices=["read", "delete"], help="--to/--group [default: read]"
+    )
+    share.add_argument(
+        "--expires-at", metavar="RFC3339", help="--to/--group: when the grant stops working"
+    )
+    share.add_argument(
+        "--expires-in", type=int, metavar="SECONDS", help="--link: its lifetime (required)"
+    )
+    share.add_argument(
+        "--max-downloads", type=int, metavar="N", help="--link: uses allowed [default: no cap]"
+    )
+    share.set_defaults(handler=cmd_share)
+    for command in (upload, download, share):
         command.add_argument("--api", default=api_default, help="[S3GATE_API_URL]")
         command.add_argument("--token", help="bearer token [S3GATE_TOKEN]")
 
@@ -585,6 +696,14 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("--admin", action="store_true", help="grant the admin scope")
     token.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds")
     token.add_argument("--secret-file", help="read the HMAC secret from this file")
+    token.add_argument(
+        "--claim",
+        action="append",
+        type=_claim,
+        metavar="NAME=JSON",
+        help='add a claim (repeatable), e.g. groups=\'["a","b"]\'; a value that is not '
+        "JSON is a string",
+    )
     token.set_defaults(handler=cmd_token)
     return parser
 

@@ -22,7 +22,8 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Literal
+from urllib.parse import quote
 
 import httpx
 
@@ -95,6 +96,11 @@ def _final(file: dict[str, Any]) -> dict[str, Any]:
     if status == "expired":
         raise ApiError(409, "upload_expired", f"upload {file_id} expired; create a new upload")
     raise ApiError(409, "upload_incomplete", f"upload {file_id} is {status}; complete it again")
+
+
+def _segment(value: str) -> str:
+    """An id as one path segment: a slash or `?` in it cannot reach another route."""
+    return quote(value, safe="")
 
 
 def _sha256_b64(path: Path) -> str:
@@ -426,3 +432,69 @@ class S3gateClient:
         with self._object(file_id) as (file, answer):
             self._copy(answer, out, file["size"], progress)
         return file
+
+    # --- sharing (docs/sharing.md): the owner's or an admin's calls ---------------------------
+
+    def share(
+        self,
+        file_id: str,
+        *,
+        subject: str | None = None,
+        group: str | None = None,
+        permission: Literal["read", "delete"] = "read",
+        expires_at: str | datetime | None = None,
+    ) -> dict[str, Any]:
+        """Grant `subject` (a token's sub) or `group` access to the file; the Grant. A grantee
+        that had a grant gets its permission and expiry replaced. `expires_at`: RFC 3339 with a
+        time zone, or an aware datetime."""
+        body: dict[str, Any] = {"permission": permission}
+        if subject is not None:
+            body["subject"] = subject
+        if group is not None:
+            body["group"] = group
+        if expires_at is not None:
+            body["expires_at"] = (
+                expires_at.isoformat() if isinstance(expires_at, datetime) else expires_at
+            )
+        grant: dict[str, Any] = self._call("POST", f"/files/{_segment(file_id)}/grants", json=body)
+        return grant
+
+    def grants(self, file_id: str) -> list[dict[str, Any]]:
+        """The file's grants (expired ones too, `active` false, until the reaper prunes them)."""
+        items: list[dict[str, Any]] = self._call("GET", f"/files/{_segment(file_id)}/grants")[
+            "items"
+        ]
+        return items
+
+    def revoke_grant(self, file_id: str, grant_id: str) -> None:
+        self._call("DELETE", f"/files/{_segment(file_id)}/grants/{_segment(grant_id)}")
+
+    def create_link(
+        self, file_id: str, *, expires_in: int, max_downloads: int | None = None
+    ) -> dict[str, Any]:
+        """A share link to the file; the answer holds its `token` and absolute `url`, shown
+        this once (the service keeps only a hash): whoever holds the URL gets the bytes."""
+        body: dict[str, Any] = {"expires_in": expires_in}
+        if max_downloads is not None:
+            body["max_downloads"] = max_downloads
+        link: dict[str, Any] = self._call("POST", f"/files/{_segment(file_id)}/links", json=body)
+        return link
+
+    def links(self, file_id: str) -> list[dict[str, Any]]:
+        """The file's share links, never their tokens."""
+        items: list[dict[str, Any]] = self._call("GET", f"/files/{_segment(file_id)}/links")[
+            "items"
+        ]
+        return items
+
+    def revoke_link(self, file_id: str, link_id: str) -> None:
+        self._call("DELETE", f"/files/{_segment(file_id)}/links/{_segment(link_id)}")
+
+    def download_many(
+        self, ids: list[str], *, disposition: Literal["attachment", "inline"] = "attachment"
+    ) -> list[dict[str, Any]]:
+        """Download URLs for up to 100 files, one item per id in order: `url`, `method` and
+        `expires_at`, or the `problem` the single route would answer for that id."""
+        answer = self._call("POST", "/downloads", json={"ids": ids, "disposition": disposition})
+        items: list[dict[str, Any]] = answer["items"]
+        return items

@@ -263,3 +263,23 @@ def test_records_live_under_xdg_state_home_or_else_local_state(
     monkeypatch.setenv("XDG_STATE_HOME", "relative/is/ignored")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     assert default_state_dir() == tmp_path / "home" / ".local" / "state" / "s3gate" / "uploads"
+
+
+def test_download_many_posts_the_ids_once_and_returns_the_items_in_order() -> None:
+    sent: list[dict[str, Any]] = []
+    items = [
+        {"id": "a", "url": "https://s3.example/a", "method": "GET", "expires_at": "x"},
+        {"id": "b", "problem": {"code": "not_found", "status": 404}},
+    ]
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        assert (request.method, request.url.path) == ("POST", "/downloads")
+        assert request.headers["authorization"] == "Bearer token"
+        sent.append(json.loads(request.content))
+        return httpx.Response(200, json={"items": items})
+
+    client = S3gateClient(
+        "http://s3gate.test", "token", http=httpx.Client(transport=MockTransport(handle))
+    )
+    assert client.download_many(["a", "b"], disposition="inline") == items
+    assert sent == [{"ids": ["a", "b"], "disposition": "inline"}]
