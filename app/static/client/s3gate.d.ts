@@ -30,6 +30,85 @@ export interface DownloadLink {
   expires_at: string;
 }
 
+export type Permission = "read" | "delete";
+
+/** A file shared with one subject or one group (exactly one of the two is set). */
+export interface Grant {
+  id: string;
+  file_id: string;
+  /** A token's `sub`. */
+  subject: string | null;
+  /** A value of the token claim S3GATE_GROUP_CLAIM names. */
+  group: string | null;
+  /** `read`: see the file and download it; `delete`: that, and delete it. */
+  permission: Permission;
+  /** The `sub` that granted it (the owner or an admin). */
+  created_by: string;
+  created_at: string;
+  expires_at: string | null;
+  /** False once expired. */
+  active: boolean;
+}
+
+export type ShareLinkState = "active" | "expired" | "exhausted" | "revoked";
+
+/** A share link as listed: never its token (the service keeps only its SHA-256). */
+export interface ShareLink {
+  id: string;
+  file_id: string;
+  created_by: string;
+  created_at: string;
+  expires_at: string;
+  /** Uses allowed; null: no cap. */
+  max_downloads: number | null;
+  /** Uses so far (each one a redirect to a fresh download URL). */
+  downloads: number;
+  revoked_at: string | null;
+  state: ShareLinkState;
+}
+
+/** The answer of `createLink`, the only one that holds the token. */
+export interface CreatedShareLink extends ShareLink {
+  token: string;
+  /** Absolute `/s/{token}` URL, no token needed: each GET redirects (307) to a fresh URL. */
+  url: string;
+}
+
+/** One id's answer in `downloadMany`, in the order asked: a URL, or the single route's problem. */
+export type BatchDownloadItem =
+  | { id: string; url: string; method: "GET"; expires_at: string; problem: null }
+  | {
+      id: string;
+      url: null;
+      method: null;
+      expires_at: null;
+      /** `not_found`, `file_not_available` or `rate_limited`. */
+      problem: Problem & { detail: string };
+    };
+
+export type AccessAction = "upload" | "part" | "download" | "link";
+
+/** One URL the service issued for the file. */
+export interface AccessEntry {
+  id: number;
+  action: AccessAction;
+  /** The token's `sub`; null for a share link's use. */
+  actor_sub: string | null;
+  /** The share link used (action `link`). */
+  link_id: string | null;
+  client_address: string | null;
+  issued_at: string;
+  /** When the URL stops working. */
+  expires_at: string;
+  /** Action `part`: which part. */
+  part_number: number | null;
+}
+
+export interface AccessPage {
+  items: AccessEntry[];
+  next_cursor: string | null;
+}
+
 /** An application/problem+json body (RFC 9457) with s3gate's stable `code`. */
 export interface Problem {
   type: string;
@@ -117,6 +196,40 @@ export interface UploadOptions extends CallOptions, Omit<ClientOptions, "baseUrl
   resume?: boolean;
 }
 
+export interface ListOptions extends CallOptions {
+  /** 1 to 200 (default 50). */
+  limit?: number;
+  cursor?: string | null;
+  /** Admins only: whose files. */
+  owner?: string | null;
+  /** The files other owners shared with the caller (a live grant) instead of its own. */
+  shared?: boolean;
+}
+
+/** Exactly one grantee: a subject or a group. */
+export type Grantee = { subject: string; group?: null } | { group: string; subject?: null };
+
+export type ShareOptions = CallOptions &
+  Grantee & {
+    /** Default `read`. */
+    permission?: Permission;
+    /** When the grant stops working: a Date, or RFC 3339 with a zone; default never. */
+    expiresAt?: Date | string | null;
+  };
+
+export interface LinkOptions extends CallOptions {
+  /** Seconds the link works for: at least 60, at most S3GATE_LINK_MAX_TTL_SECONDS. */
+  expiresIn: number;
+  /** Uses allowed (default: no cap). */
+  maxDownloads?: number | null;
+}
+
+export interface AccessHistoryOptions extends CallOptions {
+  /** 1 to 500 (default 100). */
+  limit?: number;
+  cursor?: string | null;
+}
+
 export declare const defaultBaseUrl: string;
 
 export declare class S3gateClient {
@@ -135,12 +248,29 @@ export declare class S3gateClient {
     id: string,
     options?: CallOptions & { disposition?: "attachment" | "inline" },
   ): Promise<DownloadLink>;
-  list(
-    options?: CallOptions & { limit?: number; cursor?: string | null; owner?: string | null },
-  ): Promise<FileList>;
+  list(options?: ListOptions): Promise<FileList>;
   getFile(id: string, options?: CallOptions): Promise<S3gateFile>;
   deleteFile(id: string, options?: CallOptions): Promise<null>;
   abandon(id: string, options?: CallOptions): Promise<void>;
+  /** Grant a subject or a group access; granting the same grantee again replaces its grant. */
+  share(id: string, options: ShareOptions): Promise<Grant>;
+  /** Expired grants too (`active` false), until the reaper prunes them. */
+  grants(id: string, options?: CallOptions): Promise<Grant[]>;
+  /** A second revoke of the same grant fails with `not_found`. */
+  revokeGrant(id: string, grantId: string, options?: CallOptions): Promise<null>;
+  /** A share link to an available file (else `file_not_available`); keep its `url`. */
+  createLink(id: string, options: LinkOptions): Promise<CreatedShareLink>;
+  /** Never their tokens. */
+  links(id: string, options?: CallOptions): Promise<ShareLink[]>;
+  /** Revoking a revoked link succeeds again. */
+  revokeLink(id: string, linkId: string, options?: CallOptions): Promise<null>;
+  /** Up to 100 ids (`validation_error` beyond); one item per id, in order. */
+  downloadMany(
+    ids: readonly string[],
+    options?: CallOptions & { disposition?: "attachment" | "inline" },
+  ): Promise<BatchDownloadItem[]>;
+  /** The owner and admins only (a grantee gets `forbidden`). */
+  accessHistory(id: string, options?: AccessHistoryOptions): Promise<AccessPage>;
 }
 
 export declare function createClient(options?: ClientOptions): S3gateClient;
@@ -154,6 +284,4 @@ export declare function download(
   id: string,
   options?: CallOptions & { disposition?: "attachment" | "inline" },
 ): Promise<DownloadLink>;
-export declare function list(
-  options?: CallOptions & { limit?: number; cursor?: string | null },
-): Promise<FileList>;
+export declare function list(options?: ListOptions): Promise<FileList>;

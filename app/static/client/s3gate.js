@@ -100,21 +100,83 @@ export class S3gateClient {
     return this.#api("GET", `downloads/${encodeURIComponent(id)}?${query}`, options);
   }
 
-  /** One page of the caller's files, newest first: `{items, next_cursor}`. */
-  list({ limit = 50, cursor = null, owner = null, ...options } = {}) {
+  /**
+   * One page of the caller's files, newest first: `{items, next_cursor}`. `shared: true`: the
+   * files other owners shared with the caller instead.
+   */
+  list({ limit = 50, cursor = null, owner = null, shared = false, ...options } = {}) {
     const query = new URLSearchParams({ limit: String(limit) });
     if (cursor) query.set("cursor", cursor);
     if (owner) query.set("owner", owner);
+    if (shared) query.set("shared", "true");
     return this.#api("GET", `files?${query}`, options);
   }
 
   getFile(id, options = {}) {
-    return this.#api("GET", `files/${encodeURIComponent(id)}`, options);
+    return this.#api("GET", filePath(id), options);
   }
 
   /** Delete an uploaded file (its object and its listing). */
   deleteFile(id, options = {}) {
-    return this.#api("DELETE", `files/${encodeURIComponent(id)}`, options);
+    return this.#api("DELETE", filePath(id), options);
+  }
+
+  /**
+   * Share a file with a subject (a token's `sub`) or a group: the Grant. Granting the same
+   * grantee again replaces its permission and expiry. The owner or an admin only.
+   */
+  share(id, { subject, group, permission = "read", expiresAt = null, ...options } = {}) {
+    const body = { permission };
+    if (subject != null) body.subject = subject;
+    if (group != null) body.group = group;
+    if (expiresAt != null) body.expires_at = timestamp(expiresAt);
+    return this.#api("POST", filePath(id, "grants"), { ...options, body });
+  }
+
+  /** The file's grants, expired ones too (`active` false) until the reaper prunes them. */
+  grants(id, options = {}) {
+    return this.#items("GET", filePath(id, "grants"), options);
+  }
+
+  /** Revoke a grant; the grantee's next request is refused. */
+  revokeGrant(id, grantId, options = {}) {
+    return this.#api("DELETE", filePath(id, "grants", grantId), options);
+  }
+
+  /**
+   * A share link to an available file: the link with its `token` and `url` (`/s/{token}`),
+   * which only this answer holds. Anyone with the URL downloads the file while it is live.
+   */
+  createLink(id, { expiresIn, maxDownloads = null, ...options } = {}) {
+    const body = { expires_in: expiresIn };
+    if (maxDownloads != null) body.max_downloads = maxDownloads;
+    return this.#api("POST", filePath(id, "links"), { ...options, body });
+  }
+
+  /** The file's share links, never their tokens. */
+  links(id, options = {}) {
+    return this.#items("GET", filePath(id, "links"), options);
+  }
+
+  /** Revoke a share link: its next use answers 404. */
+  revokeLink(id, linkId, options = {}) {
+    return this.#api("DELETE", filePath(id, "links", linkId), options);
+  }
+
+  /**
+   * GET URLs for up to 100 files in one call, in the order of `ids`: each item has `url`,
+   * `method` and `expires_at`, or the `problem` a single download would have answered.
+   */
+  downloadMany(ids, { disposition = "attachment", ...options } = {}) {
+    const body = { ids: Array.from(ids), disposition };
+    return this.#items("POST", "downloads", { ...options, body });
+  }
+
+  /** One page of the URLs issued for the file, newest first: `{items, next_cursor}`. */
+  accessHistory(id, { limit = 100, cursor = null, ...options } = {}) {
+    const query = new URLSearchParams({ limit: String(limit) });
+    if (cursor) query.set("cursor", cursor);
+    return this.#api("GET", `${filePath(id, "access")}?${query}`, options);
   }
 
   /** Abandon a pending upload: the service aborts it and the file disappears. */
@@ -323,6 +385,11 @@ export class S3gateClient {
     return `Bearer ${token}`;
   }
 
+  /** An API call whose answer is `{items}` (not paged): the items. */
+  async #items(method, path, options) {
+    return (await this.#api(method, path, options)).items;
+  }
+
   /** One API call, retried on network errors, 429 and 5xx (every s3gate call is retry-safe). */
   async #api(
     method,
@@ -361,6 +428,16 @@ export class S3gateClient {
       await sleep(error.retryAfter != null ? error.retryAfter * 1000 : backoffMs(attempt), signal);
     }
   }
+}
+
+/** `files/{id}/...`, each segment escaped: ids come from callers. */
+function filePath(id, ...segments) {
+  return ["files", id, ...segments].map((segment) => encodeURIComponent(segment)).join("/");
+}
+
+/** An RFC 3339 timestamp from a Date, or a string passed as is (it must carry its zone). */
+function timestamp(value) {
+  return value instanceof Date ? value.toISOString() : String(value);
 }
 
 /**

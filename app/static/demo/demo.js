@@ -7,6 +7,9 @@ const $ = (selector) => document.querySelector(selector);
 
 let token = sessionStorage.getItem(TOKEN_KEY) ?? "";
 const client = createClient({ token: () => token });
+// Open share panels by file id, `{panel, reload}`: kept across refreshes (so a created URL
+// stays on screen), their lists reloaded.
+const sharePanels = new Map();
 
 // `s3gate dev` links to /demo/#token=...: a fragment never reaches a server or its logs.
 const fragment = new URLSearchParams(location.hash.slice(1));
@@ -94,7 +97,14 @@ async function refresh() {
   try {
     const page = await client.list({ limit: 50 });
     listError.hidden = true;
-    $("#file-rows").replaceChildren(...page.items.map(fileRow));
+    const shareable = new Set(page.items.filter(isShareable).map((file) => file.id));
+    for (const id of sharePanels.keys()) if (!shareable.has(id)) sharePanels.delete(id);
+    const rows = page.items.flatMap((file) => {
+      const open = sharePanels.get(file.id);
+      open?.reload();
+      return open ? [fileRow(file), open.panel] : [fileRow(file)];
+    });
+    $("#file-rows").replaceChildren(...rows);
   } catch (error) {
     listError.textContent = describe(error);
     listError.hidden = false;
@@ -109,7 +119,7 @@ function fileRow(file) {
     file.content_type,
     formatBytes(file.size),
     file.status,
-    new Date(file.created_at).toLocaleString(),
+    formatDate(file.created_at),
   ];
   for (const text of cells) {
     const cell = document.createElement("td");
@@ -120,9 +130,133 @@ function fileRow(file) {
   const actions = document.createElement("td");
   actions.className = "actions";
   if (file.status === "available") actions.append(button("Download", () => downloadFile(file)));
+  if (isShareable(file)) {
+    const share = button("Share", () => toggleShare(file, row, share));
+    share.setAttribute("aria-controls", `share-${file.id}`);
+    share.setAttribute("aria-expanded", String(sharePanels.has(file.id)));
+    actions.append(share);
+  }
   actions.append(button("Delete", () => removeFile(file)));
   row.append(actions);
   return row;
+}
+
+function isShareable(file) {
+  return file.status === "available";
+}
+
+function toggleShare(file, row, toggle) {
+  const open = sharePanels.get(file.id);
+  if (open) {
+    open.panel.remove();
+    sharePanels.delete(file.id);
+  } else {
+    const opened = sharePanel(file);
+    sharePanels.set(file.id, opened);
+    row.after(opened.panel);
+    opened.panel.querySelector("select").focus();
+  }
+  toggle.setAttribute("aria-expanded", String(sharePanels.has(file.id)));
+}
+
+/** A file's share links and grants, to create, list and revoke: `{panel, reload}`. */
+function sharePanel(file) {
+  const panel = $("#share-panel").content.firstElementChild.cloneNode(true);
+  const find = (selector) => panel.querySelector(selector);
+  panel.id = `share-${file.id}`;
+  panel.dataset.fileId = file.id;
+  panel.setAttribute("aria-label", `Sharing ${file.filename}`);
+  const shareError = find(".share-error");
+  const attempt = async (action) => {
+    shareError.hidden = true;
+    try {
+      await action();
+    } catch (error) {
+      shareError.textContent = describe(error);
+      shareError.hidden = false;
+    }
+  };
+  const revoker = (label, revoke, reload) => {
+    const element = button("Revoke", () => attempt(async () => revoke().then(reload)));
+    element.setAttribute("aria-label", label);
+    return element;
+  };
+
+  const showLinks = () =>
+    attempt(async () => {
+      const entries = (await client.links(file.id)).map((link) => {
+        const uses = `${link.downloads}${link.max_downloads == null ? "" : `/${link.max_downloads}`}`;
+        const text = `${link.state}: ${uses} downloads, until ${formatDate(link.expires_at)}`;
+        const revoke = () => client.revokeLink(file.id, link.id);
+        return listItem(
+          text,
+          link.state === "active" && revoker(`Revoke link: ${text}`, revoke, showLinks),
+        );
+      });
+      find(".link-list").replaceChildren(...entries);
+    });
+  const showGrants = () =>
+    attempt(async () => {
+      const entries = (await client.grants(file.id)).map((grant) => {
+        const who = grant.subject ?? `group ${grant.group}`;
+        const until = grant.expires_at ? `, until ${formatDate(grant.expires_at)}` : "";
+        const text = `${who}: ${grant.permission}${until}${grant.active ? "" : " (expired)"}`;
+        const revoke = () => client.revokeGrant(file.id, grant.id);
+        return listItem(text, revoker(`Revoke grant: ${who}`, revoke, showGrants));
+      });
+      find(".grant-list").replaceChildren(...entries);
+    });
+
+  find(".link-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const { expires_in: expiresIn, max_downloads: maxDownloads } = event.target.elements;
+    attempt(async () => {
+      const link = await client.createLink(file.id, {
+        expiresIn: Number(expiresIn.value),
+        maxDownloads: maxDownloads.value ? Number(maxDownloads.value) : null,
+      });
+      find(".link-url").value = link.url;
+      find(".copy-state").textContent = "";
+      find(".link-created").hidden = false;
+      await showLinks();
+    });
+  });
+  find(".copy").addEventListener("click", async () => {
+    const field = find(".link-url");
+    field.select(); // if the clipboard is refused, the URL is selected for Ctrl+C
+    try {
+      await navigator.clipboard.writeText(field.value);
+      find(".copy-state").textContent = "copied";
+    } catch {
+      find(".copy-state").textContent = "selected: press Ctrl+C to copy";
+    }
+  });
+  find(".grant-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const form = event.target;
+    const { subject, permission } = form.elements;
+    attempt(async () => {
+      await client.share(file.id, { subject: subject.value.trim(), permission: permission.value });
+      form.reset();
+      await showGrants();
+    });
+  });
+  const reload = () => Promise.all([showLinks(), showGrants()]);
+  reload();
+  return { panel, reload };
+}
+
+function listItem(text, action) {
+  const item = document.createElement("li");
+  const label = document.createElement("span");
+  label.textContent = text;
+  item.append(label);
+  if (action) item.append(action);
+  return item;
+}
+
+function formatDate(value) {
+  return new Date(value).toLocaleString();
 }
 
 function button(label, onClick) {
