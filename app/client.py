@@ -433,6 +433,12 @@ class S3gateClient:
             self._copy(answer, out, file["size"], progress)
         return file
 
+    def upload_settings(self) -> dict[str, Any]:
+        """What the deployment accepts (GET /uploads/settings): sizes, types, the multipart
+        threshold and part size, URL TTLs, the caller's quotas."""
+        answer: dict[str, Any] = self._call("GET", "/uploads/settings")
+        return answer
+
     # --- sharing (docs/sharing.md): the owner's or an admin's calls ---------------------------
 
     def share(

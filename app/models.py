@@ -117,6 +117,9 @@ class FileRow(Base):
     # While set and in the future, one completion is verifying this file (renewed as it runs);
     # any other completion answers 409 instead of reading the object again.
     verify_lease_until: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    # Part URLs signed so far: up to PART_URL_BUDGET per part they are free of the owner's
+    # rate limit (a client that asks one part per request is not throttled on its own file).
+    part_urls_signed: Mapped[int] = mapped_column(Integer, server_default="0")
 
     __table_args__ = (
         CheckConstraint(

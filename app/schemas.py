@@ -18,6 +18,7 @@ from pydantic import (
     model_validator,
 )
 
+from app.config.base import MAX_PARTS, MIN_PART_BYTES, SINGLE_PUT_MAX_BYTES
 from app.filenames import normalize_filename
 from app.mediatypes import DECLARED_TYPE
 
@@ -116,11 +117,22 @@ class CreateUploadRequest(BaseModel):
         description="Upload in parts even below the multipart threshold (files above it always "
         "are).",
     )
+    part_size: int | None = Field(
+        default=None,
+        strict=True,
+        ge=MIN_PART_BYTES,
+        le=SINGLE_PUT_MAX_BYTES,
+        description="The part size the client chunks with (5 MiB to 5 GiB, at most 10,000 "
+        "parts): the part URLs are signed for exactly these lengths. Implies a multipart "
+        "upload. Absent: S3GATE_PART_SIZE (GET /uploads/settings), grown to fit 10,000 parts.",
+    )
 
     @model_validator(mode="after")
     def _one_kind(self) -> CreateUploadRequest:
-        if self.form and self.multipart:
-            raise ValueError("choose at most one of form and multipart")
+        if self.form and (self.multipart or self.part_size is not None):
+            raise ValueError("choose at most one of form and multipart (or part_size)")
+        if self.part_size is not None and -(-self.size // self.part_size) > MAX_PARTS:
+            raise ValueError(f"part_size makes more than {MAX_PARTS} parts of this size")
         return self
 
 
@@ -207,6 +219,9 @@ class CreateUploadResponse(BaseModel):
 PartNumber = Annotated[int, Field(strict=True, ge=1, le=10_000)]
 
 
+MAX_PART_NUMBERS = 1000  # part URLs signed by one request
+
+
 class PartsRequest(BaseModel):
     """Which parts to sign URLs for (any time before the deadline, as often as needed)."""
 
@@ -214,7 +229,7 @@ class PartsRequest(BaseModel):
         extra="forbid", json_schema_extra={"examples": [{"part_numbers": [1, 2, 3]}]}
     )
 
-    part_numbers: Annotated[list[PartNumber], Field(min_length=1, max_length=1000)]
+    part_numbers: Annotated[list[PartNumber], Field(min_length=1, max_length=MAX_PART_NUMBERS)]
 
     @model_validator(mode="after")
     def _distinct(self) -> PartsRequest:
@@ -494,6 +509,41 @@ class AccessPageOut(BaseModel):
     next_cursor: str | None = Field(
         description="Pass as `cursor` to read older entries; null on the last page."
     )
+
+
+class UploadSettingsOut(BaseModel):
+    """What this deployment accepts, for clients that plan an upload before creating it (the
+    single-or-multipart choice, the part size, retries)."""
+
+    max_file_size: int = Field(description="Bytes (S3GATE_MAX_FILE_SIZE).")
+    allowed_content_types: list[str] = Field(
+        description="`type/subtype` patterns (`*/*`, `image/*`): S3GATE_ALLOWED_CONTENT_TYPES."
+    )
+    multipart_threshold: int = Field(
+        description="Files larger than this upload in parts; smaller ones with one PUT."
+    )
+    part_size: int = Field(description="The part size used when `POST /uploads` names none.")
+    min_part_size: int = Field(description="S3's smallest part but the last: 5 MiB.")
+    max_part_size: int = Field(description="S3's largest part: 5 GiB.")
+    max_parts: int = Field(description="S3's most parts in one upload: 10,000.")
+    max_part_numbers_per_request: int = Field(description="Of `POST /uploads/{id}/parts`.")
+    part_url_budget_per_part: int = Field(
+        description="Part URLs per part an upload may have signed before its part requests "
+        "count against the owner's rate limit."
+    )
+    upload_url_ttl_seconds: int
+    download_url_ttl_seconds: int
+    multipart_deadline_seconds: int = Field(
+        description="A multipart upload's parts may be asked for and sent until then."
+    )
+    form_uploads: bool = Field(
+        description="Whether `form: true` works on this store (an HTML-form POST policy)."
+    )
+    completion_max_wait_seconds: int = Field(description="The cap of `Prefer: wait=N`.")
+    rate_limit_per_minute: int = Field(description="The owner's; 0: no limit.")
+    rate_limit_burst: int
+    quota_bytes: int = Field(description="This caller's byte quota; 0: no limit.")
+    quota_pending_uploads: int = Field(description="This caller's pending uploads; 0: no limit.")
 
 
 class HealthOut(BaseModel):

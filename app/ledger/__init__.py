@@ -207,6 +207,23 @@ class Ledger(SqlRoom):
         return await self._all(shape, {**params, **_numbered("group", groups)})
 
     @timed
+    async def get_ended_too(self, file_id: uuid.UUID, owner: str | None) -> FileRecord | None:
+        """The file in any status, deleted too; owner-scoped unless owner is None."""
+        if owner is None:
+            return await self._one("get_any_ended_too", {"file_id": file_id})
+        return await self._one("get_owned_ended_too", {"file_id": file_id, "owner": owner})
+
+    @timed
+    async def charge_part_urls(self, file_id: uuid.UUID, count: int, budget: int) -> bool:
+        """Count `count` part URLs against the pending upload's budget; False when they do not
+        fit (nothing is counted then)."""
+        statement = self._compiled["charge_part_urls"]
+        params = {"file_id": file_id, "count": count, "budget": budget}
+        return (
+            await self._driver.fetch_one(statement.sql, self._bind(statement, params)) is not None
+        )
+
+    @timed
     async def find_by_idempotency_key(self, owner: str, key: str) -> FileRecord | None:
         """The owner's file created with this Idempotency-Key, in any status."""
         return await self._one("by_idempotency_key", {"owner": owner, "key": key})

@@ -52,6 +52,7 @@ class FileRecord:
     part_size: int | None
     upload_key: str | None
     verify_lease_until: datetime | None
+    part_urls_signed: int = 0
 
 
 def _check_record_follows_table() -> None:

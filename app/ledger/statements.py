@@ -226,6 +226,22 @@ STATEMENTS: dict[str, ClauseElement] = {
     )
     .values(verify_lease_until=bindparam("until"))
     .returning(*files_table.c),
+    # Count part URLs against the upload's own budget, only while they fit in it.
+    "charge_part_urls": update(files_table)
+    .where(
+        _c.id == bindparam("file_id"),
+        _c.status == literal(str(FileStatus.PENDING)),
+        _c.part_urls_signed + bindparam("count", type_=_c.part_urls_signed.type)
+        <= bindparam("budget", type_=_c.part_urls_signed.type),
+    )
+    .values(part_urls_signed=_c.part_urls_signed + bindparam("count"))
+    .returning(_c.id),
+    # A file in any status, a deleted one's too (an abandoned upload's DELETE is answered
+    # again), the owner's or (admins) anyone's.
+    "get_owned_ended_too": select(files_table).where(
+        _c.id == bindparam("file_id"), _c.owner_id == bindparam("owner")
+    ),
+    "get_any_ended_too": select(files_table).where(_c.id == bindparam("file_id")),
     # Renew or release a lease, only while it is still the one this completion holds.
     "move_lease": update(files_table)
     .where(_c.id == bindparam("file_id"), _c.verify_lease_until == bindparam("held"))

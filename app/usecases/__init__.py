@@ -87,6 +87,9 @@ def build_use_cases(
             key_prefix=settings.s3_key_prefix,
             profile=signer.profile,
             recorder=recorder,
+            limiter=limiter,
+            rates=settings,
+            verification=settings,
         ),
         completion=completion,
         verification=BackgroundVerification(

@@ -13,12 +13,22 @@ import uuid6
 
 from app import mediatypes
 from app.auth import Principal, Quota
-from app.config import SINGLE_PUT_MAX_BYTES, QuotaSettings, UploadSettings, UrlSettings
+from app.config import (
+    MAX_PARTS,
+    MIN_PART_BYTES,
+    SINGLE_PUT_MAX_BYTES,
+    QuotaSettings,
+    RateLimitSettings,
+    UploadSettings,
+    UrlSettings,
+    VerificationSettings,
+)
 from app.errors import (
     ContentTypeNotAllowed,
     FileTooLarge,
     FormUploadUnsupported,
     IdempotencyKeyReused,
+    NotFound,
     NotMultipart,
     NotPending,
     QuotaExceeded,
@@ -31,11 +41,12 @@ from app.logs import audit
 from app.metrics import metrics
 from app.models import AccessAction, FileStatus, UploadMethod
 from app.profiles import StoreProfile
-from app.schemas import CreateUploadRequest
+from app.ratelimit import RateLimiter, Unlimited
+from app.schemas import MAX_PART_NUMBERS, CreateUploadRequest, UploadSettingsOut
 from app.signer import PresignedPost, PresignedRequest, Signer
 from app.storage import Storage, StoredPart
 from app.usecases.access import AccessRecorder
-from app.usecases.common import Lookup, Removal
+from app.usecases.common import Lookup, Removal, scope
 from app.usecases.plans import (
     MultipartPlan,
     object_key,
@@ -48,6 +59,11 @@ from app.usecases.plans import (
 log = logging.getLogger("s3gate.audit")
 
 IDEMPOTENCY_WINDOW = timedelta(hours=24)
+# Part URLs an upload may have signed per part before its requests count against the owner's
+# rate limit: every part once, and once more for retries and URLs that expired in between.
+PART_URL_BUDGET = 2
+# Statuses in which an upload has ended: abandoning it again changes nothing.
+_ENDED = frozenset({FileStatus.REJECTED, FileStatus.EXPIRED, FileStatus.DELETED})
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,8 +87,14 @@ class Uploads:
         key_prefix: str,
         profile: StoreProfile,
         recorder: AccessRecorder,
+        rates: RateLimitSettings,
+        verification: VerificationSettings,
+        limiter: RateLimiter | None = None,
     ) -> None:
+        self._rates = rates
+        self._verification = verification
         self._recorder = recorder
+        self._limiter = limiter or Unlimited()  # part URLs beyond an upload's budget
         self._lookup = lookup
         self._ledger = lookup.ledger
         self._removal = removal
@@ -172,7 +194,9 @@ class Uploads:
                 return replay
 
         multipart = not request.form and (
-            request.multipart or request.size > self._uploads.multipart_threshold
+            request.multipart
+            or request.part_size is not None
+            or request.size > self._uploads.multipart_threshold
         )
         if request.form and not self._profile.form_post:
             raise FormUploadUnsupported()
@@ -208,7 +232,7 @@ class Uploads:
             # again afterwards never touches the verified object.
             draft = dataclasses.replace(draft, upload_key=staging_key(draft.object_key))
         if multipart:
-            draft = await self._start_multipart(draft, now)
+            draft = await self._start_multipart(draft, now, request.part_size)
         # Signing is pure CPU; the row then records the URL's real expiry.
         upload = self._upload_for(draft)
         record = dataclasses.replace(draft, upload_expires_at=upload.expires_at)
@@ -229,8 +253,12 @@ class Uploads:
             return replay
         return self._handed_out(UploadTicket(record, upload, created=True))
 
-    async def _start_multipart(self, draft: FileRecord, now: datetime) -> FileRecord:
-        part_size = part_plan(draft.size, self._uploads.part_size)
+    async def _start_multipart(
+        self, draft: FileRecord, now: datetime, chosen: int | None
+    ) -> FileRecord:
+        # The client's part size as it chunks (checked against S3's limits by the schema),
+        # else the setting, grown to need at most 10,000 parts.
+        part_size = chosen or part_plan(draft.size, self._uploads.part_size)
         upload_id = await self._storage.create_multipart_upload(
             draft.object_key, draft.content_type
         )
@@ -242,14 +270,18 @@ class Uploads:
             upload_expires_at=now + timedelta(seconds=self._uploads.multipart_deadline_seconds),
         )
 
-    async def _insert(self, record: FileRecord, quota: Quota | None) -> None:
-        # The token's quota (S3GATE_QUOTA_CLAIM) overrides each global one it sets; 0: no limit.
-        settings = self._quotas
-        max_bytes = settings.quota_bytes_per_owner
-        max_pending = settings.quota_pending_uploads_per_owner
+    def _quotas_of(self, quota: Quota | None) -> tuple[int, int]:
+        """(bytes, pending uploads) for an owner: the token's quota (S3GATE_QUOTA_CLAIM)
+        overrides each global one it sets; 0: no limit."""
+        max_bytes = self._quotas.quota_bytes_per_owner
+        max_pending = self._quotas.quota_pending_uploads_per_owner
         if quota is not None:
             max_bytes = max_bytes if quota.bytes is None else quota.bytes
             max_pending = max_pending if quota.pending is None else quota.pending
+        return max_bytes, max_pending
+
+    async def _insert(self, record: FileRecord, quota: Quota | None) -> None:
+        max_bytes, max_pending = self._quotas_of(quota)
         if not (max_bytes or max_pending):
             await self._ledger.insert(record)
             return
@@ -300,11 +332,38 @@ class Uploads:
             raise NotPending("This Idempotency-Key named a file that is no longer pending.")
         return self._handed_out(UploadTicket(refreshed, upload, created=False))
 
+    def published(self, principal: Principal) -> UploadSettingsOut:
+        """What this deployment accepts, as GET /uploads/settings tells clients that plan an
+        upload before creating it (the caller's own quotas included)."""
+        bytes_quota, pending_quota = self._quotas_of(principal.quota)
+        return UploadSettingsOut(
+            max_file_size=self._uploads.max_file_size,
+            allowed_content_types=list(self._uploads.allowed_content_types),
+            multipart_threshold=self._uploads.multipart_threshold,
+            part_size=self._uploads.part_size,
+            min_part_size=MIN_PART_BYTES,
+            max_part_size=SINGLE_PUT_MAX_BYTES,
+            max_parts=MAX_PARTS,
+            max_part_numbers_per_request=MAX_PART_NUMBERS,
+            part_url_budget_per_part=PART_URL_BUDGET,
+            upload_url_ttl_seconds=self._urls.upload_url_ttl_seconds,
+            download_url_ttl_seconds=self._urls.download_url_ttl_seconds,
+            multipart_deadline_seconds=self._uploads.multipart_deadline_seconds,
+            form_uploads=self._profile.form_post,
+            completion_max_wait_seconds=self._verification.completion_max_wait_seconds,
+            rate_limit_per_minute=self._rates.rate_limit_per_minute,
+            rate_limit_burst=self._rates.rate_limit_burst,
+            quota_bytes=bytes_quota,
+            quota_pending_uploads=pending_quota,
+        )
+
     async def sign_parts(
         self, principal: Principal, file_id: uuid.UUID, part_numbers: list[int]
     ) -> list[tuple[int, PresignedRequest]]:
         """PUT URLs for these parts, each bound to its exact length; any time before the
-        deadline, as often as asked (a slow upload never dies with its first URLs)."""
+        deadline, as often as asked (a slow upload never dies with its first URLs). Up to
+        PART_URL_BUDGET URLs per part come from the upload's own budget; beyond it, each
+        request counts against the owner's rate limit."""
         record = await self._pending_multipart(principal, file_id)
         assert record.multipart_upload_id is not None
         assert record.part_size is not None
@@ -316,6 +375,9 @@ class Uploads:
                     {"loc": ["body", "part_numbers"], "msg": f"this upload has {len(sizes)} parts"}
                 ]
             )
+        budget = PART_URL_BUDGET * len(sizes)
+        if not await self._ledger.charge_part_urls(record.id, len(part_numbers), budget):
+            await self._limiter.check(principal.sub)
         remaining = (record.upload_expires_at - self._lookup.now()).total_seconds()
         ttl = max(1, min(self._urls.upload_url_ttl_seconds, int(remaining)))
         signed = [
@@ -369,8 +431,19 @@ class Uploads:
         return record
 
     async def abandon_upload(self, principal: Principal, file_id: uuid.UUID) -> None:
-        """Drop a pending upload and any object it left."""
-        record = await self._lookup.owned(principal, file_id)
+        """Drop a pending upload and any object it left. An upload that already ended
+        (rejected, expired, abandoned or deleted) is left as it is: the same 204, so a client
+        that aborts after a failed completion, or twice, meets no error."""
+        record = await self._ledger.get_ended_too(file_id, scope(principal))
+        if record is None:
+            raise NotFound()
+        if record.status in _ENDED:
+            return
         if record.status != FileStatus.PENDING:
-            raise NotPending()
-        await self._removal.remove(principal, record, from_status=(FileStatus.PENDING,))
+            raise NotPending()  # verifying or available: a file now, DELETE /files/{id}
+        try:
+            await self._removal.remove(principal, record, from_status=(FileStatus.PENDING,))
+        except NotPending:
+            current = await self._ledger.get_ended_too(file_id, scope(principal))
+            if current is None or current.status not in _ENDED:
+                raise  # it was completed meanwhile

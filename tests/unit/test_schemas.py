@@ -35,7 +35,7 @@ def error_locs(exc: ValidationError) -> list[tuple[Any, ...]]:
 
 def test_valid_request_is_accepted() -> None:
     request = CreateUploadRequest.model_validate(body())
-    assert request.model_dump() == {**body(), "form": False, "multipart": False}
+    assert request.model_dump() == {**body(), "form": False, "multipart": False, "part_size": None}
 
 
 def test_checksum_is_optional() -> None:

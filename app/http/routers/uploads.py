@@ -51,6 +51,7 @@ from app.schemas import (
     StoredPartOut,
     StoredPartsOut,
     UploadOut,
+    UploadSettingsOut,
 )
 from app.signer import PresignedPost, PresignedRequest
 from app.usecases.plans import MultipartPlan
@@ -116,6 +117,19 @@ def _upload_out(
     )
 
 
+@router.get(
+    "/uploads/settings",
+    response_model=UploadSettingsOut,
+    summary="What this deployment accepts: sizes, types, parts, TTLs, limits",
+    responses=problem_responses(*_AUTH_ERRORS),
+)
+async def upload_settings(principal: PrincipalDep, uploads: UploadsDep) -> Response:
+    """For clients that plan an upload before creating it (Uppy decides single PUT or
+    multipart, and the part size, on the client): read these instead of copying the server's
+    settings. The quotas are the caller's own (a quota tier from its token)."""
+    return ModelResponse(uploads.published(principal))
+
+
 @router.post(
     "/uploads/{file_id}/parts",
     response_model=PartsOut,
@@ -133,9 +147,13 @@ def _upload_out(
     ),
 )
 async def sign_parts(
-    file_id: FileIdDep, body: PartsRequest, principal: LimitedPrincipalDep, uploads: UploadsDep
+    file_id: FileIdDep, body: PartsRequest, principal: PrincipalDep, uploads: UploadsDep
 ) -> Response:
-    """Each URL is bound to its part's exact length; ask again any time before the deadline."""
+    """Each URL is bound to its part's exact length; ask again any time before the deadline.
+    Up to two URLs per part (`part_url_budget_per_part` in `GET /uploads/settings`) come from
+    the upload's own budget, admitted when it was created; past that, each request counts
+    against the caller's rate limit. A client asking one part per request is never throttled
+    on an ordinary file."""
     signed = await uploads.sign_parts(principal, file_id, body.part_numbers)
     parts = [
         PartUrlOut(
@@ -243,6 +261,9 @@ def _wait_seconds(prefer: str | None) -> float:
 async def abandon_upload(
     file_id: FileIdDep, principal: PrincipalDep, uploads: UploadsDep
 ) -> Response:
-    """Removes any partial object; the file disappears."""
+    """Removes any partial object; the file disappears. Idempotent: an upload that already
+    ended (rejected, expired, abandoned, deleted) answers 204 too, so a widget that aborts
+    after a failed completion meets no error. A file that is `verifying` or `available` is
+    409 `not_pending` (delete it with `DELETE /files/{id}`); an id the caller cannot see, 404."""
     await uploads.abandon_upload(principal, file_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

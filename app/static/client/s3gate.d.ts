@@ -230,6 +230,28 @@ export interface AccessHistoryOptions extends CallOptions {
   cursor?: string | null;
 }
 
+/** `GET /uploads/settings`: what this deployment accepts, and the caller's quotas. */
+export interface UploadSettings {
+  max_file_size: number;
+  allowed_content_types: string[];
+  multipart_threshold: number;
+  part_size: number;
+  min_part_size: number;
+  max_part_size: number;
+  max_parts: number;
+  max_part_numbers_per_request: number;
+  part_url_budget_per_part: number;
+  upload_url_ttl_seconds: number;
+  download_url_ttl_seconds: number;
+  multipart_deadline_seconds: number;
+  form_uploads: boolean;
+  completion_max_wait_seconds: number;
+  rate_limit_per_minute: number;
+  rate_limit_burst: number;
+  quota_bytes: number;
+  quota_pending_uploads: number;
+}
+
 export declare const defaultBaseUrl: string;
 
 export declare class S3gateClient {
@@ -249,6 +271,7 @@ export declare class S3gateClient {
     options?: CallOptions & { disposition?: "attachment" | "inline" },
   ): Promise<DownloadLink>;
   list(options?: ListOptions): Promise<FileList>;
+  uploadSettings(options?: CallOptions): Promise<UploadSettings>;
   getFile(id: string, options?: CallOptions): Promise<S3gateFile>;
   deleteFile(id: string, options?: CallOptions): Promise<null>;
   abandon(id: string, options?: CallOptions): Promise<void>;

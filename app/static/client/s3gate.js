@@ -112,6 +112,14 @@ export class S3gateClient {
     return this.#api("GET", `files?${query}`, options);
   }
 
+  /**
+   * What the deployment accepts: `max_file_size`, `allowed_content_types`, `multipart_threshold`,
+   * `part_size`, the URL TTLs, `form_uploads`, the caller's quotas (`GET /uploads/settings`).
+   */
+  uploadSettings(options = {}) {
+    return this.#api("GET", "uploads/settings", options);
+  }
+
   getFile(id, options = {}) {
     return this.#api("GET", filePath(id), options);
   }
