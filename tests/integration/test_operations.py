@@ -19,7 +19,7 @@ from sqlalchemy import select, text
 
 from app.config import Settings
 from app.devstack import EmbeddedS3
-from app.http.routers import downloads, files, ops, uploads
+from app.http.routers import downloads, files, ops, sharing, uploads
 from app.logs import configure_logging
 from app.migrate import run_migrations
 from app.models import files_table
@@ -74,7 +74,17 @@ async def test_openapi_declares_every_route_and_its_errors(api: Api) -> None:
         ("/uploads/{file_id}/parts", "get"): {"200", "401", "404", "409", "503"},
         ("/uploads/{file_id}/complete", "post"): {"200", "401", "404", "409", "422", "503"},
         ("/uploads/{file_id}", "delete"): {"204", "401", "404", "409"},
+        ("/uploads/settings", "get"): {"200", "401"},
         ("/downloads/{file_id}", "get"): {"200", "307", "401", "404", "409"},
+        ("/downloads", "post"): {"200", "401", "422", "429", "503"},
+        ("/files/{file_id}/grants", "post"): {"200", "201", "401", "403", "404", "422"},
+        ("/files/{file_id}/grants", "get"): {"200", "401", "403", "404"},
+        ("/files/{file_id}/grants/{grant_id}", "delete"): {"204", "401", "403", "404"},
+        ("/files/{file_id}/links", "post"): {"201", "401", "403", "404", "409", "422"},
+        ("/files/{file_id}/links", "get"): {"200", "401", "403", "404"},
+        ("/files/{file_id}/links/{link_id}", "delete"): {"204", "401", "403", "404"},
+        ("/files/{file_id}/access", "get"): {"200", "401", "403", "404", "422"},
+        ("/s/{token}", "get"): {"307", "404", "429"},
         ("/files", "get"): {"200", "401", "403", "422"},
         ("/files/{file_id}", "get"): {"200", "401", "404"},
         ("/files/{file_id}", "delete"): {"204", "401", "404"},
@@ -86,7 +96,7 @@ async def test_openapi_declares_every_route_and_its_errors(api: Api) -> None:
     # has its expected answers above (a new route fails here until it is given them).
     served = {
         (route.path, method.lower())
-        for module in (downloads, files, ops, uploads)
+        for module in (downloads, files, ops, sharing, uploads)
         for route in module.router.routes
         if isinstance(route, APIRoute) and route.include_in_schema
         for method in route.methods
