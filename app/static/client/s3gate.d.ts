@@ -194,6 +194,16 @@ export interface UploadOptions extends CallOptions, Omit<ClientOptions, "baseUrl
   multipart?: boolean;
   /** Resume this file's unfinished upload after a reload (default true; uses localStorage). */
   resume?: boolean;
+  /**
+   * What identifies the file for resuming (an Uppy file id, say); default: its name, size,
+   * `lastModified` and type. For Blobs that have no name, or a widget with ids of its own.
+   */
+  resumeKey?: string;
+  /**
+   * Called with the File each time the service answers about it: `pending` once created (or
+   * resumed), then `verifying` while it checks the bytes in the background (each poll).
+   */
+  onFile?: (file: S3gateFile) => void;
 }
 
 export interface ListOptions extends CallOptions {
@@ -252,6 +262,62 @@ export interface UploadSettings {
   quota_pending_uploads: number;
 }
 
+/** The body of `POST /uploads`. */
+export interface UploadDeclaration {
+  filename: string;
+  content_type: string;
+  size: number;
+  /** Base64 of the 32-byte SHA-256 digest. */
+  checksum_sha256?: string | null;
+  multipart?: boolean;
+  /** 5 MiB to 5 GiB, at most 10,000 parts; implies multipart. */
+  part_size?: number | null;
+  form?: boolean;
+}
+
+export interface PresignedPut {
+  method: "PUT";
+  url: string;
+  /** Send exactly these (plus Content-Length). */
+  headers: Record<string, string>;
+  expires_at: string;
+}
+
+export interface MultipartPlan {
+  method: "MULTIPART";
+  part_size: number;
+  part_count: number;
+  expires_at: string;
+}
+
+export interface PresignedForm {
+  method: "POST";
+  url: string;
+  fields: Record<string, string>;
+  expires_at: string;
+}
+
+export interface CreatedUpload {
+  file: S3gateFile;
+  upload: PresignedPut | MultipartPlan | PresignedForm;
+}
+
+export interface PartUrl {
+  part_number: number;
+  url: string;
+  headers: Record<string, string>;
+  expires_at: string;
+}
+
+export interface StoredParts {
+  part_size: number;
+  part_count: number;
+  parts: { part_number: number; size: number }[];
+}
+
+/** Base64 of a Blob's SHA-256 (reads it into memory), as `checksum_sha256` declares it. */
+export declare function sha256Base64(blob: Blob): Promise<string>;
+
 export declare const defaultBaseUrl: string;
 
 export declare class S3gateClient {
@@ -275,6 +341,27 @@ export declare class S3gateClient {
   getFile(id: string, options?: CallOptions): Promise<S3gateFile>;
   deleteFile(id: string, options?: CallOptions): Promise<null>;
   abandon(id: string, options?: CallOptions): Promise<void>;
+  /**
+   * The steps `upload()` takes, for widgets that send the bytes themselves: `POST /uploads`
+   * (the same `idempotencyKey` replays it: same file, fresh URLs).
+   */
+  createUpload(
+    declaration: UploadDeclaration,
+    options?: CallOptions & { idempotencyKey?: string | null },
+  ): Promise<CreatedUpload>;
+  /** Part URLs for a multipart upload, up to 1000 part numbers per call. */
+  partUrls(id: string, partNumbers: Iterable<number>, options?: CallOptions): Promise<PartUrl[]>;
+  /** The parts the store already holds (resume). */
+  storedParts(id: string, options?: CallOptions): Promise<StoredParts>;
+  /**
+   * `POST /uploads/{id}/complete`, then, for a `verifying` file, its verdict: the File once
+   * available, else an S3gateError (`upload_rejected`, `upload_incomplete`, ...).
+   */
+  complete(
+    id: string,
+    options?: CallOptions &
+      Pick<UploadOptions, "completionWait" | "verifyTimeoutMs" | "onFile">,
+  ): Promise<S3gateFile>;
   /** Grant a subject or a group access; granting the same grantee again replaces its grant. */
   share(id: string, options: ShareOptions): Promise<Grant>;
   /** Expired grants too (`active` false), until the reaper prunes them. */

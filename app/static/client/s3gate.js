@@ -67,13 +67,15 @@ export class S3gateClient {
     const signal = opts.signal ?? null;
     const progress = new Progress(file.size, opts.onProgress);
     const body = await this.#declaration(file, opts);
-    const resume = opts.resume === false ? null : new ResumeRecord(this.#baseUrl, file, body);
+    const resume =
+      opts.resume === false ? null : new ResumeRecord(this.#baseUrl, file, body, opts.resumeKey);
     let created = await this.#createOrResume(body, resume, opts);
     if (created.finished) {
       resume?.forget();
       progress.finish();
       return created.finished;
     }
+    notify(opts.onFile, created.file);
 
     if (created.upload.method === "MULTIPART") {
       await this.#sendParts(file, created, progress, opts);
@@ -187,6 +189,43 @@ export class S3gateClient {
     return this.#api("GET", `${filePath(id, "access")}?${query}`, options);
   }
 
+  // The steps upload() takes, for widgets that send the bytes themselves (@uppy/aws-s3 through
+  // /client/uppy.js): each one API call, retried as every call is.
+
+  /** `POST /uploads` (replayed by the same `idempotencyKey`): `{file, upload}`. */
+  createUpload(declaration, { idempotencyKey = null, ...options } = {}) {
+    const headers = idempotencyKey ? { "Idempotency-Key": idempotencyKey } : {};
+    return this.#api("POST", "uploads", {
+      ...this.#options,
+      ...options,
+      body: declaration,
+      headers,
+    });
+  }
+
+  /** Part URLs, up to 1000 per call: `[{part_number, url, headers, expires_at}]`. */
+  async partUrls(id, partNumbers, options = {}) {
+    const answer = await this.#api("POST", `uploads/${encodeURIComponent(id)}/parts`, {
+      ...this.#options,
+      ...options,
+      body: { part_numbers: Array.from(partNumbers) },
+    });
+    return answer.parts;
+  }
+
+  /** The parts the store holds: `{part_size, part_count, parts: [{part_number, size}]}`. */
+  storedParts(id, options = {}) {
+    return this.#api("GET", `uploads/${encodeURIComponent(id)}/parts`, {
+      ...this.#options,
+      ...options,
+    });
+  }
+
+  /** `complete`, then the verdict of a background verification: the File once available. */
+  complete(id, options = {}) {
+    return this.#complete(encodeURIComponent(id), { ...this.#options, ...options });
+  }
+
   /** Abandon a pending upload: the service aborts it and the file disappears. */
   async abandon(id, options = {}) {
     await this.#api("DELETE", `uploads/${encodeURIComponent(id)}`, options);
@@ -266,6 +305,7 @@ export class S3gateClient {
     const wait = Math.ceil(opts.completionWait);
     const headers = wait > 0 ? { Prefer: `wait=${wait}` } : {};
     const file = await this.#api("POST", `uploads/${id}/complete`, { ...opts, headers });
+    notify(opts.onFile, file);
     return this.#verdict(file, deadline, opts);
   }
 
@@ -284,6 +324,7 @@ export class S3gateClient {
       await sleep(Math.min(left, delay / 2 + (Math.random() * delay) / 2), opts.signal);
       delay = Math.min(delay * 2, POLL_MAX_MS);
       current = await this.getFile(current.id, opts);
+      notify(opts.onFile, current);
     }
     if (current.status === "available") return current;
     // The codes `complete` answers for such a file, so callers handle both ways alike.
@@ -575,10 +616,12 @@ class ResumeRecord {
   #storageKey;
   #body;
 
-  constructor(baseUrl, file, body) {
-    const id = [file.name ?? "", file.size, file.lastModified ?? 0, body.content_type].join(
-      "\u0000",
-    );
+  constructor(baseUrl, file, body, resumeKey = null) {
+    // The caller's own identity for the file (an Uppy file id, say), else one from the File.
+    const id =
+      resumeKey != null
+        ? `key\u0000${resumeKey}`
+        : [file.name ?? "", file.size, file.lastModified ?? 0, body.content_type].join("\u0000");
     this.#storageKey = `${RESUME_PREFIX}${baseUrl}\u0000${id}`;
     this.#body = body;
   }
@@ -616,6 +659,16 @@ class ResumeRecord {
   }
 }
 
+/** Tell the caller what the service answered about the file; its exceptions are its own. */
+function notify(callback, file) {
+  if (typeof callback !== "function") return;
+  try {
+    callback(file);
+  } catch (error) {
+    console.error("s3gate: onFile callback failed", error);
+  }
+}
+
 function readJson(key) {
   try {
     return JSON.parse(globalThis.localStorage?.getItem(key) ?? "null");
@@ -640,7 +693,8 @@ function removeItem(key) {
   }
 }
 
-async function sha256Base64(blob) {
+/** The base64 SHA-256 of a Blob, as `checksum_sha256` declares it (the bytes in memory). */
+export async function sha256Base64(blob) {
   const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", await blob.arrayBuffer()));
   let binary = "";
   for (const byte of digest) binary += String.fromCharCode(byte);
