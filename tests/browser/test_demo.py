@@ -15,7 +15,7 @@ import pytest
 from playwright.sync_api import Error as PlaywrightError
 
 from app.usecases.plans import object_key
-from tests.browser.conftest import DemoServer, MiB
+from tests.browser.conftest import DemoServer, MiB, throttle
 
 # Records every value a <progress> takes, per file name: the demo sets the `value` attribute,
 # so an observer sees each step without any hook in the page.
@@ -163,20 +163,6 @@ def _object_count(demo: DemoServer) -> int:
     return count
 
 
-def _throttle(page: Any, bytes_per_second: int) -> None:
-    cdp = page.context.new_cdp_session(page)
-    cdp.send("Network.enable")
-    cdp.send(
-        "Network.emulateNetworkConditions",
-        {
-            "offline": False,
-            "latency": 0,
-            "downloadThroughput": -1,
-            "uploadThroughput": bytes_per_second,
-        },
-    )
-
-
 def test_multipart_upload_interrupted_by_a_reload_resumes_and_completes(
     demo: DemoServer, page: Any, sub: str, tmp_path: Path
 ) -> None:
@@ -184,7 +170,7 @@ def test_multipart_upload_interrupted_by_a_reload_resumes_and_completes(
     s3_puts = _requests(page, "PUT", demo.s3.endpoint_url)
     api_calls = _requests(page, "GET", demo.api)
     page.goto(demo.demo_url(sub))
-    _throttle(page, 8 * MiB)
+    throttle(page, 8 * MiB)
     page.fill("#concurrency", "1")
     with page.expect_response(
         lambda r: "partNumber=1&" in r.url or r.url.endswith("partNumber=1")
@@ -216,7 +202,7 @@ def test_expired_part_urls_are_asked_for_again(
     big = _random_file(tmp_path, "slow.bin", 15 * MiB)  # 3 parts
     sign_calls = _requests(page, "POST", short.api)
     page.goto(short.demo_url(sub))
-    _throttle(page, 4 * MiB)
+    throttle(page, 4 * MiB)
     page.fill("#concurrency", "1")
     page.set_input_files("#files", str(big))
     file_id = _wait_done(page, "slow.bin", timeout=90_000)

@@ -7,12 +7,10 @@ from __future__ import annotations
 
 import base64
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 
 from tests.browser.conftest import DemoServer
 from tests.support import new_sub
@@ -58,15 +56,6 @@ FETCH = """async (url) => {
     code: type.includes("json") ? JSON.parse(new TextDecoder().decode(body)).code : null,
   };
 }"""
-
-
-@pytest.fixture
-def page(browser: Any) -> Iterator[Any]:
-    context = browser.new_context()
-    page = context.new_page()
-    page.set_default_timeout(30_000)
-    yield page
-    context.close()
 
 
 def test_the_client_shares_by_link_and_by_grant_and_reads_the_access_history(

@@ -23,7 +23,7 @@ import pytest
 
 from app.storage import ensure_bucket
 from devkit.ports import free_port
-from tests.browser.conftest import REQUIRE_BROWSER, DemoServer, MiB
+from tests.browser.conftest import REQUIRE_BROWSER, DemoServer, MiB, throttle
 from tests.support import unavailable, wait_until
 
 UPPY_DIR = Path(__file__).resolve().parent / "uppy"
@@ -124,15 +124,6 @@ def tight_api(start_api: Callable[..., DemoServer]) -> DemoServer:
     return start_api(S3GATE_RATE_LIMIT_PER_MINUTE="60", S3GATE_RATE_LIMIT_BURST="2")
 
 
-@pytest.fixture
-def page(browser: Any) -> Iterator[Any]:
-    context = browser.new_context()
-    page = context.new_page()
-    page.set_default_timeout(30_000)
-    yield page
-    context.close()
-
-
 def _random_file(directory: Path, name: str, size: int, head: bytes = b"") -> Path:
     path = directory / name
     path.write_bytes(head + os.urandom(size - len(head)))
@@ -209,20 +200,6 @@ def _stored_parts(page: Any, api: DemoServer) -> list[int]:
 
     page.on("response", record)
     return stored
-
-
-def _throttle(page: Any, bytes_per_second: int) -> None:
-    cdp = page.context.new_cdp_session(page)
-    cdp.send("Network.enable")
-    cdp.send(
-        "Network.emulateNetworkConditions",
-        {
-            "offline": False,
-            "latency": 0,
-            "downloadThroughput": -1,
-            "uploadThroughput": bytes_per_second,
-        },
-    )
 
 
 def _sha256(path: Path) -> bytes:
@@ -361,7 +338,7 @@ def test_pause_and_resume_from_the_dashboard_keep_the_parts_the_store_holds(
 ) -> None:
     big = _random_file(tmp_path, "pausable.bin", 20 * MiB)  # 4 parts of 5 MiB
     _open(page, page_origin, api, sub, mode=mode, concurrency=1)
-    _throttle(page, 10 * MiB)
+    throttle(page, 10 * MiB)
     _add(page, big)
     _start(page)
     page.wait_for_function("() => window.uppy.getFiles()[0].progress.bytesUploaded > 6 * 1048576")
@@ -419,7 +396,7 @@ def test_a_reload_mid_upload_is_restored_by_golden_retriever_and_resumes(
     stored = _stored_parts(page, api)
     keys = _header_of(page, "POST", f"{api.api}/uploads", "Idempotency-Key")
     _open(page, page_origin, api, sub, mode=mode, concurrency=1)
-    _throttle(page, 3 * MiB)
+    throttle(page, 3 * MiB)
     _add(page, big)
     _start(page)
     deadline = time.monotonic() + 30
@@ -451,6 +428,7 @@ def test_a_tight_rate_limit_still_completes_and_honours_retry_after(
     page_origin: str,
     sub: str,
     tmp_path: Path,
+    artifacts: Path,
 ) -> None:
     sources = [_random_file(tmp_path, f"limited-{n}.bin", 64 * 1024) for n in range(3)]
     sources.append(_random_file(tmp_path, "limited-parts.bin", 12 * MiB))  # 3 parts
@@ -486,17 +464,24 @@ def test_a_tight_rate_limit_still_completes_and_honours_retry_after(
         again = [t for t, c in sent if c == what and t > at]
         assert again, what
         assert again[0] - at >= int(retry_after) - 0.2, (what, retry_after, again[0] - at)
+    page.screenshot(path=str(artifacts / f"uppy-{mode}-rate-limited.png"), full_page=True)
 
 
 @pytest.mark.parametrize("mode", MODES)
 def test_removing_a_file_mid_upload_abandons_it(
-    mode: str, api: DemoServer, page: Any, page_origin: str, sub: str, tmp_path: Path
+    mode: str,
+    api: DemoServer,
+    page: Any,
+    page_origin: str,
+    sub: str,
+    tmp_path: Path,
+    artifacts: Path,
 ) -> None:
     big = _random_file(tmp_path, "removed.bin", 12 * MiB)  # 3 parts
     stored = _stored_parts(page, api)
     abandons = _requests(page, "DELETE", f"{api.api}/uploads/")
     _open(page, page_origin, api, sub, mode=mode)
-    _throttle(page, 4 * MiB)
+    throttle(page, 4 * MiB)
     _add(page, big)
     _start(page)
     deadline = time.monotonic() + 30
@@ -509,6 +494,7 @@ def test_removing_a_file_mid_upload_abandons_it(
     wait_until(lambda: api.files(sub) == [], timeout=15)
     assert abandons == [f"{api.api}/uploads/{pending['id']}"]
     assert page.evaluate("window.uppy.getFiles().length") == 0
+    page.screenshot(path=str(artifacts / f"uppy-{mode}-removed.png"), full_page=True)
 
 
 def test_the_service_serves_the_plugin_and_its_types_to_the_apps_origin(
