@@ -129,7 +129,7 @@ class RequestObserver:
                     "fields": {
                         "method": method,
                         "route": template,
-                        "path": _loggable(scope["path"]),
+                        "path": _loggable(scope["path"], scope.get("root_path", "")),
                         "status": status,
                         "duration_ms": round(seconds * 1000, 3),
                         "owner": context.owner,
@@ -139,8 +139,10 @@ class RequestObserver:
             )
 
 
-def _loggable(path: str) -> str:
+def _loggable(path: str, root_path: str = "") -> str:
+    # Matched below the root path too: servers differ on whether `path` includes it.
+    route_path = path.removeprefix(root_path) if root_path else path
     for prefix, template in SECRET_PATH_PREFIXES.items():
-        if path.startswith(prefix):
+        if route_path.startswith(prefix):
             return template
     return path[:MAX_LOGGED_PATH]

@@ -21,7 +21,7 @@ from prometheus_client import CollectorRegistry
 from app import metrics as metrics_module
 from app.config import ConfigError
 from app.http.middleware import BodyLimitMiddleware
-from app.http.observer import RequestObserver
+from app.http.observer import RequestObserver, _loggable
 from app.http.problems import PROBLEM_JSON, install_error_handlers
 from app.logs import RequestContext, audit, bind_request, log_handler, unbind_request
 from app.metrics import (
@@ -276,3 +276,17 @@ def test_a_directory_set_too_late_is_reported_not_half_used(
     assert MULTIPROC_ENV in caplog.text
     metrics.urls_issued["get"].inc()
     assert b's3gate_urls_issued_total{kind="get"} 1.0' in metrics.exposition()
+
+
+@pytest.mark.parametrize(
+    ("path", "root_path"),
+    [("/s/sl_secret", ""), ("/s/sl_secret/extra", ""), ("/api/s/sl_secret", "/api")],
+)
+def test_a_share_link_path_is_logged_as_its_template(path: str, root_path: str) -> None:
+    assert _loggable(path, root_path) == "/s/{token}"
+
+
+def test_other_paths_are_logged_as_they_came() -> None:
+    assert _loggable("/files/0b6f1c1e", "") == "/files/0b6f1c1e"
+    assert _loggable("/api/files/x", "/api") == "/api/files/x"
+    assert _loggable("/sx/y", "") == "/sx/y"
