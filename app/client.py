@@ -28,6 +28,7 @@ from urllib.parse import quote
 import httpx
 
 from app.client_state import FileIdentity, UploadRecord, UploadRecords
+from app.mediatypes import allowed, essence
 
 Progress = Callable[[int, int], None]  # (bytes done, bytes in all)
 # (file id, parts the store already holds, parts in all: None for a single PUT)
@@ -152,18 +153,20 @@ def _seconds_left(expires_at: str, answer: httpx.Response) -> float:
 
 
 class _PartUrls:
-    """Part URLs for `order` (the parts to send, in sending order), URLS_PER_CALL at a time:
-    the batch from the part wanted on, asked for again when it nears expiry or S3 refused one."""
+    """Part URLs for `order` (the parts to send, in sending order), `per_call` at a time: the
+    batch from the part wanted on, asked for again when it nears expiry or S3 refused one."""
 
-    def __init__(self, ask: Callable[[list[int]], httpx.Response], order: list[int]) -> None:
-        self._ask, self._order = ask, order
+    def __init__(
+        self, ask: Callable[[list[int]], httpx.Response], order: list[int], per_call: int
+    ) -> None:
+        self._ask, self._order, self._per_call = ask, order, per_call
         self._urls: dict[int, dict[str, Any]] = {}
         self._refresh_at = 0.0  # on time.monotonic()
 
     def get(self, number: int) -> dict[str, Any]:
         if number not in self._urls or time.monotonic() >= self._refresh_at:
             first = self._order.index(number)
-            answer = self._ask(self._order[first : first + URLS_PER_CALL])
+            answer = self._ask(self._order[first : first + self._per_call])
             parts = answer.json()["parts"]
             self._urls = {part["part_number"]: part for part in parts}
             lifetime = min(_seconds_left(part["expires_at"], answer) for part in parts)
@@ -194,6 +197,7 @@ class S3gateClient:
         self._http = http or httpx.Client(timeout=httpx.Timeout(30.0, read=300.0))
         self._sleep, self._clock = sleep, clock
         self._rng = rng or random.SystemRandom()
+        self._settings: dict[str, Any] | None = None
 
     def close(self) -> None:
         self._http.close()
@@ -235,11 +239,11 @@ class S3gateClient:
         Idempotency-Key returns the same file, and only what the store lacks is sent.
         """
         identity = FileIdentity.of(path)
+        declared = content_type or mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+        self._admissible(identity.size, declared)
         body = {
             "filename": path.name,
-            "content_type": content_type
-            or mimetypes.guess_type(path.name)[0]
-            or "application/octet-stream",
+            "content_type": declared,
             "size": identity.size,
             "checksum_sha256": _sha256_b64(path),
         }
@@ -371,6 +375,7 @@ class S3gateClient:
                 "POST", f"/uploads/{file_id}/parts", json={"part_numbers": numbers}
             ),
             missing,
+            self._urls_per_call(),
         )
         for number in missing:
             start, length = (number - 1) * part_size, lengths[number]
@@ -435,9 +440,38 @@ class S3gateClient:
 
     def upload_settings(self) -> dict[str, Any]:
         """What the deployment accepts (GET /uploads/settings): sizes, types, the multipart
-        threshold and part size, URL TTLs, the caller's quotas."""
-        answer: dict[str, Any] = self._call("GET", "/uploads/settings")
-        return answer
+        threshold and part size, URL TTLs, the caller's quotas. Asked once per client."""
+        if self._settings is None:
+            self._settings = self._call("GET", "/uploads/settings")
+        return self._settings
+
+    def _admissible(self, size: int, content_type: str) -> None:
+        """Refuse what the service's published settings refuse, with its own code, before the
+        file is read: a file over the limit is not hashed first only to meet a 413. A service
+        without GET /uploads/settings (an older one) decides at create, as before."""
+        try:
+            settings = self.upload_settings()
+        except ApiError as exc:
+            if exc.status in (404, 405):
+                return
+            raise
+        if size > settings["max_file_size"]:
+            raise ApiError(
+                413,
+                "file_too_large",
+                f"{size} bytes; this service accepts up to {settings['max_file_size']}",
+            )
+        if not allowed(essence(content_type), settings["allowed_content_types"]):
+            raise ApiError(
+                415,
+                "content_type_not_allowed",
+                f"{essence(content_type)!r} is not among {settings['allowed_content_types']}",
+            )
+
+    def _urls_per_call(self) -> int:
+        """Part URLs asked for at once: ours, within what the service takes in one call."""
+        published = (self._settings or {}).get("max_part_numbers_per_request")
+        return min(URLS_PER_CALL, published) if isinstance(published, int) else URLS_PER_CALL
 
     # --- sharing (docs/sharing.md): the owner's or an admin's calls ---------------------------
 

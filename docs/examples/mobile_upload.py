@@ -4,11 +4,16 @@ Runnable: `python docs/examples/mobile_upload.py API_URL TOKEN FILE [STATE_FILE]
 it against a real server (tests/integration/test_cli.py), so it stays true to the API.
 
 The rules it follows (docs/mobile.md explains each):
-1. Persist an Idempotency-Key *before* the first POST /uploads. After a crash, the same key and
-   body return the same file (200) with a fresh URL, never a second file.
+0. Read GET /uploads/settings first: refuse a file the service would refuse before reading it
+   (size, type), and choose the part size from what it publishes: the smallest part it allows,
+   so a dropped connection on a phone costs one small part. No setting is copied into the app.
+1. Persist an Idempotency-Key and the declaration *before* the first POST /uploads. After a
+   crash, the same key and body return the same file (200) with a fresh URL, never a second
+   file.
 2. Send exactly the headers the API returned (plus Content-Length).
 3. Multipart: after a restart, GET /uploads/{id}/parts says which parts the store holds;
-   upload only the missing ones, asking for part URLs as you go (they expire).
+   upload only the missing ones, asking for part URLs a few at a time as you go (they expire;
+   the upload's own budget pays for them, so this never meets the rate limit).
 4. Always finish with POST /uploads/{id}/complete; 409 upload_incomplete means "not all bytes
    are there yet", not failure. Send `Prefer: wait=20`; a 202 means "verifying" (a whole-object
    check or a malware scan in the background): poll GET /files/{id} with backoff until the
@@ -47,24 +52,22 @@ def upload(
 ) -> str | None:
     """Upload `path`; returns the file id, or None when "killed" after `stop_after_parts`."""
     auth = {"Authorization": f"Bearer {token}"}
-    data = path.read_bytes()
     state = json.loads(state_file.read_text()) if state_file.exists() else {}
-    if "idempotency_key" not in state:
-        state["idempotency_key"] = str(uuid.uuid4())
-        state_file.write_text(json.dumps(state))  # rule 1: before the request leaves
-    body = {
-        "filename": path.name,
-        "content_type": mimetypes.guess_type(path.name)[0] or "application/octet-stream",
-        "size": len(data),
-        "checksum_sha256": base64.b64encode(hashlib.sha256(data).digest()).decode(),
-    }
     with httpx.Client(timeout=60) as client:
+        if "body" not in state:
+            settings = _api(client, "GET", f"{api_url}/uploads/settings", headers=auth)
+            settings.raise_for_status()
+            # rule 0: refused here, before the bytes are read (the service would answer 413/415)
+            body = _declaration(path, settings.json())
+            state = {"idempotency_key": str(uuid.uuid4()), "body": body}
+            state_file.write_text(json.dumps(state))  # rule 1: before the request leaves
+        data = path.read_bytes()
         # A first run creates the upload (201); a run after a crash gets the same one (200).
         created = _api(
             client,
             "POST",
             f"{api_url}/uploads",
-            json=body,
+            json={**state["body"], "checksum_sha256": _sha256(data)},
             headers={**auth, "Idempotency-Key": state["idempotency_key"]},
         )
         if created.status_code == 409:  # completed by an earlier run: verified yet?
@@ -81,16 +84,22 @@ def upload(
                 set(range(1, upload_plan["part_count"] + 1))
                 - {p["part_number"] for p in held["parts"]}
             )
+            urls: dict[int, dict[str, Any]] = {}
             for sent, number in enumerate(missing):
                 if stop_after_parts is not None and sent >= stop_after_parts:
                     return None  # the OS killed the app here
-                part = _api(
-                    client,
-                    "POST",
-                    f"{api_url}/uploads/{file_id}/parts",
-                    json={"part_numbers": [number]},
-                    headers=auth,
-                ).json()["parts"][0]
+                if number not in urls:  # the next few, fresh (a real app re-asks near expiry)
+                    ask = missing[sent : sent + PART_URLS_AT_ONCE]
+                    answer = _api(
+                        client,
+                        "POST",
+                        f"{api_url}/uploads/{file_id}/parts",
+                        json={"part_numbers": ask},
+                        headers=auth,
+                    )
+                    answer.raise_for_status()
+                    urls = {p["part_number"]: p for p in answer.json()["parts"]}
+                part = urls[number]
                 chunk = data[(number - 1) * part_size : number * part_size]
                 client.put(part["url"], content=chunk, headers=part["headers"]).raise_for_status()
         else:
@@ -109,6 +118,34 @@ def upload(
         )
         done.raise_for_status()
         return _finished(client, api_url, auth, file_id, state_file)
+
+
+PART_URLS_AT_ONCE = 4  # a few minutes of parts on a slow link: still fresh when used
+
+
+def _declaration(path: Path, settings: dict[str, Any]) -> dict[str, Any]:
+    """What POST /uploads gets for `path` (its checksum aside), within what the service
+    publishes; raises ValueError for a file it would refuse."""
+    size = path.stat().st_size
+    content_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+    if size > settings["max_file_size"]:
+        raise ValueError(f"{path.name}: {size} bytes, over {settings['max_file_size']}")
+    major = content_type.split("/")[0]
+    patterns = settings["allowed_content_types"]
+    if not {"*/*", content_type, f"{major}/*"} & set(patterns):
+        raise ValueError(f"{path.name}: {content_type} is not among {patterns}")
+    body: dict[str, Any] = {"filename": path.name, "content_type": content_type, "size": size}
+    if size > settings["multipart_threshold"]:
+        # The smallest part allowed (whole MiB, at most max_parts of them): on a phone, a
+        # dropped connection loses one small part, not a large one.
+        mib = 1024 * 1024
+        smallest = -(-size // settings["max_parts"] // mib) * mib
+        body["part_size"] = min(settings["max_part_size"], max(settings["min_part_size"], smallest))
+    return body
+
+
+def _sha256(data: bytes) -> str:
+    return base64.b64encode(hashlib.sha256(data).digest()).decode()
 
 
 def _finished(

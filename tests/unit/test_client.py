@@ -15,6 +15,7 @@ import httpx
 import pytest
 from httpx import MockTransport
 
+import app.client
 from app.client import PART_ATTEMPTS, ApiError, S3gateClient, _s3_refusal
 from app.client_state import UploadRecords, default_state_dir
 
@@ -56,6 +57,13 @@ class FakeS3gate:
         self.puts: list[int] = []
         self.refuse_puts: list[int] = []  # part numbers whose next PUT S3 answers 403
         self.fail_puts_from: int | None = None  # parts from here on answer 500, every time
+        # GET /uploads/settings, as published; None: a service without that route (404).
+        self.settings: dict[str, Any] | None = {
+            "max_file_size": 1 << 30,
+            "allowed_content_types": ["*/*"],
+            "max_part_numbers_per_request": 1000,
+        }
+        self.settings_calls = 0
 
     def client(self) -> S3gateClient:
         return S3gateClient(
@@ -68,6 +76,11 @@ class FakeS3gate:
             return self._put_part(int(path.rsplit("/", 1)[1]), request)
         if (method, path) == ("POST", "/uploads"):
             return self._create(request)
+        if (method, path) == ("GET", "/uploads/settings"):
+            self.settings_calls += 1
+            if self.settings is None:
+                return problem(404, "not_found")
+            return httpx.Response(200, json=self.settings)
         file_id = path.split("/")[2]
         file = self.files[file_id]
         if (method, path) == ("GET", f"/files/{file_id}"):
@@ -144,6 +157,64 @@ def test_part_urls_are_asked_for_up_to_100_at_a_time(
     assert [len(numbers) for numbers in fake.part_url_calls] == calls
     assert [n for call in fake.part_url_calls for n in call] == list(range(1, part_count + 1))
     assert b"".join(fake.parts[n] for n in sorted(fake.parts)) == source.read_bytes()
+
+
+def test_part_url_batches_stay_within_what_the_service_publishes(tmp_path: Path) -> None:
+    fake = FakeS3gate(part_size=4)
+    assert fake.settings is not None
+    fake.settings["max_part_numbers_per_request"] = 30
+    source = tmp_path / "data.bin"
+    source.write_bytes(os.urandom(4 * 70))
+    client = fake.client()
+    assert client.upload(source)["status"] == "available"
+    assert [len(numbers) for numbers in fake.part_url_calls] == [30, 30, 10]
+    assert client.upload(source)["status"] == "available"
+    assert fake.settings_calls == 1  # asked once per client
+
+
+@pytest.mark.parametrize(
+    ("name", "size", "content_type", "status", "code"),
+    [
+        ("big.bin", 101, None, 413, "file_too_large"),
+        ("notes.txt", 10, None, 415, "content_type_not_allowed"),
+        ("photo.bin", 10, "Text/Plain; charset=utf-8", 415, "content_type_not_allowed"),
+    ],
+)
+def test_what_the_published_settings_refuse_is_refused_before_the_file_is_read(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    name: str,
+    size: int,
+    content_type: str | None,
+    status: int,
+    code: str,
+) -> None:
+    fake = FakeS3gate(part_size=4)
+    fake.settings = {
+        "max_file_size": 100,
+        "allowed_content_types": ["image/*", "application/octet-stream"],
+        "max_part_numbers_per_request": 1000,
+    }
+    source = tmp_path / name
+    source.write_bytes(os.urandom(size))
+
+    def never(path: Path) -> str:
+        raise AssertionError(f"{path} was hashed before the refusal")
+
+    monkeypatch.setattr(app.client, "_sha256_b64", never)
+    with pytest.raises(ApiError) as refused:
+        fake.client().upload(source, content_type=content_type)
+    assert (refused.value.status, refused.value.code) == (status, code)
+    assert fake.keys_sent == []  # nothing was declared
+
+
+def test_a_service_that_publishes_no_settings_decides_at_create(tmp_path: Path) -> None:
+    fake = FakeS3gate(part_size=4)
+    fake.settings = None
+    source = tmp_path / "data.bin"
+    source.write_bytes(os.urandom(4 * 3))
+    assert fake.client().upload(source)["status"] == "available"
+    assert fake.part_url_calls == [[1, 2, 3]]
 
 
 def test_a_part_refused_with_403_is_sent_again_on_a_fresh_batch(tmp_path: Path) -> None:

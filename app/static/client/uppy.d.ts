@@ -69,6 +69,9 @@ export interface S3gateOptions
   limit?: number;
   /** A client of your own instead of one built from endpoint and token. */
   client?: S3gateClient;
+  /** Uppy's `restrictions` follow `GET /uploads/settings` (default true): `maxFileSize` no
+   * larger than the service's, `allowedFileTypes` its patterns unless the app set its own. */
+  restrict?: boolean;
 }
 
 /**
@@ -122,11 +125,14 @@ export interface AwsS3OptionsForS3gate {
  * For apps that keep @uppy/aws-s3 6.x (>=6.2.0): `uppy.use(AwsS3, awsS3Options(uppy,
  * {endpoint, token}))`. Registers a pre-processor (declares each file: size, type, SHA-256
  * computed in the browser, an Idempotency-Key derived from the Uppy file id, the part size
- * when multipart) and a post-processor (`complete`, waiting for the verdict). Part URLs are
- * asked for 16 at a time; every API call honours Retry-After. The multipart create, list,
- * complete and abort requests @uppy/aws-s3 makes are answered with `data:` URLs (a
- * Content-Security-Policy must allow `data:` in connect-src). Failures show as with the plugin
- * (`file.error` starting with the problem code, `file.s3gate`).
+ * when multipart). Every non-empty file goes through @uppy/aws-s3's multipart flow (a one-PUT
+ * file as its one part): its create, list, complete and abort requests are answered with
+ * `data:` URLs (a Content-Security-Policy must allow `data:` in connect-src), "complete" after
+ * the service completed the file and gave its verdict, "list" after it said what it holds,
+ * "abort" after it abandoned the upload. Part URLs are asked for 16 at a time; every API call
+ * honours Retry-After. Failures show as with the plugin (`file.error` starting with the
+ * problem code, `file.response.body` the problem+json, `file.s3gate`); a refused file is
+ * never shown as uploaded.
  */
 export declare function awsS3Options<M extends Meta, B extends Body>(
   uppy: Uppy<M, B>,
@@ -134,6 +140,8 @@ export declare function awsS3Options<M extends Meta, B extends Body>(
     endpoint?: string | null;
     token?: TokenSource | null;
     client?: S3gateClient;
+    /** As the plugin's: Uppy's `restrictions` follow `GET /uploads/settings`. */
+    restrict?: boolean;
   } & Pick<UploadOptions, "retries" | "completionWait" | "verifyTimeoutMs">,
 ): AwsS3OptionsForS3gate;
 

@@ -68,6 +68,7 @@ export default class S3gate {
 
   install() {
     this.#resumable(true);
+    this.#settings().catch(() => {}); // Uppy's restrictions, before files are added
     this.uppy.addUploader(this.#upload);
     this.uppy.on("upload-pause", this.#onPause);
     this.uppy.on("pause-all", this.#onPauseAll);
@@ -103,6 +104,11 @@ export default class S3gate {
     this.uppy.setState({ plugins: { ...plugins, [this.id]: { ...plugins[this.id], ...update } } });
   }
 
+  /** GET /uploads/settings (once); Uppy's restrictions follow it unless `restrict: false`. */
+  #settings() {
+    return publishedSettings(this.uppy, this.#client, this.opts.restrict !== false);
+  }
+
   #resumable(value) {
     const { capabilities } = this.uppy.getState();
     this.uppy.setState({ capabilities: { ...capabilities, resumableUploads: value } });
@@ -113,6 +119,7 @@ export default class S3gate {
       .map((id) => this.uppy.getFile(id))
       .filter((file) => file && !file.error && !file.progress?.uploadComplete);
     if (files.length === 0) return;
+    await this.#settings().catch(() => {}); // a failure is the create's to report
     // A restored file had started before the reload: Uppy keeps its progress.
     this.uppy.emit(
       "upload-start",
@@ -280,7 +287,14 @@ export default class S3gate {
 
   #onRemoved = (file) => {
     const task = file && this.#tasks.get(file.id);
-    if (task) this.#stop(task);
+    if (task) {
+      this.#stop(task); // its run abandons it
+    } else if (file?.s3gate?.id && file.s3gate.status === "pending") {
+      // Declared but not running (failed, or not started again): abandoned too.
+      this.#client.abandon(file.s3gate.id).catch((error) => {
+        this.uppy.log(`[S3gate] could not abandon ${file.s3gate.id}: ${error?.code}`, "warning");
+      });
+    }
   };
 
   #onCancelAll = () => {
@@ -298,20 +312,23 @@ const URL_REFRESH_MARGIN_MS = 30_000;
  * s3gate, for apps that keep that plugin: `uppy.use(AwsS3, awsS3Options(uppy, {endpoint,
  * token}))`.
  *
- * s3gate creates, lists and completes multipart uploads on its own side, where @uppy/aws-s3
- * sends those requests to S3 and parses S3's XML. So a pre-processor declares each file
- * (`POST /uploads` with its size, type and the SHA-256 computed here, the part size when the
- * service's threshold says multipart, and an Idempotency-Key derived from the Uppy file id);
- * `signRequest` answers PUTs with s3gate's URLs and signed headers (part URLs asked for 16 at a
- * time), and the create, list, complete and abort requests with `data:` URLs carrying the XML
- * the plugin expects (a page with a Content-Security-Policy needs `data:` in connect-src),
- * the list from `GET /uploads/{id}/parts`; a post-processor has the service `complete` each
- * file and waits for its verdict. The threshold and the part size come from
- * `GET /uploads/settings`; no setting is copied.
+ * s3gate creates, lists and completes uploads on its own side, where @uppy/aws-s3 sends those
+ * requests to S3 and parses S3's XML. So a pre-processor declares each file (`POST /uploads`
+ * with its size, type and the SHA-256 computed here, the part size when the service's
+ * threshold says multipart, and an Idempotency-Key derived from the Uppy file id), and every
+ * file but an empty one goes through @uppy/aws-s3's multipart flow, a file the service plans
+ * as one PUT being its one part: `signRequest` answers PUTs with s3gate's URLs and signed
+ * headers (part URLs asked for 16 at a time), and the create, list, complete and abort
+ * requests with `data:` URLs carrying the XML the plugin expects (a page with a
+ * Content-Security-Policy needs `data:` in connect-src). Answering "complete" is where the
+ * service completes the file and its verdict is waited for, so a refused file fails in Uppy
+ * before it is ever shown as uploaded; answering "list" (a retry, a restore) asks the service
+ * what it holds, so a PUT that already landed is not sent again; answering "abort" abandons
+ * it. The threshold and the part size come from `GET /uploads/settings`; no setting is copied.
  */
 export function awsS3Options(
   uppy,
-  { endpoint = null, token = null, client = null, ...clientOptions } = {},
+  { endpoint = null, token = null, client = null, restrict = true, ...clientOptions } = {},
 ) {
   // clientOptions: s3gate.js's `retries`, `completionWait`, `verifyTimeoutMs`.
   const s3gate =
@@ -319,12 +336,24 @@ export function awsS3Options(
     createClient({ retries: RETRIES, ...clientOptions, baseUrl: endpoint ?? undefined, token });
   const plans = new Map(); // s3gate file id -> {plan, urls: Map(part number -> part URL)}
   const failures = new Map(); // Uppy file id -> why the service refused to declare it
+  const verdicts = new Map(); // s3gate file id -> its completion (one at a time)
+  const abandoned = new Map(); // s3gate file id -> its abandon call (sent once)
+  // Uppy file ids whose one PUT @uppy/aws-s3 sent again after its answer was lost (its
+  // fetcher retries a dropped connection), which the store refused with 412: `If-None-Match:
+  // *` met the object the first one stored. The post-processor completes them.
+  const landedPuts = new Map(); // -> the 412's message, as Uppy's notice shows it
   let settings = null;
+  const published = () => publishedSettings(uppy, s3gate, restrict);
+  published().catch(() => {}); // Uppy's restrictions, before files are added (again on upload)
 
   const partSize = (size) => {
     const grown = Math.ceil(size / settings.max_parts / 1048576) * 1048576;
     return Math.min(settings.max_part_size, Math.max(settings.part_size, grown));
   };
+
+  /** The Uppy file an S3 key or upload id (an s3gate file id) or Uppy file id names. */
+  const fileFor = (key) =>
+    uppy.getFiles().find((f) => f.s3gate?.id === key) ?? uppy.getFile(key) ?? null;
 
   const declare = async (file) => {
     const size = file.data.size;
@@ -353,7 +382,7 @@ export function awsS3Options(
       .filter((f) => f && !f.error && !f.progress?.uploadComplete && f.data && !f.isRemote);
     if (files.length === 0) return;
     try {
-      settings ??= await s3gate.uploadSettings();
+      settings = await published();
     } catch (error) {
       for (const file of files) failures.set(file.id, error);
       return;
@@ -374,8 +403,11 @@ export function awsS3Options(
           const { id, status } = resource;
           const state = { id, status, code: null, attempt, multipart };
           // Kept with the file (Golden Retriever too): a restored upload chunks as planned.
-          if (multipart) state.partSize = upload.part_size;
-          uppy.setFileState(file.id, { s3gate: state });
+          state.partSize = multipart ? upload.part_size : file.data.size;
+          const patch = { s3gate: state };
+          // A new upload (the last one ended): @uppy/aws-s3 must not resume the old one.
+          if (file.s3Multipart && file.s3Multipart.uploadId !== id) patch.s3Multipart = undefined;
+          uppy.setFileState(file.id, patch);
         } catch (error) {
           failures.set(file.id, error);
         } finally {
@@ -385,22 +417,82 @@ export function awsS3Options(
     );
   });
 
+  // Every file was completed when @uppy/aws-s3 asked to complete it, but a one-PUT file whose
+  // PUT was sent twice (below): the service completes that one here. Any other file still
+  // pending once its bytes were sent is completed here too.
   uppy.addPostProcessor(async (fileIDs) => {
-    const files = fileIDs.map((id) => uppy.getFile(id)).filter((f) => f?.s3gate?.id && !f.error);
+    const files = fileIDs.map((id) => uppy.getFile(id)).filter((f) => f?.s3gate?.id);
     await Promise.all(
-      files.map((file) => {
-        if (file.progress?.uploadComplete) return verify(file);
-        // @uppy/aws-s3 gave up on it without a word (it swallows its own exceptions).
-        const error = new S3gateError("the bytes were not all sent", { code: "upload_incomplete" });
-        const response = { status: 0, body: { code: error.code } };
-        uppy.emit("upload-error", file, problemError(error), response);
-        return null;
+      files.map(async (file) => {
+        const resent = landedPuts.has(file.id);
+        const notice = landedPuts.get(file.id);
+        landedPuts.delete(file.id);
+        if (file.error && !resent) return;
+        if (!resent && !file.progress?.uploadComplete) {
+          // @uppy/aws-s3 gave up on it without a word (it swallows its own exceptions).
+          const error = new S3gateError("the bytes were not all sent", {
+            code: "upload_incomplete",
+          });
+          uppy.emit("upload-error", file, problemError(error), failedResponse(error));
+          return;
+        }
+        if (file.s3gate.status !== "pending" && !resent) return;
+        try {
+          const done = await finish(file.s3gate.id);
+          if (resent && uppy.getFile(file.id)) {
+            // It landed the first time: what failed was the resend. Uploaded after all.
+            uppy.setFileState(file.id, { error: null });
+            if (!uppy.getFiles().some((f) => f.error)) uppy.setState({ error: null });
+            // Uppy's "Failed to upload" notice of the 412 is withdrawn too.
+            const { info = [] } = uppy.getState();
+            uppy.setState({ info: info.filter((i) => i.type !== "error" || i.details !== notice) });
+            uppy.emit("upload-success", uppy.getFile(file.id), { status: 200, body: done });
+          }
+        } catch (error) {
+          const current = uppy.getFile(file.id);
+          if (current) uppy.emit("upload-error", current, error, failedResponse(error.cause));
+        }
       }),
     );
   });
 
+  uppy.on("upload-error", (file, error, response) => {
+    const current = file && uppy.getFile(file.id);
+    if (!current) return;
+    if (error?.status === 412 && current.s3gate?.id && !current.s3gate.multipart) {
+      landedPuts.set(file.id, error.message);
+    } else if (response === undefined && error?.cause instanceof S3gateError) {
+      // @uppy/aws-s3 emits upload-error without a response: the problem+json is it.
+      uppy.setFileState(file.id, { response: failedResponse(error.cause) });
+    }
+  });
+
+  // Removed before @uppy/aws-s3 had an upload to abort (declared, queued, failed): abandoned
+  // too. A file the service already holds (verifying, available) stays.
+  uppy.on("file-removed", (file) => {
+    failures.delete(file?.id);
+    landedPuts.delete(file?.id);
+    const id = file?.s3gate?.id;
+    if (!id) return;
+    if (file.s3gate.status === "pending") abandon(id).catch(() => {});
+    plans.delete(id);
+    verdicts.delete(id);
+  });
+
+  const abandon = (id) => {
+    let sent = abandoned.get(id);
+    if (!sent) {
+      sent = s3gate.abandon(id).catch((error) => {
+        abandoned.delete(id);
+        uppy.log(`[S3gate] could not abandon ${id}: ${error?.code}`, "warning");
+      });
+      abandoned.set(id, sent);
+    }
+    return sent;
+  };
+
   const setStatus = (file, patch) => {
-    const current = uppy.getFile(file.id);
+    const current = file && uppy.getFile(file.id);
     if (!current) return null;
     const state = { ...current.s3gate, ...patch };
     uppy.setFileState(file.id, { s3gate: state });
@@ -408,67 +500,85 @@ export function awsS3Options(
     return uppy.getFile(file.id);
   };
 
-  const verify = async (file) => {
-    const { id } = file.s3gate;
-    uppy.emit("postprocess-progress", file, { mode: "indeterminate", message: "Verifying" });
-    try {
-      const done = await s3gate.complete(id, {
+  /** `complete` and the verdict, once per file at a time: the File once available, else a
+   * problemError (its cause the S3gateError) after `file.s3gate` says why. */
+  const finish = async (id) => {
+    const file = fileFor(id);
+    let pending = verdicts.get(id);
+    if (!pending) {
+      pending = s3gate.complete(id, {
         onFile: (resource) => setStatus(file, { status: resource.status }),
       });
+      verdicts.set(id, pending);
+      pending.then(
+        () => plans.delete(id),
+        () => verdicts.delete(id),
+      );
+    }
+    const verifying = { mode: "indeterminate", message: "Verifying" };
+    if (file) uppy.emit("postprocess-progress", file, verifying);
+    try {
+      const done = await pending;
       setStatus(file, { status: done.status, code: null });
-      plans.delete(id);
+      return done;
     } catch (error) {
-      const code = error?.code ?? "error";
-      const status =
-        { upload_rejected: "rejected", upload_expired: "expired" }[code] ?? "pending";
-      const current = setStatus(file, { status, code });
-      if (current) {
-        uppy.emit("upload-error", current, problemError(error), {
-          status: error?.status ?? 0,
-          body: error?.problem ?? { code },
-        });
+      const current = file && uppy.getFile(file.id);
+      if (current?.progress?.postprocess) {
+        const { postprocess: _, ...progress } = current.progress; // not verifying any more
+        uppy.setFileState(file.id, { progress });
       }
-    } finally {
-      if (uppy.getFile(file.id)) uppy.emit("postprocess-complete", uppy.getFile(file.id));
+      const code = error?.code ?? "error";
+      if (code !== "upload_incomplete") {
+        const status = { upload_rejected: "rejected", upload_expired: "expired" }[code];
+        setStatus(file, { status: status ?? fileFor(id)?.s3gate?.status ?? "pending", code });
+      }
+      throw problemError(error);
     }
   };
 
-  /** The PUT of file `id`; one about to expire (or lost in a reload) comes from replaying its
-   * create with the same Idempotency-Key: same file, fresh URL. */
-  const singlePut = async (id) => {
-    let known = plans.get(id);
-    const fresh = (k) => Date.parse(k.plan.expires_at) - Date.now() > URL_REFRESH_MARGIN_MS;
-    if (!known || (known.plan.method === "PUT" && !fresh(known))) {
-      const file = uppy.getFiles().find((f) => f.s3gate?.id === id);
-      if (!file?.data) throw unsupported("a PUT for a file it did not declare");
-      settings ??= await s3gate.uploadSettings();
-      const { file: resource, upload, attempt } = await declare(file);
-      known = { plan: upload, urls: new Map() };
-      plans.set(resource.id, known);
-      // An ended upload is declared anew: the file follows the new one.
-      uppy.setFileState(file.id, {
-        s3gate: { ...file.s3gate, id: resource.id, status: resource.status, attempt },
-      });
+  /** Whether a one-PUT file's object is in the store: asked by completing it (a PUT sent
+   * again would meet its own `If-None-Match: *`). Rejected or expired: that failure. */
+  const landed = async (id) => {
+    try {
+      await finish(id);
+      return true;
+    } catch (error) {
+      if (error.code === "upload_incomplete") return false;
+      throw error;
     }
-    if (known.plan.method !== "PUT") throw unsupported("a single PUT of a multipart upload");
-    return known;
   };
 
+  /** The plan of file `id`; a PUT about to expire (or lost in a reload) comes from replaying
+   * its create with the same Idempotency-Key: same file, fresh URL. */
   const planFor = async (id) => {
     let known = plans.get(id);
-    if (!known) {
+    const file = fileFor(id);
+    const multipart = known ? known.plan.method === "MULTIPART" : Boolean(file?.s3gate?.multipart);
+    const fresh = (k) => Date.parse(k.plan.expires_at) - Date.now() > URL_REFRESH_MARGIN_MS;
+    if (!multipart && (!known || !fresh(known))) {
+      if (!file?.data) throw unsupported("a PUT for a file it did not declare");
+      settings = await published();
+      const { file: resource, upload, attempt } = await declare(file);
+      plans.set(resource.id, { plan: upload, urls: new Map() });
+      setStatus(file, { id: resource.id, status: resource.status, attempt });
+      if (resource.id !== id) {
+        // That upload ended meanwhile; a new one is declared, which a retry sends.
+        uppy.setFileState(file.id, { s3Multipart: undefined });
+        throw new S3gateError(`upload ${id} ended: retry to send the file again`, {
+          code: "not_pending",
+        });
+      }
+      known = plans.get(id);
+    } else if (!known) {
       // Restored after a reload, past the pre-processor: the service has the plan.
-      const stored = await s3gate.storedParts(id);
-      const { part_size, part_count } = stored;
-      const plan = { method: "MULTIPART", part_size, part_count };
-      known = { plan, urls: new Map() };
+      const { part_size, part_count } = await s3gate.storedParts(id);
+      known = { plan: { method: "MULTIPART", part_size, part_count }, urls: new Map() };
       plans.set(id, known);
     }
     return known;
   };
 
-  const partUrl = async (id, partNumber) => {
-    const known = await planFor(id);
+  const partUrl = async (known, id, partNumber) => {
     const cached = known.urls.get(partNumber);
     if (cached && Date.parse(cached.expires_at) - Date.now() > URL_REFRESH_MARGIN_MS) return cached;
     const numbers = [];
@@ -478,59 +588,113 @@ export function awsS3Options(
     return known.urls.get(partNumber);
   };
 
+  const storedList = async (id, known) => {
+    if (known.plan.method === "PUT") {
+      return (await landed(id)) ? [1] : [];
+    }
+    // The parts the store holds, each at its planned size.
+    const stored = await s3gate.storedParts(id);
+    const size = fileFor(id)?.size;
+    const planned = (n) => Math.min(stored.part_size, size - (n - 1) * stored.part_size);
+    return stored.parts
+      .filter((p) => size == null || p.size === planned(p.part_number))
+      .map((p) => p.part_number);
+  };
+
   const signRequest = async ({ method, key, uploadId, partNumber }) => {
-    // A file the service refused to declare still has its Uppy id as key: that refusal it is.
-    if (failures.has(key)) throw problemError(failures.get(key));
-    if (method === "PUT" && uploadId == null) {
-      const { plan } = await singlePut(key);
-      return { url: plan.url, headers: { ...plan.headers } };
-    }
-    if (method === "PUT") {
-      const part = await partUrl(uploadId, partNumber);
-      return { url: part.url, headers: { ...part.headers } };
-    }
+    const id = uploadId ?? key;
+    // A file the service refused to declare: that refusal it is, whatever is asked.
+    const file = fileFor(id);
+    if (file && failures.has(file.id)) throw problemError(failures.get(file.id));
     if (method === "POST" && uploadId == null) {
-      // CreateMultipartUpload: the service created it when it declared the file.
-      if (plans.get(key)?.plan.method !== "MULTIPART") throw unsupported("multipart");
+      // CreateMultipartUpload: the service created it (or planned one PUT) when it declared it.
+      if (!plans.has(key)) throw unsupported("upload of a file it did not declare");
       return xml("InitiateMultipartUploadResult", `<Key>${key}</Key><UploadId>${key}</UploadId>`);
     }
+    if (method === "PUT") {
+      const known = await planFor(id);
+      if (known.plan.method === "PUT") {
+        // The one PUT: the only part (or a PutObject, for an empty file, which the service
+        // refused when it was declared).
+        if ((partNumber ?? 1) !== 1) throw unsupported("a second part of a one-PUT upload");
+        return { url: known.plan.url, headers: { ...known.plan.headers } };
+      }
+      if (partNumber == null) throw unsupported("a single PUT of a multipart upload");
+      const part = await partUrl(known, id, partNumber);
+      return { url: part.url, headers: { ...part.headers } };
+    }
     if (method === "GET") {
-      // ListParts (a resume): the parts the store holds, each at its planned size.
-      const stored = await s3gate.storedParts(uploadId);
-      const size = uppy.getFiles().find((f) => f.s3gate?.id === uploadId)?.size;
-      const planned = (n) => Math.min(stored.part_size, size - (n - 1) * stored.part_size);
-      const parts = stored.parts
-        .filter((p) => size == null || p.size === planned(p.part_number))
-        .map((p) => `<Part><PartNumber>${p.part_number}</PartNumber><ETag>held</ETag></Part>`);
+      // ListParts (a retry, a restore): what the store holds, so nothing is sent twice.
+      const held = await storedList(id, await planFor(id));
+      const parts = held.map((n) => `<Part><PartNumber>${n}</PartNumber><ETag>held</ETag></Part>`);
       return xml("ListPartsResult", parts.join(""));
     }
     if (method === "POST") {
-      // CompleteMultipartUpload: the post-processor has the service complete and verify it.
-      const location = new URL(`files/${encodeURIComponent(uploadId)}`, apiRoot(endpoint)).href;
-      return xml(
-        "CompleteMultipartUploadResult",
-        `<Location>${location}</Location><Key>${uploadId}</Key>`,
-      );
+      // CompleteMultipartUpload: the service completes the file and checks it; its verdict is
+      // the answer (a refused file fails here, never shown as uploaded).
+      await finish(id);
+      const location = new URL(`files/${encodeURIComponent(id)}`, apiRoot(endpoint)).href;
+      const result = `<Location>${location}</Location><Key>${id}</Key>`;
+      return xml("CompleteMultipartUploadResult", result);
     }
     if (method === "DELETE" && uploadId != null) {
       // AbortMultipartUpload (the file was removed): abandon it (idempotent).
-      await s3gate.abandon(uploadId).catch(() => {});
+      await abandon(id);
       return xml("AbortMultipartUploadResult", "");
     }
     throw unsupported(method);
   };
 
   return {
-    // The service decided when it declared the file; these only follow its answer.
-    shouldUseMultipart: (file) => Boolean(file.s3gate?.multipart),
-    // The part size the file was declared with (restored after a reload, too), else the
-    // one the pre-processor is about to declare.
-    getChunkSize: ({ size }) =>
-      uppy.getFiles().find((f) => f.s3gate?.partSize && f.size === size)?.s3gate.partSize ??
-      partSize(size),
+    // One flow for every file but an empty one: a one-PUT file is a one-part upload here,
+    // so its completion and its resume are answered by the service like a multipart one's.
+    shouldUseMultipart: (file) => (file.size ?? file.data?.size ?? 0) > 0,
+    // The part size the file was declared with (restored after a reload, too); a one-PUT
+    // file's is its size. Else what the pre-processor is about to declare.
+    getChunkSize: ({ size }) => {
+      const declared = uppy.getFiles().find((f) => f.s3gate?.partSize && f.size === size);
+      if (declared) return declared.s3gate.partSize;
+      return settings && size > settings.multipart_threshold ? partSize(size) : size;
+    },
     generateObjectKey: (file) => file.s3gate?.id ?? file.id,
     signRequest,
   };
+}
+
+/** Uppy's `response` for a failure: the problem+json, or the client's code. */
+function failedResponse(error) {
+  return { status: error?.status ?? 0, body: error?.problem ?? { code: error?.code ?? "error" } };
+}
+
+// GET /uploads/settings, once per client (again after a failure): what the service accepts.
+const SETTINGS = new WeakMap();
+
+/**
+ * The deployment's published settings; with `restrict`, Uppy's `restrictions` follow them
+ * (`maxFileSize` no larger than the service's, `allowedFileTypes` the service's patterns
+ * unless the app set its own), so a file the service would refuse is refused when added.
+ */
+function publishedSettings(uppy, client, restrict) {
+  let pending = SETTINGS.get(client);
+  if (!pending) {
+    pending = client.uploadSettings().then((settings) => {
+      if (restrict) restrictTo(uppy, settings);
+      return settings;
+    });
+    pending.catch(() => SETTINGS.delete(client));
+    SETTINGS.set(client, pending);
+  }
+  return pending;
+}
+
+function restrictTo(uppy, settings) {
+  const current = uppy.opts?.restrictions ?? {};
+  const limit = settings.max_file_size;
+  const maxFileSize = current.maxFileSize ? Math.min(current.maxFileSize, limit) : limit;
+  const types = settings.allowed_content_types;
+  const allowedFileTypes =
+    current.allowedFileTypes ?? (types.includes("*/*") ? null : types.slice());
+  uppy.setOptions({ restrictions: { ...current, maxFileSize, allowedFileTypes } });
 }
 
 /** What Uppy shows on a failed file: the API's problem code first. */
