@@ -31,6 +31,29 @@ UPLOAD = """async ({ abortAfterMs }) => {
 }"""
 
 
+# What GET /uploads/settings publishes (the defaults; upload() works within them).
+SETTINGS = {
+    "max_file_size": 5 * 1024**3,
+    "allowed_content_types": ["*/*"],
+    "multipart_threshold": 100 * 1024**2,
+    "part_size": 16 * 1024**2,
+    "min_part_size": 5 * 1024**2,
+    "max_part_size": 5 * 1024**3,
+    "max_parts": 10_000,
+    "max_part_numbers_per_request": 1000,
+    "part_url_budget_per_part": 2,
+    "upload_url_ttl_seconds": 900,
+    "download_url_ttl_seconds": 300,
+    "multipart_deadline_seconds": 86_400,
+    "form_uploads": True,
+    "completion_max_wait_seconds": 30,
+    "rate_limit_per_minute": 0,
+    "rate_limit_burst": 0,
+    "quota_bytes": 0,
+    "quota_pending_uploads": 0,
+}
+
+
 @dataclass
 class PlayedApi:
     """POST /uploads (409 not_pending once completed), the PUT, `complete` (202 verifying) and
@@ -62,6 +85,8 @@ class PlayedApi:
             route.fulfill(content_type="text/html", body="<!doctype html><title>played</title>")
         elif path == "/client/s3gate.js":
             route.fulfill(content_type="text/javascript", body=CLIENT.read_text())
+        elif (request.method, path) == ("GET", "/uploads/settings"):
+            self._json(route, 200, SETTINGS)
         elif (request.method, path) == ("POST", "/uploads") and self.prefer:
             problem = {"status": 409, "code": "not_pending", "detail": "no longer pending"}
             self._json(route, 409, problem)

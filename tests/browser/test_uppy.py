@@ -609,6 +609,29 @@ def test_uppys_restrictions_follow_the_published_settings(
 PNG_HEAD = bytes.fromhex("89504e470d0a1a0a0000000d49484452")
 
 
+def test_the_js_client_refuses_what_the_settings_refuse_before_declaring_it(
+    strict_api: DemoServer, page: Any, page_origin: str, sub: str
+) -> None:
+    # s3gate.js itself (here the plugin's client), for apps that call upload() without Uppy.
+    creates = _requests(page, "POST", f"{strict_api.api}/uploads")
+    _open(page, page_origin, strict_api, sub)
+    refused = page.evaluate(
+        """async () => {
+          const client = window.uppy.getPlugin("S3gate").client;
+          const outcome = async (blob) => {
+            try { return (await client.upload(blob, { resume: false })).status; }
+            catch (error) { return [error.code, error.status]; }
+          };
+          return [
+            await outcome(new Blob([new Uint8Array(2 * 1048576)], { type: "image/png" })),
+            await outcome(new Blob(["notes"], { type: "Text/Plain; charset=utf-8" })),
+          ];
+        }"""
+    )
+    assert refused == [["file_too_large", 413], ["content_type_not_allowed", 415]]
+    assert creates == []  # nothing was declared
+
+
 def test_the_service_serves_the_plugin_and_its_types_to_the_apps_origin(
     api: DemoServer, page: Any, page_origin: str, sub: str
 ) -> None:

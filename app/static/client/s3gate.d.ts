@@ -337,7 +337,10 @@ export declare class S3gateClient {
     options?: CallOptions & { disposition?: "attachment" | "inline" },
   ): Promise<DownloadLink>;
   list(options?: ListOptions): Promise<FileList>;
-  uploadSettings(options?: CallOptions): Promise<UploadSettings>;
+  /** Asked once per client (again after a failure, or with `fresh: true`). upload() works
+   * within it: a file over `max_file_size` or of a type not allowed is refused (413
+   * `file_too_large`, 415 `content_type_not_allowed`) before it is hashed or declared. */
+  uploadSettings(options?: CallOptions & { fresh?: boolean }): Promise<UploadSettings>;
   getFile(id: string, options?: CallOptions): Promise<S3gateFile>;
   deleteFile(id: string, options?: CallOptions): Promise<null>;
   abandon(id: string, options?: CallOptions): Promise<void>;

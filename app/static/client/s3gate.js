@@ -54,6 +54,7 @@ export class S3gateClient {
   #baseUrl;
   #token;
   #options;
+  #settings = null;
 
   constructor({ baseUrl = defaultBaseUrl, token = null, ...options } = {}) {
     this.#baseUrl = baseUrl.endsWith("/") ? baseUrl : `${baseUrl}/`;
@@ -63,7 +64,10 @@ export class S3gateClient {
 
   /** Upload a File or Blob; resolves to the File resource once the service verified it. */
   async upload(file, options = {}) {
-    const opts = { ...this.#options, ...options };
+    const opts = withinSettings(
+      { ...this.#options, ...options },
+      await this.#admitted(file, { ...this.#options, ...options }),
+    );
     const signal = opts.signal ?? null;
     const progress = new Progress(file.size, opts.onProgress);
     const body = await this.#declaration(file, opts);
@@ -118,8 +122,44 @@ export class S3gateClient {
    * What the deployment accepts: `max_file_size`, `allowed_content_types`, `multipart_threshold`,
    * `part_size`, the URL TTLs, `form_uploads`, the caller's quotas (`GET /uploads/settings`).
    */
-  uploadSettings(options = {}) {
-    return this.#api("GET", "uploads/settings", options);
+  uploadSettings({ fresh = false, ...options } = {}) {
+    // Asked once per client (again after a failure, or with `fresh: true`).
+    if (fresh || !this.#settings) {
+      this.#settings = this.#api("GET", "uploads/settings", options);
+      this.#settings.catch(() => {
+        this.#settings = null;
+      });
+    }
+    return this.#settings;
+  }
+
+  /**
+   * The published settings upload() works within, or null from a service without them (it
+   * decides at create). Refuses, with the service's own code, a file it would refuse: before
+   * the file is hashed, and before anything is declared.
+   */
+  async #admitted(file, opts) {
+    let settings;
+    try {
+      settings = await this.uploadSettings({ signal: opts.signal, retries: opts.retries });
+    } catch (error) {
+      if (error?.status === 404 || error?.status === 405) return null;
+      throw error;
+    }
+    if (file.size > settings.max_file_size) {
+      throw new S3gateError(
+        `${file.size} bytes; this service accepts up to ${settings.max_file_size}`,
+        { code: "file_too_large", status: 413 },
+      );
+    }
+    const type = essence(opts.contentType || file.type || "application/octet-stream");
+    if (!typeAllowed(type, settings.allowed_content_types)) {
+      throw new S3gateError(`${type} is not among ${settings.allowed_content_types.join(", ")}`, {
+        code: "content_type_not_allowed",
+        status: 415,
+      });
+    }
+    return settings;
   }
 
   getFile(id, options = {}) {
@@ -493,6 +533,28 @@ function timestamp(value) {
  * A refusal that a retry with the same request cannot change: a 4xx other than 401 (a token
  * to renew), 408 and 429 (wait and retry).
  */
+/** The type/subtype of a Content-Type, lower-cased, without parameters (as the service does). */
+function essence(value) {
+  return String(value).split(";", 1)[0].trim().toLowerCase();
+}
+
+// Whether `type` matches one of "*/*", "major/*" or the exact "type/subtype".
+function typeAllowed(type, patterns) {
+  const major = type.split("/", 1)[0];
+  return patterns.some((p) => p === "*/*" || p === type || p === `${major}/*`);
+}
+
+/** Upload options within what the service publishes: part URLs per request, and the longest
+ * `Prefer: wait` it honours. */
+function withinSettings(opts, settings) {
+  if (!settings) return opts;
+  return {
+    ...opts,
+    partBatch: Math.max(1, Math.min(opts.partBatch, settings.max_part_numbers_per_request)),
+    completionWait: Math.min(opts.completionWait, settings.completion_max_wait_seconds),
+  };
+}
+
 function isFinal(error) {
   const { status } = error instanceof S3gateError ? error : {};
   return status >= 400 && status < 500 && ![401, 408, 429].includes(status);
