@@ -297,8 +297,11 @@ def test_dashboard_uploads_a_single_put_and_a_30_mib_multipart_with_monotonic_pr
 
 
 @pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize(("size", "kind"), [(4096, "put"), (12 * MiB, "parts")])
 def test_bytes_that_are_not_what_they_claim_fail_in_uppy_with_the_problem_code(
     mode: str,
+    size: int,
+    kind: str,
     api: DemoServer,
     page: Any,
     page_origin: str,
@@ -307,7 +310,7 @@ def test_bytes_that_are_not_what_they_claim_fail_in_uppy_with_the_problem_code(
     artifacts: Path,
 ) -> None:
     # Declared image/png (from the name), but not a PNG: the completion check refuses it.
-    fake = _random_file(tmp_path, "fake.png", 4096)
+    fake = _random_file(tmp_path, "fake.png", size)
     _open(page, page_origin, api, sub, mode=mode)
     _add(page, fake)
     _start(page)
@@ -330,7 +333,8 @@ def test_bytes_that_are_not_what_they_claim_fail_in_uppy_with_the_problem_code(
     details = item.locator(".uppy-Dashboard-Item-errorDetails")
     assert (details.get_attribute("aria-label") or "").startswith("upload_rejected: ")
     page.locator(".uppy-StatusBar.is-error").wait_for()
-    page.screenshot(path=str(artifacts / f"uppy-{mode}-rejected.png"), full_page=True)
+    if kind == "put":
+        page.screenshot(path=str(artifacts / f"uppy-{mode}-rejected.png"), full_page=True)
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -588,6 +592,7 @@ def test_uppys_restrictions_follow_the_published_settings(
     page_origin: str,
     sub: str,
     tmp_path: Path,
+    artifacts: Path,
 ) -> None:
     creates = _requests(page, "POST", f"{strict_api.api}/uploads")
     _open(page, page_origin, strict_api, sub, mode=mode)
@@ -600,6 +605,7 @@ def test_uppys_restrictions_follow_the_published_settings(
     _add(page, _random_file(tmp_path, "huge.png", 2 * MiB, head=PNG_HEAD))
     _add(page, _random_file(tmp_path, "fine.png", 1000, head=PNG_HEAD))
     assert sorted(_files(page)) == ["fine.png"]
+    page.screenshot(path=str(artifacts / f"uppy-{mode}-restricted.png"), full_page=True)
     _start(page)
     _wait_settled(page, 1)
     assert _files(page)["fine.png"]["s3gate"]["status"] == "available"
