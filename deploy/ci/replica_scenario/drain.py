@@ -75,6 +75,32 @@ async def big_upload(
     return file_id, data
 
 
+async def _until_received(
+    other: Replica,
+    token: str,
+    file_ids: list[str],
+    completes: list[asyncio.Task[tuple[int, str, float]]],
+) -> None:
+    """Until each completion was received (its file left `pending`) or answered, asked of
+    the other replica; ScenarioError after 20 s."""
+    auth = {"Authorization": f"Bearer {token}"}
+    deadline = time.monotonic() + 20
+    async with httpx.AsyncClient(base_url=other.url, timeout=10) as client:
+        while True:
+            waiting = []
+            for file_id, completing in zip(file_ids, completes, strict=True):
+                if completing.done():
+                    continue
+                answer = await client.get(f"/files/{file_id}", headers=auth)
+                if answer.status_code != 200 or answer.json()["status"] == "pending":
+                    waiting.append(file_id)
+            if not waiting:
+                return
+            if time.monotonic() > deadline:
+                raise ScenarioError(f"drain: completions not received in 20 s: {waiting}")
+            await asyncio.sleep(0.05)
+
+
 @dataclass
 class DrainReport:
     in_flight: int = 0
@@ -106,9 +132,12 @@ async def drain(stack: Stack, tally: Tally, token: str, s3: httpx.AsyncClient) -
             return answer.status_code, answer.text, time.time()
 
         completes = [asyncio.create_task(complete(file_id)) for file_id, _ in bigs]
-        await asyncio.sleep(0.3)
+        # SIGTERM only once the service holds every completion (its file is `verifying`, or
+        # it already answered): a request still on its way meets a replica that stopped
+        # reading, which is no drain to test (on a slow machine 0.3 s was not always enough).
+        await _until_received(stack.b, token, [file_id for file_id, _ in bigs], completes)
         # A completion that already answered was not in flight: on a quiet machine one may take
-        # less than the 0.3 s above. Only those still open count, and at least one must be.
+        # less than that. Only those still open count, and at least one must be.
         open_completes = [not completing.done() for completing in completes]
         report.in_flight = len(slow) + sum(open_completes)
         report.term_at = time.time()
