@@ -432,6 +432,53 @@ def test_a_reload_mid_upload_is_restored_by_golden_retriever_and_resumes(
 
 
 @pytest.mark.parametrize("mode", MODES)
+def test_a_reload_after_the_service_got_the_completion_does_not_upload_the_file_again(
+    mode: str,
+    api: DemoServer,
+    page: Any,
+    page_origin: str,
+    sub: str,
+    tmp_path: Path,
+) -> None:
+    # Two parts with a SHA-256: the service verifies it in the background. The completion
+    # reaches it and is answered, but the page is reloaded before it hears the answer.
+    big = _random_file(tmp_path, "verified.bin", 9 * MiB)
+    answered: list[int] = []
+
+    def hold_the_answer(route: Any) -> None:
+        if route.request.method != "POST" or answered:
+            route.continue_()
+            return
+        answered.append(route.fetch().status)  # the service has it; the page never hears
+
+    page.route(f"{api.api}/uploads/*/complete", hold_the_answer)
+    _open(page, page_origin, api, sub, mode=mode)
+    _add(page, big)
+    _start(page)
+    deadline = time.monotonic() + 60
+    while not answered and time.monotonic() < deadline:
+        page.wait_for_timeout(100)
+    assert answered, "the completion never reached the service"
+    (declared,) = api.files(sub)
+    assert declared["status"] in ("verifying", "available"), declared
+    puts = _requests(page, "PUT", api.s3.endpoint_url)
+    creates = _requests(page, "POST", f"{api.api}/uploads")
+    page.reload()
+    page.wait_for_function("window.ready === true")
+    page.wait_for_function("() => window.uppy.getState().recoveredState != null")
+    _start(page)
+    _wait_settled(page, 1)
+
+    state = _files(page)["verified.bin"]
+    _assert_available(api, sub, state, big)
+    (only,) = api.files(sub)  # the same file, not a second upload of it
+    assert only["id"] == declared["id"] == state["s3gate"]["id"]
+    assert puts == [], puts  # no byte was sent again
+    # At most the replay of its create (the plugin's resume; aws-s3 resumes from the parts).
+    assert creates.count(f"{api.api}/uploads") <= 1, creates
+
+
+@pytest.mark.parametrize("mode", MODES)
 def test_a_tight_rate_limit_still_completes_and_honours_retry_after(
     mode: str,
     tight_api: DemoServer,

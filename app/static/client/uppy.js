@@ -370,8 +370,11 @@ export function awsS3Options(
       try {
         return { ...(await s3gate.createUpload(body, { idempotencyKey })), attempt };
       } catch (error) {
-        // That key's upload has ended (rejected, expired, abandoned): declare a new one.
         if (error?.code !== "not_pending" || attempt > first) throw error;
+        // Past pending: completed before a reload (verifying, or available already), which
+        // is this file; else ended (rejected, expired, abandoned): declare a new one.
+        const earlier = file.s3gate?.id ? await completedEarlier(file.s3gate.id) : null;
+        if (earlier) return { file: earlier, upload: null, attempt };
       }
     }
   };
@@ -393,14 +396,20 @@ export function awsS3Options(
         uppy.emit("preprocess-progress", file, { mode: "indeterminate", message: "Declaring" });
         try {
           const { file: resource, upload, attempt } = await declare(file);
+          const { id, status } = resource;
+          if (upload === null) {
+            // @uppy/aws-s3 resumes it and asks to complete it (below).
+            finishedPlan(file, resource);
+            uppy.setFileState(file.id, { s3Multipart: { uploadId: id, key: id } });
+            return;
+          }
           if (upload.method !== "PUT" && upload.method !== "MULTIPART") {
             throw new S3gateError(`unexpected upload method ${upload.method}`, {
               code: "unsupported_upload",
             });
           }
-          plans.set(resource.id, { plan: upload, urls: new Map() });
+          plans.set(id, { plan: upload, urls: new Map() });
           const multipart = upload.method === "MULTIPART";
-          const { id, status } = resource;
           const state = { id, status, code: null, attempt, multipart };
           // Kept with the file (Golden Retriever too): a restored upload chunks as planned.
           state.partSize = multipart ? upload.part_size : file.data.size;
@@ -548,10 +557,30 @@ export function awsS3Options(
     }
   };
 
+  /** The plan of a file whose bytes are all in (completed before a reload: `verifying` or
+   * `available`): every part is reported held, so @uppy/aws-s3 sends nothing and asks to
+   * complete it, which waits for the verdict. */
+  const finishedPlan = (file, resource) => {
+    const { multipart = false, partSize = resource.size } = file?.s3gate ?? {};
+    const count = multipart ? Math.ceil(resource.size / partSize) : 1;
+    const plan = { method: multipart ? "MULTIPART" : "PUT", part_count: count };
+    const known = { plan, urls: new Map(), finished: true };
+    plans.set(resource.id, known);
+    setStatus(file, { status: resource.status, code: null });
+    return known;
+  };
+
+  /** The file `id` as the service has it when it is past pending yet not over, else null. */
+  const completedEarlier = async (id) => {
+    const earlier = await s3gate.getFile(id);
+    return earlier.status === "verifying" || earlier.status === "available" ? earlier : null;
+  };
+
   /** The plan of file `id`; a PUT about to expire (or lost in a reload) comes from replaying
    * its create with the same Idempotency-Key: same file, fresh URL. */
   const planFor = async (id) => {
     let known = plans.get(id);
+    if (known?.finished) return known;
     const file = fileFor(id);
     const multipart = known ? known.plan.method === "MULTIPART" : Boolean(file?.s3gate?.multipart);
     const fresh = (k) => Date.parse(k.plan.expires_at) - Date.now() > URL_REFRESH_MARGIN_MS;
@@ -559,6 +588,7 @@ export function awsS3Options(
       if (!file?.data) throw unsupported("a PUT for a file it did not declare");
       settings = await published();
       const { file: resource, upload, attempt } = await declare(file);
+      if (upload === null) return finishedPlan(file, resource);
       plans.set(resource.id, { plan: upload, urls: new Map() });
       setStatus(file, { id: resource.id, status: resource.status, attempt });
       if (resource.id !== id) {
@@ -570,8 +600,17 @@ export function awsS3Options(
       }
       known = plans.get(id);
     } else if (!known) {
-      // Restored after a reload, past the pre-processor: the service has the plan.
-      const { part_size, part_count } = await s3gate.storedParts(id);
+      // Restored after a reload, past the pre-processor (Uppy resumes a restored upload at
+      // the step it had reached): the service has the plan.
+      let stored;
+      try {
+        stored = await s3gate.storedParts(id);
+      } catch (error) {
+        const earlier = error?.code === "not_pending" ? await completedEarlier(id) : null;
+        if (!earlier) throw error;
+        return finishedPlan(file, earlier);
+      }
+      const { part_size, part_count } = stored;
       known = { plan: { method: "MULTIPART", part_size, part_count }, urls: new Map() };
       plans.set(id, known);
     }
@@ -589,6 +628,7 @@ export function awsS3Options(
   };
 
   const storedList = async (id, known) => {
+    if (known.finished) return Array.from({ length: known.plan.part_count }, (_, i) => i + 1);
     if (known.plan.method === "PUT") {
       return (await landed(id)) ? [1] : [];
     }
