@@ -246,8 +246,10 @@ def unavailable(message: str, *, required: bool) -> NoReturn:
     pytest.skip(message)
 
 
-def wait_until(predicate: Callable[[], object], timeout: float = 30) -> None:
-    """devkit's wait_for, failing the test (AssertionError) when the time is up."""
+def wait_until(predicate: Callable[[], object], timeout: float = 60) -> None:
+    """devkit's wait_for, failing the test (AssertionError) when the time is up. 60 s: what
+    must happen gets time on a slow 2-core machine under the whole suite (a server's start
+    there has taken over 30 s); it costs nothing when it happens at once."""
     if not wait_for(predicate, timeout=timeout):
         raise AssertionError("timed out")
 

@@ -25,7 +25,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from app.auth import mint_token
 from app.devstack import EmbeddedS3
 from devkit.ports import free_port
-from devkit.processes import answers, stop_process
+from devkit.processes import answers, stop_process, wait_for
 from tests.support import (
     S3GATE,
     TEST_JWT_SECRET,
@@ -425,6 +425,14 @@ async def test_cors_exposes_and_accepts_the_request_id(api: Api) -> None:
 # --- s3gate serve --workers 2 ------------------------------------------------------------------
 
 
+# How long a multi-worker server may take to have every worker up.
+STARTUP_SECONDS = 90
+
+
+def _tail(log: Path) -> str:
+    return log.read_text(errors="replace")[-3000:]
+
+
 def _live_workers(metrics_dir: Path) -> set[int]:
     return {int(p.stem.rsplit("_", 1)[1]) for p in metrics_dir.glob("gauge_livesum_*.db")}
 
@@ -468,10 +476,21 @@ def test_several_workers_report_the_same_totals_whicheveranswers(
             "serve", "--port", str(port), "--workers", "2", env=env, cwd=tmp_path, stdout=sink
         )
     api = f"http://127.0.0.1:{port}"
+    # Two workers import the app at once: on a slow 2-core machine, under the rest of the
+    # suite, that has taken over 30 s. The server's log says why if it never happens.
+    started = STARTUP_SECONDS
     try:
-        wait_until(lambda: len(list(temp.glob("s3gate-metrics-*"))) == 1)
+
+        def one_metrics_dir() -> bool:
+            return len(list(temp.glob("s3gate-metrics-*"))) == 1
+
+        assert wait_for(one_metrics_dir, timeout=started), _tail(output)
         (metrics_dir,) = temp.glob("s3gate-metrics-*")
-        wait_until(lambda: len(_live_workers(metrics_dir)) == 2 and answers(f"{api}/readyz"))
+
+        def both_up() -> bool:
+            return len(_live_workers(metrics_dir)) == 2 and answers(f"{api}/readyz")
+
+        assert wait_for(both_up, timeout=started), _tail(output)
 
         # Fresh connections, several at once, until both workers have answered some.
         sent = 0
@@ -494,7 +513,11 @@ def test_several_workers_report_the_same_totals_whicheveranswers(
         # A killed worker cannot mark itself dead; the next scrape does, and keeps its counts.
         victim = min(_live_workers(metrics_dir))
         os.kill(victim, signal.SIGKILL)
-        wait_until(lambda: len(_live_workers(metrics_dir) - {victim}) == 2)
+
+        def restarted() -> bool:
+            return len(_live_workers(metrics_dir) - {victim}) == 2
+
+        assert wait_for(restarted, timeout=started), _tail(output)
         wait_until(lambda: answers(f"{api}/readyz"))
         samples = parse(httpx.get(f"{api}/metrics").text)
         assert value(samples, "s3gate_workers") == 2
