@@ -611,7 +611,9 @@ export function awsS3Options(
         return finishedPlan(file, earlier);
       }
       const { part_size, part_count } = stored;
-      known = { plan: { method: "MULTIPART", part_size, part_count }, urls: new Map() };
+      // `held`: the list just read, for the ListParts that asked (not read twice).
+      const plan = { method: "MULTIPART", part_size, part_count };
+      known = { plan, urls: new Map(), held: stored };
       plans.set(id, known);
     }
     return known;
@@ -633,7 +635,8 @@ export function awsS3Options(
       return (await landed(id)) ? [1] : [];
     }
     // The parts the store holds, each at its planned size.
-    const stored = await s3gate.storedParts(id);
+    const stored = known.held ?? (await s3gate.storedParts(id));
+    known.held = null;
     const size = fileFor(id)?.size;
     const planned = (n) => Math.min(stored.part_size, size - (n - 1) * stored.part_size);
     return stored.parts
